@@ -1,0 +1,232 @@
+//! KV-cache layouts and their sizes.
+//!
+//! Per token and per full-attention layer, in values:
+//! - [`KvLayout::Gqa`]: `n_kv_heads × (head_dim + v_head_dim)` (K and V per KV head).
+//! - [`KvLayout::MlaLatent`] (llama.cpp): `kv_lora_rank + qk_rope_head_dim` — one shared latent
+//!   and the rotary key; V is read as a view of the first `kv_lora_rank` values of each K row,
+//!   so nothing else is stored (576 for DeepSeek-V2/V3 and GLM-4.7-Flash).
+//! - [`KvLayout::MlaSplit`] (Ollama-like): K = latent + rope key (576) and a separate V = the
+//!   latent again (512): 1088 values.
+//! - [`KvLayout::ExpandedMha`]: K and V per head after the up-projection, what an engine
+//!   without MLA support stores: `n_heads × (qk_nope + qk_rope + v_head_dim)`.
+//!
+//! Sliding-window layers keep at most `sliding_window` tokens; linear-attention layers keep a
+//! constant recurrent state (`n_v_heads × k_head_dim × v_head_dim` plus the short-convolution
+//! tail, in F32 as llama.cpp stores it) however long the context.
+//!
+//! **Why the seed saw ~2× more KV in Ollama than in llama.cpp for GLM-4.7-Flash.**
+//! GLM-4.7-Flash has 47 MLA layers with `kv_lora_rank` 512 and `qk_rope_head_dim` 64.
+//! llama.cpp caches 512 + 64 = 576 values per token per layer; Ollama's `glm4moelite` puts the
+//! same 576-value key *and* a separate 512-value value tensor into its cache: 1088 values,
+//! 1088 / 576 = 1.89×. With a q8_0 cache (34 bytes per 32 values) at 112k (114,688) tokens:
+//! 576 × 47 × 34/32 × 114,688 B = 3.07 GiB (the seed: "~3.1 GiB" in llama.cpp) against
+//! 1088 × 47 × 34/32 × 114,688 B = 5.80 GiB (the seed: "~5.9 GiB" in Ollama). Those 2.7 GiB
+//! are what pushed Ollama past the desktop's 40 GB and four layers onto the CPU.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::dtype::DType;
+use crate::model::{AttentionKind, LayerKind, ModelSpec};
+
+/// How the softmax-attention layers' keys and values are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KvLayout {
+    /// K and V per KV head (GQA models).
+    Gqa,
+    /// MLA: latent + rope key only, V a view of the latent (llama.cpp).
+    MlaLatent,
+    /// MLA: latent + rope key, and a separate latent V (Ollama-like).
+    MlaSplit,
+    /// MLA up-projected to per-head K and V (engines without MLA support).
+    ExpandedMha,
+}
+
+const NAMES: &[(KvLayout, &str)] = &[
+    (KvLayout::Gqa, "gqa"),
+    (KvLayout::MlaLatent, "mla-latent"),
+    (KvLayout::MlaSplit, "mla-split"),
+    (KvLayout::ExpandedMha, "expanded-mha"),
+];
+
+impl KvLayout {
+    /// The layout an engine with native support uses for this model (llama.cpp's).
+    pub fn native(m: &ModelSpec) -> KvLayout {
+        match m.attention.kind {
+            AttentionKind::Gqa => KvLayout::Gqa,
+            AttentionKind::Mla => KvLayout::MlaLatent,
+        }
+    }
+
+    /// The layouts that apply to this model.
+    pub fn applicable(m: &ModelSpec) -> &'static [KvLayout] {
+        match m.attention.kind {
+            AttentionKind::Gqa => &[KvLayout::Gqa],
+            AttentionKind::Mla => &[
+                KvLayout::MlaLatent,
+                KvLayout::MlaSplit,
+                KvLayout::ExpandedMha,
+            ],
+        }
+    }
+
+    /// Name as the CLI takes it.
+    pub fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(l, _)| *l == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("?")
+    }
+
+    /// Values stored per token per softmax-attention layer, as `(k, v)`.
+    /// `Err` names why the layout does not apply to this model.
+    pub fn values_per_token_layer(self, m: &ModelSpec) -> Result<(u64, u64), KvError> {
+        let a = &m.attention;
+        match (a.kind, self) {
+            (AttentionKind::Gqa, KvLayout::Gqa) => {
+                let kv = m.kv_heads();
+                Ok((kv * m.qk_head_dim(), kv * m.v_head_dim()))
+            }
+            (AttentionKind::Mla, KvLayout::MlaLatent) => Ok((
+                a.kv_lora_rank.unwrap_or(0) + a.qk_rope_head_dim.unwrap_or(0),
+                0,
+            )),
+            (AttentionKind::Mla, KvLayout::MlaSplit) => {
+                let latent = a.kv_lora_rank.unwrap_or(0);
+                Ok((latent + a.qk_rope_head_dim.unwrap_or(0), latent))
+            }
+            (AttentionKind::Mla, KvLayout::ExpandedMha) => {
+                Ok((a.n_heads * m.qk_head_dim(), a.n_heads * m.v_head_dim()))
+            }
+            _ => Err(KvError::NotApplicable {
+                layout: self,
+                model: m.name.clone(),
+                applicable: KvLayout::applicable(m)
+                    .iter()
+                    .map(|l| l.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
+
+/// A KV layout or type that does not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The layout belongs to another attention kind.
+    #[error("KV layout `{}` does not apply to {model} (use: {applicable})", layout.name())]
+    NotApplicable {
+        layout: KvLayout,
+        model: String,
+        applicable: String,
+    },
+    /// The row length is not a whole number of the cache type's blocks.
+    #[error("KV type {dtype} needs rows of a multiple of {block} values; {model} has {values}")]
+    BadRow {
+        dtype: DType,
+        block: u64,
+        values: u64,
+        model: String,
+    },
+}
+
+/// The KV cache of one sequence at one context length.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KvCache {
+    /// Layout used.
+    pub layout: KvLayout,
+    /// Cache element type.
+    pub dtype: DType,
+    /// Context length (tokens).
+    pub ctx: u64,
+    /// Bytes per token of one full-attention layer.
+    pub bytes_per_token_layer: u64,
+    /// Bytes of each layer's cache (softmax: grows with context; sliding: capped; linear: constant state).
+    pub per_layer: Vec<u64>,
+    /// Sum over layers.
+    pub total: u64,
+}
+
+/// Bytes of `values` cache elements of `dtype`, requiring whole blocks.
+fn row_bytes(dtype: DType, values: u64, m: &ModelSpec) -> Result<u64, KvError> {
+    dtype.bytes_for(values).ok_or(KvError::BadRow {
+        dtype,
+        block: dtype.block_size(),
+        values,
+        model: m.name.clone(),
+    })
+}
+
+/// Constant recurrent state of one linear-attention layer, in bytes (F32, as llama.cpp keeps it).
+pub fn linear_state_bytes(m: &ModelSpec) -> u64 {
+    m.linear_attention.as_ref().map_or(0, |la| {
+        let ssm = la.n_v_heads * la.k_head_dim * la.v_head_dim;
+        let conv = (la.conv_kernel.saturating_sub(1))
+            * (2 * la.n_k_heads * la.k_head_dim + la.n_v_heads * la.v_head_dim);
+        (ssm + conv) * 4
+    })
+}
+
+/// The cache of `m` at `ctx` tokens in `layout` with elements of `dtype`.
+pub fn kv_cache(
+    m: &ModelSpec,
+    layout: KvLayout,
+    dtype: DType,
+    ctx: u64,
+) -> Result<KvCache, KvError> {
+    let (k, v) = layout.values_per_token_layer(m)?;
+    let per_token = row_bytes(dtype, k, m)? + if v > 0 { row_bytes(dtype, v, m)? } else { 0 };
+    let window = m.sliding_window.unwrap_or(ctx).min(ctx);
+    let state = linear_state_bytes(m);
+    let per_layer: Vec<u64> = m
+        .layer_kinds()
+        .map(|kind| match kind {
+            LayerKind::Full => per_token * ctx,
+            LayerKind::Sliding => per_token * window,
+            LayerKind::Linear => state,
+        })
+        .collect();
+    let total = per_layer.iter().sum();
+    Ok(KvCache {
+        layout,
+        dtype,
+        ctx,
+        bytes_per_token_layer: per_token,
+        per_layer,
+        total,
+    })
+}
+
+impl fmt::Display for KvLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A layout name that is not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown KV layout `{0}` (known: gqa, mla-latent, mla-split, expanded-mha)")]
+pub struct UnknownLayout(pub String);
+
+impl FromStr for KvLayout {
+    type Err = UnknownLayout;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let want = s.trim().to_ascii_lowercase().replace('_', "-");
+        let want = match want.as_str() {
+            "latent" | "mla" | "llama.cpp" => "mla-latent",
+            "split" | "ollama" => "mla-split",
+            "mha" | "expanded" => "expanded-mha",
+            other => other,
+        };
+        NAMES
+            .iter()
+            .find(|(_, n)| *n == want)
+            .map(|(l, _)| *l)
+            .ok_or_else(|| UnknownLayout(s.to_string()))
+    }
+}

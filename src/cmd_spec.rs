@@ -1,0 +1,220 @@
+//! `membound spec` and `membound models`.
+
+use anyhow::Result;
+use membound_spec::bytes::weights;
+use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes};
+use membound_spec::model::LayerKind;
+use membound_spec::registry::{embedded, find};
+use membound_spec::{DType, ModelSpec, Recipe};
+use serde_json::json;
+
+use crate::units::{count, gib, human, table};
+
+/// Arguments of `membound spec`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model name (see `membound models`) or path to a spec `.toml`.
+    pub model: String,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Layer-kind counts as text, e.g. `12 full, 36 linear`.
+pub fn layer_summary(m: &ModelSpec) -> String {
+    [
+        (LayerKind::Full, "full"),
+        (LayerKind::Sliding, "sliding"),
+        (LayerKind::Linear, "linear"),
+    ]
+    .iter()
+    .filter_map(|(k, n)| {
+        let c = m.count_layers(*k);
+        (c > 0).then(|| format!("{c} {n}"))
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// Runs `membound spec`.
+pub fn run(a: &Args) -> Result<()> {
+    let m = find(&a.model)?;
+    let recipes: Vec<Recipe> = Recipe::all().filter(|r| *r != Recipe::F32).collect();
+    let rows: Vec<_> = recipes
+        .iter()
+        .map(|r| {
+            let w = weights(&m, *r);
+            let t = w.totals(&m);
+            (r, t)
+        })
+        .collect();
+    let kv: Vec<_> = KvLayout::applicable(&m)
+        .iter()
+        .map(|l| kv_cache(&m, *l, DType::F16, 1).map(|k| (*l, k)))
+        .collect::<Result<_, _>>()?;
+    let w16 = weights(&m, Recipe::BF16);
+    let totals = w16.totals(&m);
+    if a.json {
+        let v = json!({
+            "spec": m,
+            "params_total": totals.params,
+            "params_active": w16.params_active_published(&m),
+            "bytes_per_token": rows.iter().map(|(r, t)| json!({"recipe": r.name(), "bytes": t.bytes, "active_bytes": t.active_bytes})).collect::<Vec<_>>(),
+            "kv_f16_bytes_per_token": kv.iter().map(|(l, k)| json!({"layout": l.name(), "bytes": k.total})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{} ({}, arch {})", m.display_name, m.name, m.arch);
+    println!(
+        "  layers {} ({}), hidden {}, vocab {}, max context {}",
+        m.n_layers,
+        layer_summary(&m),
+        m.hidden,
+        m.vocab,
+        m.max_context
+    );
+    let at = &m.attention;
+    match at.kind {
+        membound_spec::model::AttentionKind::Gqa => println!(
+            "  attention: GQA, {} heads, {} KV heads, head dim {}{}",
+            at.n_heads,
+            m.kv_heads(),
+            m.qk_head_dim(),
+            m.sliding_window
+                .map(|w| format!(", sliding window {w}"))
+                .unwrap_or_default()
+        ),
+        membound_spec::model::AttentionKind::Mla => println!(
+            "  attention: MLA, {} heads, q_lora {}, kv_lora {}, qk nope {} + rope {}, v {}",
+            at.n_heads,
+            at.q_lora_rank.map_or("-".into(), |v| v.to_string()),
+            at.kv_lora_rank.unwrap_or(0),
+            at.qk_nope_head_dim.unwrap_or(0),
+            at.qk_rope_head_dim.unwrap_or(0),
+            m.v_head_dim()
+        ),
+    }
+    match &m.ffn.moe {
+        Some(e) => println!(
+            "  FFN: MoE, {} experts, top-{}, expert width {}, {} shared, first {} layers dense ({}), router {:?}",
+            e.n_experts,
+            e.top_k,
+            e.expert_intermediate,
+            e.n_shared,
+            e.dense_first,
+            m.ffn.intermediate.unwrap_or(0),
+            e.router
+        ),
+        None => println!("  FFN: dense, width {}", m.ffn.intermediate.unwrap_or(0)),
+    }
+    if m.count_layers(LayerKind::Linear) > 0 {
+        println!(
+            "  linear-attention state: {} per layer (constant)",
+            human(linear_state_bytes(&m))
+        );
+    }
+    let pub_total = m
+        .published
+        .params_total
+        .map(|p| format!(" (published {})", count(p as u64)))
+        .unwrap_or_default();
+    let pub_active = m
+        .published
+        .params_active
+        .map(|p| format!(" (published {})", count(p as u64)))
+        .unwrap_or_default();
+    println!(
+        "  parameters: {} total{pub_total}, {} active per token{pub_active}",
+        count(totals.params),
+        count(w16.params_active_published(&m))
+    );
+    println!();
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(r, t)| {
+            let published = m
+                .published
+                .gguf_bytes
+                .get(r.name())
+                .map(|b| format!("{:.2} GB", *b as f64 / 1e9))
+                .unwrap_or_default();
+            vec![
+                r.name().to_string(),
+                format!("{:.2} GB", t.bytes as f64 / 1e9),
+                gib(t.bytes),
+                format!("{:.3} GB", t.active_bytes as f64 / 1e9),
+                published,
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "recipe",
+                "weights",
+                "(GiB)",
+                "read per token",
+                "published file"
+            ],
+            &body
+        )
+    );
+    println!();
+    let body: Vec<Vec<String>> = kv
+        .iter()
+        .map(|(l, k)| {
+            vec![
+                l.name().to_string(),
+                human(k.bytes_per_token_layer),
+                human(k.total),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "KV layout (f16)",
+                "per token per full layer",
+                "per token, all layers"
+            ],
+            &body
+        )
+    );
+    Ok(())
+}
+
+/// Runs `membound models`.
+pub fn models(json_out: bool) -> Result<()> {
+    let all = embedded()?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|m| {
+            let w = weights(m, Recipe::BF16);
+            let kind = if m.ffn.moe.is_some() { "MoE" } else { "dense" };
+            vec![
+                m.name.clone(),
+                m.display_name.clone(),
+                m.arch.clone(),
+                kind.into(),
+                count(w.totals(m).params),
+                count(w.params_active_published(m)),
+                layer_summary(m),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &["name", "model", "arch", "ffn", "params", "active", "layers"],
+            &rows
+        )
+    );
+    Ok(())
+}

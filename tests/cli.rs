@@ -1,0 +1,219 @@
+//! The `membound` binary: answers for good input, and a clear message with exit code 2 for bad
+//! input, never a panic.
+
+use std::process::{Command, Output};
+
+fn membound(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_membound"))
+        .args(args)
+        .output()
+        .expect("runs membound")
+}
+
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = membound(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: exit {:?}, stderr {err}",
+        out.status.code()
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: stderr lacks `{n}`: {err}");
+    }
+}
+
+#[test]
+fn unknown_model_lists_the_known_ones() {
+    fails_with(
+        &["spec", "llama-9000"],
+        &[
+            "unknown model `llama-9000`",
+            "glm-4.7-flash",
+            "gpt-oss-120b",
+        ],
+    );
+    fails_with(&["fit", "nope", "--devices", "4090"], &["unknown model"]);
+}
+
+#[test]
+fn malformed_toml_names_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("membound-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\nn_layers = \"many\"\n").unwrap();
+    fails_with(&["spec", bad.to_str().unwrap()], &["bad.toml", "line 2"]);
+    let invalid = dir.join("invalid.toml");
+    let glm = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/glm-4.7-flash.toml"
+    ))
+    .unwrap();
+    std::fs::write(&invalid, glm.replace("top_k = 4 ", "top_k = 65 ")).unwrap();
+    fails_with(
+        &["spec", invalid.to_str().unwrap()],
+        &["invalid.toml", "ffn.moe.top_k", "exceeds n_experts"],
+    );
+    fails_with(
+        &["spec", dir.join("missing.toml").to_str().unwrap()],
+        &["missing.toml"],
+    );
+}
+
+#[test]
+fn bad_fit_arguments() {
+    fails_with(
+        &["fit", "glm-4.7-flash", "--devices", "4090", "--ctx", "0"],
+        &["at least 1 token"],
+    );
+    fails_with(
+        &[
+            "fit",
+            "glm-4.7-flash",
+            "--devices",
+            "4090",
+            "--ctx",
+            "100000000",
+        ],
+        &["out of range"],
+    );
+    fails_with(
+        &["fit", "glm-4.7-flash", "--devices", "4090", "--ctx", "lots"],
+        &["not a context length"],
+    );
+    fails_with(
+        &["fit", "glm-4.7-flash", "--devices", "4090,tpu9"],
+        &["unknown device `tpu9`", "gb10"],
+    );
+    fails_with(
+        &[
+            "fit",
+            "glm-4.7-flash",
+            "--devices",
+            "4090",
+            "--quant",
+            "Q3_XXL",
+        ],
+        &["unknown quant `Q3_XXL`", "Q4_K_M"],
+    );
+    fails_with(
+        &[
+            "fit",
+            "glm-4.7-flash",
+            "--devices",
+            "4090",
+            "--kv-type",
+            "q9",
+        ],
+        &["unknown type `q9`"],
+    );
+    fails_with(
+        &[
+            "fit",
+            "glm-4.7-flash",
+            "--devices",
+            "4090",
+            "--kv-layout",
+            "gqa",
+        ],
+        &["does not apply", "mla-latent"],
+    );
+    fails_with(
+        &[
+            "fit",
+            "llama-3.1-8b",
+            "--devices",
+            "4090",
+            "--kv-layout",
+            "mla-split",
+        ],
+        &["does not apply"],
+    );
+    fails_with(
+        &["fit", "glm-4.7-flash", "--devices", "5800x3d"],
+        &["is a CPU"],
+    );
+    fails_with(&["fit", "glm-4.7-flash"], &["--devices"]);
+}
+
+#[test]
+fn desktop_fit_shows_spill_for_split_layout_only() {
+    let run = |layout: &str| {
+        let out = membound(&[
+            "fit",
+            "glm-4.7-flash",
+            "--quant",
+            "Q8_0",
+            "--kv-type",
+            "q8_0",
+            "--kv-layout",
+            layout,
+            "--ctx",
+            "112k",
+            "--devices",
+            "4090,5070ti",
+            "--host",
+            "5800x3d",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let latent = run("mla-latent");
+    let split = run("mla-split");
+    assert!(latent.contains("fits: every layer on the GPUs"), "{latent}");
+    assert!(split.contains("spills:"), "{split}");
+    assert!(
+        split.contains("published: 31.67 t/s with ollama"),
+        "{split}"
+    );
+}
+
+#[test]
+fn qwen3_coder_next_fit_explains_its_small_kv() {
+    let out = membound(&[
+        "fit",
+        "qwen3-coder-next",
+        "--ctx",
+        "256k",
+        "--devices",
+        "gb10",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("only the 12 full-attention layers grow with context"),
+        "{text}"
+    );
+    assert!(
+        text.contains("36 linear-attention layers keep a constant"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_output_parses() {
+    for args in [
+        vec!["spec", "gpt-oss-120b", "--json"],
+        vec!["fit", "llama-3.1-70b", "--devices", "gb10", "--json"],
+        vec!["models", "--json"],
+        vec!["hardware", "--json"],
+    ] {
+        let out = membound(&args);
+        assert!(out.status.success(), "{args:?}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(!v.is_null());
+    }
+    let out = membound(&["fit", "llama-3.1-70b", "--devices", "gb10", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let frac = v["published_decode"][0]["fraction_of_roofline"]
+        .as_f64()
+        .unwrap();
+    assert!(frac > 0.6 && frac < 0.8, "{frac}");
+}

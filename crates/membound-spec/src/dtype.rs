@@ -135,7 +135,8 @@ impl DType {
 
     /// Bytes that `n` values occupy; `None` when `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
-        (n % self.block_size() == 0).then(|| n / self.block_size() * self.block_bytes())
+        n.is_multiple_of(self.block_size())
+            .then(|| n / self.block_size() * self.block_bytes())
     }
 
     /// Bytes that `n` values occupy, rounding a partial last block up (for estimates only).

@@ -18,6 +18,7 @@ pub mod model;
 pub mod recipe;
 pub mod registry;
 pub mod tensors;
+pub mod traffic;
 
 pub use dtype::DType;
 pub use kv::KvLayout;

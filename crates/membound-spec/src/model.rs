@@ -374,7 +374,7 @@ impl ModelSpec {
             AttentionKind::Gqa => {
                 let kv = need("attention.n_kv_heads", a.n_kv_heads)?;
                 need("attention.head_dim", a.head_dim)?;
-                if a.n_heads % kv != 0 {
+                if !a.n_heads.is_multiple_of(kv) {
                     return Err(err(
                         "attention.n_kv_heads",
                         format!("{kv} does not divide n_heads {}", a.n_heads),

@@ -171,7 +171,7 @@ fn quantizable(t: &TensorDesc) -> bool {
 
 /// llama.cpp's fallback when a row is not a whole number of blocks.
 fn fallback(ty: DType, row: u64) -> DType {
-    if row % ty.block_size() == 0 {
+    if row.is_multiple_of(ty.block_size()) {
         return ty;
     }
     let next = match ty {
@@ -180,7 +180,7 @@ fn fallback(ty: DType, row: u64) -> DType {
         DType::Q6_K => DType::Q8_0,
         _ => DType::F16,
     };
-    if row % next.block_size() == 0 {
+    if row.is_multiple_of(next.block_size()) {
         next
     } else {
         DType::F16

@@ -1,0 +1,132 @@
+//! Backends: the devices a suite runs on, discovered once per bench process. GPUs come first
+//! (`gpu0`, `gpu1`… in CUDA ordinal order), then the CPU (`cpu`). Without a usable CUDA driver
+//! or device the reason is printed once and the suites run on the CPU alone.
+//! `MEMBOUND_BACKENDS=cpu,gpu1` restricts a run to the named backends.
+
+use std::sync::Arc;
+
+use membound_cuda::{DeviceInfo, Gpu, Probe, probe};
+use membound_spec::hardware::{Device, host_cpu};
+use rayon::ThreadPool;
+
+/// The CPU: a rayon pool over every core, and the instruction set its kernels use.
+pub struct CpuBackend {
+    /// Pool with one thread per available core.
+    pub pool: Arc<ThreadPool>,
+    /// Threads in `pool`.
+    pub threads: usize,
+    /// The host's facts (model name, cores, last-level cache, memory).
+    pub host: Device,
+}
+
+impl CpuBackend {
+    /// The backend id used in benchmark ids.
+    pub fn id(&self) -> &'static str {
+        "cpu"
+    }
+
+    /// A pool of `threads` threads (for the threads sweep).
+    pub fn pool_with(&self, threads: usize) -> ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .expect("a rayon pool of a few threads can always be built")
+    }
+
+    /// Last-level cache bytes (at least 8 MiB is assumed when `/sys` does not say).
+    pub fn llc_bytes(&self) -> u64 {
+        if self.host.llc_bytes == 0 {
+            8 << 20
+        } else {
+            self.host.llc_bytes
+        }
+    }
+}
+
+/// One CUDA device.
+pub struct GpuBackend {
+    /// `gpu0`, `gpu1`…
+    pub id: String,
+    /// The device, with its kernels built.
+    pub gpu: Gpu,
+}
+
+impl GpuBackend {
+    /// The device's facts.
+    pub fn info(&self) -> &DeviceInfo {
+        self.gpu.info()
+    }
+
+    /// L2 bytes.
+    pub fn llc_bytes(&self) -> u64 {
+        self.gpu.info().l2_bytes
+    }
+}
+
+/// Every backend of this machine.
+pub struct Backends {
+    /// CUDA devices that initialised.
+    pub gpus: Vec<GpuBackend>,
+    /// The CPU, unless excluded by `MEMBOUND_BACKENDS`.
+    pub cpu: Option<CpuBackend>,
+    /// The probe's outcome (for machine.json).
+    pub probe: Probe,
+}
+
+fn wanted(id: &str) -> bool {
+    match std::env::var("MEMBOUND_BACKENDS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|w| w.trim() == id),
+        _ => true,
+    }
+}
+
+impl Backends {
+    /// Probes CUDA and builds every backend, printing one line per backend (or why a GPU is
+    /// missing) to stderr.
+    pub fn discover() -> Backends {
+        let probe = probe();
+        if let Some(reason) = probe.reason() {
+            eprintln!("membound: no GPU backend ({reason}); running on the CPU only");
+        }
+        let mut gpus = Vec::new();
+        for info in probe.devices() {
+            let id = format!("gpu{}", info.ordinal);
+            if !wanted(&id) {
+                continue;
+            }
+            match Gpu::new(info.ordinal) {
+                Ok(gpu) => {
+                    eprintln!(
+                        "membound: {id}: {} ({}, {} SMs, {:.1} GiB)",
+                        info.name,
+                        info.arch(),
+                        info.sm_count,
+                        info.memory_bytes as f64 / (1u64 << 30) as f64
+                    );
+                    gpus.push(GpuBackend { id, gpu });
+                }
+                Err(e) => eprintln!("membound: {id} unusable, skipped: {e}"),
+            }
+        }
+        let cpu = wanted("cpu").then(|| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a rayon pool of the machine's core count can be built");
+            let host = host_cpu();
+            eprintln!(
+                "membound: cpu: {} ({threads} threads, {}, LLC {} MiB)",
+                host.name,
+                membound_cpu::simd_level(),
+                host.llc_bytes >> 20
+            );
+            CpuBackend {
+                pool: Arc::new(pool),
+                threads,
+                host,
+            }
+        });
+        Backends { gpus, cpu, probe }
+    }
+}

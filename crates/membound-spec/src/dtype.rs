@@ -133,15 +133,20 @@ impl DType {
         self.block_bytes() as f64 * 8.0 / self.block_size() as f64
     }
 
-    /// Bytes that `n` values occupy; `None` when `n` is not a whole number of blocks.
+    /// Bytes that `n` values occupy; `None` when `n` is not a whole number of blocks or the
+    /// size overflows `u64`.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
-        n.is_multiple_of(self.block_size())
-            .then(|| n / self.block_size() * self.block_bytes())
+        if !n.is_multiple_of(self.block_size()) {
+            return None;
+        }
+        (n / self.block_size()).checked_mul(self.block_bytes())
     }
 
-    /// Bytes that `n` values occupy, rounding a partial last block up (for estimates only).
+    /// Bytes that `n` values occupy, rounding a partial last block up (for estimates only;
+    /// saturates instead of overflowing).
     pub fn bytes_for_ceil(self, n: u64) -> u64 {
-        n.div_ceil(self.block_size()) * self.block_bytes()
+        n.div_ceil(self.block_size())
+            .saturating_mul(self.block_bytes())
     }
 
     /// Whether this is a block-quantized type (block size > 1).
@@ -252,6 +257,8 @@ mod tests {
         assert_eq!(DType::Q4_K.bytes_for(4096 * 256), Some(4096 * 144));
         assert_eq!(DType::Q4_K.bytes_for(100), None);
         assert_eq!(DType::Q4_K.bytes_for_ceil(100), 144);
+        assert_eq!(DType::F32.bytes_for(u64::MAX), None);
+        assert_eq!(DType::F32.bytes_for_ceil(u64::MAX), u64::MAX);
         assert!(
             "q9_z"
                 .parse::<DType>()

@@ -302,6 +302,46 @@ impl ModelSpec {
         a.v_head_dim.or(a.head_dim).unwrap_or(0)
     }
 
+    /// The architecture alone, in a canonical form: names, sources and published figures
+    /// dropped, defaults made explicit (GQA `v_head_dim`, shared-expert width), a dense width
+    /// that no layer uses dropped, the layer pattern cut to its shortest period. Two specs of
+    /// the same model — hand-written and read from a GGUF file — have equal architectures.
+    pub fn architecture(&self) -> ModelSpec {
+        let mut a = self.clone();
+        a.name = String::new();
+        a.display_name = String::new();
+        a.sources = Vec::new();
+        a.published = Published::default();
+        if a.attention.kind == AttentionKind::Gqa && a.attention.v_head_dim.is_none() {
+            a.attention.v_head_dim = a.attention.head_dim;
+        }
+        if let Some(m) = a.ffn.moe.as_mut() {
+            if m.n_shared > 0 && m.shared_intermediate.is_none() {
+                m.shared_intermediate = Some(m.expert_intermediate);
+            }
+            if m.n_shared == 0 {
+                m.shared_intermediate = None;
+            }
+            if m.dense_first == 0 {
+                a.ffn.intermediate = None;
+            }
+        }
+        let p = a.layer_pattern.clone();
+        let n = p.len();
+        a.layer_pattern = (1..=n)
+            .filter(|k| n.is_multiple_of(*k))
+            .map(|k| p[..k].to_string())
+            .find(|head| head.repeat(n / head.len()) == p)
+            .unwrap_or(p);
+        if !a.layer_pattern.contains('S') {
+            a.sliding_window = None;
+        }
+        if !a.layer_pattern.contains('L') {
+            a.linear_attention = None;
+        }
+        a
+    }
+
     /// Checks that the fields hold together.
     pub fn validate(&self) -> Result<(), SpecError> {
         let err = |field: &'static str, problem: String| SpecError {

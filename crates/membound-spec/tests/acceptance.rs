@@ -170,3 +170,19 @@ fn every_embedded_model_parses_and_is_consistent() {
         }
     }
 }
+
+#[test]
+fn architecture_is_canonical() {
+    let m = find("gpt-oss-120b").unwrap();
+    let mut other = m.clone();
+    other.name = "x".into();
+    other.layer_pattern = "SFSF".into();
+    other.published = Default::default();
+    assert_eq!(m.architecture(), other.architecture());
+    other.n_layers += 1;
+    assert_ne!(m.architecture(), other.architecture());
+    let q = find("qwen3-30b-a3b").unwrap();
+    let mut q2 = q.clone();
+    q2.ffn.intermediate = Some(6144); // unused by an all-MoE model
+    assert_eq!(q.architecture(), q2.architecture());
+}

@@ -1,0 +1,178 @@
+//! Synthetic model files: a GGUF file of a [`ModelSpec`] stored as a [`Recipe`] would store it —
+//! the metadata of [`crate::spec::gguf_metadata`] and every tensor of
+//! [`membound_spec::tensors::inventory`] in [`Recipe::dtype_for`]'s type, so that reading it
+//! back with [`crate::spec::spec_from_gguf`] gives the spec and its tensor bytes equal
+//! [`membound_spec::bytes::weights`].
+//!
+//! Data ([`Fill::Random`]): deterministic normal values (`membound_quant::data::normal_f32`)
+//! quantized with `membound_quant::ops::quantize`; to stay fast for large tensors only a tile of
+//! up to [`TILE_ROWS`] rows is quantized and repeated. Norm weights are ones. Types that
+//! membound-quant cannot quantize (the `Q5_0`/`Q5_1` fallbacks of K-quant recipes on short rows)
+//! are written as zero blocks, which are valid blocks of every type. [`Fill::Zeros`] writes
+//! zeros throughout (fastest). The file is built in memory: meant for small (test) models.
+
+use std::io::Write;
+use std::path::Path;
+
+use membound_quant::data::normal_f32;
+use membound_quant::ops::{QuantError, quantize};
+use membound_spec::tensors::{TensorClass, TensorDesc, inventory};
+use membound_spec::{DType, ModelSpec, Recipe};
+
+use crate::error::WriteError;
+use crate::spec::{SpecFromGgufError, gguf_metadata};
+use crate::value::MetaValue;
+use crate::writer::GgufWriter;
+
+/// Rows quantized per tensor with [`Fill::Random`]; the rest repeats them.
+pub const TILE_ROWS: u64 = 8;
+
+/// Standard deviation of the random weights.
+const WEIGHT_SCALE: f32 = 0.02;
+
+/// What the tensors of a synthetic model hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Quantized normal values from `seed` (each tensor its own stream).
+    Random {
+        /// Base seed.
+        seed: u64,
+    },
+    /// All bytes zero.
+    Zeros,
+}
+
+/// Why a synthetic model could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SyntheticError {
+    /// The spec cannot be expressed as GGUF metadata.
+    #[error(transparent)]
+    Spec(#[from] SpecFromGgufError),
+    /// Writing the file failed.
+    #[error("{0}")]
+    Write(#[from] WriteError),
+    /// Quantizing a tensor failed.
+    #[error("tensor {name}: {source}")]
+    Quant {
+        /// The tensor.
+        name: String,
+        /// Why.
+        source: QuantError,
+    },
+    /// A tensor's size does not fit in memory on this platform.
+    #[error("tensor {name}: {dims:?} of {dtype} is too large to build in memory")]
+    TooLarge {
+        /// The tensor.
+        name: String,
+        /// Its dims.
+        dims: Vec<u64>,
+        /// Its type.
+        dtype: DType,
+    },
+}
+
+/// llama.cpp's `general.file_type` (`LLAMA_FTYPE_MOSTLY_*`) of a recipe.
+pub fn file_type(recipe: Recipe) -> u32 {
+    match recipe {
+        Recipe::F32 => 0,
+        Recipe::F16 => 1,
+        Recipe::Q4_0 => 2,
+        Recipe::Q8_0 => 7,
+        Recipe::Q4_K_S => 14,
+        Recipe::Q4_K_M => 15,
+        Recipe::Q5_K_M => 17,
+        Recipe::Q6_K => 18,
+        Recipe::BF16 => 32,
+        Recipe::MXFP4_MOE => 38,
+    }
+}
+
+/// The recipe of a `general.file_type` value, if it is one of [`Recipe::all`].
+pub fn recipe_of_file_type(ft: u64) -> Option<Recipe> {
+    Recipe::all().find(|r| u64::from(file_type(*r)) == ft)
+}
+
+/// The data of tensor `t` (number `index` in the file) stored as `dtype`.
+fn tensor_data(
+    t: &TensorDesc,
+    dtype: DType,
+    fill: Fill,
+    index: u64,
+) -> Result<Vec<u8>, SyntheticError> {
+    let too_large = || SyntheticError::TooLarge {
+        name: t.name.clone(),
+        dims: t.dims.clone(),
+        dtype,
+    };
+    let row = t.dims.first().copied().unwrap_or(1);
+    let rows = t.values() / row.max(1);
+    let row_bytes = dtype.bytes_for(row).ok_or_else(too_large)?;
+    let total = usize::try_from(row_bytes * rows).map_err(|_| too_large())?;
+    let seed = match fill {
+        Fill::Zeros => return Ok(vec![0; total]),
+        Fill::Random { seed } => seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    };
+    let tile_rows = rows.clamp(1, TILE_ROWS);
+    let n = usize::try_from(row * tile_rows).map_err(|_| too_large())?;
+    let values = if t.class == TensorClass::Norm {
+        vec![1.0; n]
+    } else {
+        normal_f32(seed, n, WEIGHT_SCALE)
+    };
+    let tile = match quantize(dtype, &values) {
+        Ok(tile) => tile,
+        Err(QuantError::Unsupported(_)) => return Ok(vec![0; total]),
+        Err(source) => {
+            return Err(SyntheticError::Quant {
+                name: t.name.clone(),
+                source,
+            });
+        }
+    };
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        let take = tile.len().min(total - out.len());
+        out.extend_from_slice(&tile[..take]);
+    }
+    Ok(out)
+}
+
+/// A writer holding the whole synthetic file of `spec` under `recipe` (metadata, then every
+/// tensor in inventory order), plus `general.file_type`.
+pub fn model_writer(
+    spec: &ModelSpec,
+    recipe: Recipe,
+    fill: Fill,
+) -> Result<GgufWriter<'static>, SyntheticError> {
+    let mut w = GgufWriter::new();
+    for (key, value) in gguf_metadata(spec)? {
+        w.add_meta(&key, value)?;
+    }
+    w.add_meta("general.file_type", MetaValue::U32(file_type(recipe)))?;
+    for (i, t) in inventory(spec).iter().enumerate() {
+        let dtype = recipe.dtype_for(spec, t);
+        let data = tensor_data(t, dtype, fill, i as u64)?;
+        w.add_tensor(&t.name, &t.dims, dtype, data)?;
+    }
+    Ok(w)
+}
+
+/// Writes the synthetic file of `spec` under `recipe` to `out`; returns the bytes written.
+pub fn write_model(
+    spec: &ModelSpec,
+    recipe: Recipe,
+    out: &mut impl Write,
+    fill: Fill,
+) -> Result<u64, SyntheticError> {
+    Ok(model_writer(spec, recipe, fill)?.write_to(out)?)
+}
+
+/// Writes the synthetic file of `spec` under `recipe` to `path`; returns the bytes written.
+pub fn write_model_file(
+    spec: &ModelSpec,
+    recipe: Recipe,
+    path: impl AsRef<Path>,
+    fill: Fill,
+) -> Result<u64, SyntheticError> {
+    Ok(model_writer(spec, recipe, fill)?.write_file(path)?)
+}

@@ -1,6 +1,7 @@
 //! `membound`: the command line of the membound benchmarks — model specs, the memory-fit
 //! planner, GGUF inspection and machine facts. Benchmarks themselves run with `cargo bench`.
 
+mod cmd_devices;
 mod cmd_fit;
 mod cmd_spec;
 mod units;
@@ -30,6 +31,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The backends this machine has: its CPU and each CUDA device (or why there is none).
+    Devices {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The hardware table (spec-sheet bandwidth, memory, L2) and this machine's CPU.
     Hardware {
         /// Print JSON instead of a table.
@@ -45,6 +52,7 @@ fn main() -> ExitCode {
         Command::Fit(a) => cmd_fit::run(&a),
         Command::Models { json } => cmd_spec::models(json),
         Command::Hardware { json } => cmd_fit::hardware(json),
+        Command::Devices { json } => cmd_devices::run(json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,333 @@
+//! [`Gpu`]: one CUDA device with its context, stream, kernels (built by NVRTC once per process
+//! and loaded once per device), buffers and CUDA-event timing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError,
+    LaunchArgs, LaunchConfig, ValidAsZeroBits, sys,
+};
+use cudarc::nvrtc::Ptx;
+
+use crate::error::{CudaError, Result};
+use crate::nvrtc::{self, Target};
+use crate::probe::{self, DeviceInfo};
+
+/// Every kernel entry point, with the file that defines it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    Read,
+    Write,
+    Copy,
+    Triad,
+    QuantizeQ8_1,
+    GemvF16,
+    GemvBf16,
+    GemvQ8_0,
+    GemvQ4K,
+    GemvQ6K,
+    GemvMxfp4,
+}
+
+impl Kernel {
+    pub(crate) const ALL: [Kernel; 11] = [
+        Kernel::Read,
+        Kernel::Write,
+        Kernel::Copy,
+        Kernel::Triad,
+        Kernel::QuantizeQ8_1,
+        Kernel::GemvF16,
+        Kernel::GemvBf16,
+        Kernel::GemvQ8_0,
+        Kernel::GemvQ4K,
+        Kernel::GemvQ6K,
+        Kernel::GemvMxfp4,
+    ];
+
+    /// The `extern "C"` name in the kernel file.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kernel::Read => "mb_read",
+            Kernel::Write => "mb_write",
+            Kernel::Copy => "mb_copy",
+            Kernel::Triad => "mb_triad",
+            Kernel::QuantizeQ8_1 => "mb_quantize_q8_1",
+            Kernel::GemvF16 => "mb_gemv_f16",
+            Kernel::GemvBf16 => "mb_gemv_bf16",
+            Kernel::GemvQ8_0 => "mb_gemv_q8_0",
+            Kernel::GemvQ4K => "mb_gemv_q4_k",
+            Kernel::GemvQ6K => "mb_gemv_q6_k",
+            Kernel::GemvMxfp4 => "mb_gemv_mxfp4",
+        }
+    }
+
+    /// The kernel file that defines it.
+    pub(crate) fn file(self) -> &'static str {
+        match self {
+            Kernel::Read | Kernel::Write | Kernel::Copy | Kernel::Triad => "bandwidth.cu",
+            _ => "gemv.cu",
+        }
+    }
+}
+
+/// Buffers the operations reuse from call to call (allocated on first use, grown when needed,
+/// so a timed loop never allocates after its warm-up).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// Q8_1 blocks of the activation vector of a quantized GEMV.
+    pub(crate) xq: Option<CudaSlice<u8>>,
+    /// Per-block partial sums of the last `read`, and how many blocks it ran.
+    pub(crate) partials: Option<CudaSlice<u64>>,
+    pub(crate) partials_used: usize,
+}
+
+/// One CUDA device: a context, its default stream, the kernels compiled for it, and the
+/// operations of the suites (bandwidth: [`Gpu::read`] … ; GEMV: [`Gpu::gemv`] …).
+///
+/// All work goes to one stream in order; results are read with [`Gpu::download`], which
+/// synchronises.
+pub struct Gpu {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) info: DeviceInfo,
+    pub(crate) label: String,
+    pub(crate) target: Target,
+    pub(crate) headers: String,
+    functions: HashMap<Kernel, CudaFunction>,
+    /// Resident blocks per SM of the streaming kernels (occupancy API, at their block size).
+    pub(crate) stream_blocks_per_sm: u32,
+    pub(crate) scratch: Mutex<Scratch>,
+    pub(crate) blas: Mutex<Option<cudarc::cublas::CudaBlas>>,
+    nvtx: bool,
+}
+
+impl Gpu {
+    /// Opens device `ordinal`: checks the driver, creates the context, builds the kernels for
+    /// the device's own `sm_XY` (CUBIN; PTX for an older architecture when this NVRTC does not
+    /// know the device) and loads them.
+    pub fn new(ordinal: usize) -> Result<Gpu> {
+        let driver = probe::check_driver().map_err(CudaError::Unavailable)?;
+        let count = CudaContext::device_count().map_err(|e| {
+            CudaError::Unavailable(format!("cuInit / cuDeviceGetCount failed: {e:?}"))
+        })?;
+        if ordinal >= count.max(0) as usize {
+            return Err(CudaError::Unavailable(format!(
+                "no CUDA device {ordinal} ({count} found)"
+            )));
+        }
+        let nvrtc_version = nvrtc::nvrtc_version()?;
+        let info = probe::device_info(ordinal, driver, Some(nvrtc_version))?;
+        let label = info.label();
+        let ctx = CudaContext::new(ordinal).map_err(driver_err(&label, "create context"))?;
+        let stream = ctx.default_stream();
+        let target = nvrtc::choose_target(info.sm, &nvrtc::supported_archs()?)?;
+        let compiled = nvrtc::compile_cached(target)?;
+        let mut modules: HashMap<&str, Arc<CudaModule>> = HashMap::new();
+        for ck in compiled.iter() {
+            let module = ctx
+                .load_module(Ptx::from_binary(ck.image.clone()))
+                .map_err(driver_err(
+                    &label,
+                    &format!("load module {} ({})", ck.file, target.arch()),
+                ))?;
+            modules.insert(ck.file, module);
+        }
+        let mut functions = HashMap::new();
+        for k in Kernel::ALL {
+            let module = modules.get(k.file()).ok_or_else(|| {
+                CudaError::invalid(
+                    "Gpu::new",
+                    format!("kernel file {} was not compiled", k.file()),
+                )
+            })?;
+            let f = module
+                .load_function(k.name())
+                .map_err(driver_err(&label, &format!("load function {}", k.name())))?;
+            functions.insert(k, f);
+        }
+        let read = &functions[&Kernel::Read];
+        let stream_blocks_per_sm = read
+            .occupancy_max_active_blocks_per_multiprocessor(crate::bandwidth::STREAM_BLOCK, 0, None)
+            .map_err(driver_err(&label, "occupancy of mb_read"))?
+            .max(1);
+        // SAFETY: only tries to dlopen libnvToolsExt; ranges are used only when it loads.
+        let nvtx = unsafe { cudarc::nvtx::sys::is_culib_present() };
+        Ok(Gpu {
+            ctx,
+            stream,
+            info,
+            label,
+            target,
+            headers: compiled
+                .first()
+                .map(|c| c.headers.clone())
+                .unwrap_or_default(),
+            functions,
+            stream_blocks_per_sm,
+            scratch: Mutex::new(Scratch::default()),
+            blas: Mutex::new(None),
+            nvtx,
+        })
+    }
+
+    /// The device's facts.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// What NVRTC built for this device (`sm_90` CUBIN or `compute_XY` PTX) and with which
+    /// headers, for run metadata.
+    pub fn build_description(&self) -> String {
+        let kind = match self.target {
+            Target::Cubin { .. } => "cubin",
+            Target::Ptx { .. } => "ptx",
+        };
+        format!("{} {kind}, headers: {}", self.target.arch(), self.headers)
+    }
+
+    /// The context (for work this crate does not wrap, e.g. CUDA graphs).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every operation is queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Allocates `len` zeroed elements.
+    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros(len)
+            .map_err(self.err(&format!("alloc {len} x {}", std::any::type_name::<T>())))
+    }
+
+    /// Copies `data` to a new device buffer.
+    pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        self.stream
+            .clone_htod(data)
+            .map_err(self.err(&format!("upload {} bytes", std::mem::size_of_val(data))))
+    }
+
+    /// Quantizes `values` on the host to `dtype` (F16, BF16, any ggml block type that
+    /// `membound_quant::ops::quantize` supports) and uploads the bytes.
+    pub fn upload_as(&self, dtype: membound_spec::DType, values: &[f32]) -> Result<CudaSlice<u8>> {
+        let bytes = membound_quant::ops::quantize(dtype, values)?;
+        self.upload(&bytes)
+    }
+
+    /// Copies a device buffer back (waits for the stream).
+    pub fn download<T: DeviceRepr>(&self, buf: &CudaSlice<T>) -> Result<Vec<T>> {
+        self.stream.clone_dtoh(buf).map_err(self.err("download"))
+    }
+
+    /// Waits for all queued work.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(self.err("synchronize"))
+    }
+
+    /// Device time of `iters` calls of `f`, for Criterion's `iter_custom`: one warm-up call,
+    /// synchronise, record a timing event (`CU_EVENT_DEFAULT`), `iters` calls, record an event,
+    /// synchronise, elapsed time between the events.
+    pub fn time_iters(&self, iters: u64, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
+        f()?;
+        self.synchronize()?;
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self
+            .ctx
+            .new_event(flags)
+            .map_err(self.err("create timing event"))?;
+        let end = self
+            .ctx
+            .new_event(flags)
+            .map_err(self.err("create timing event"))?;
+        start
+            .record(&self.stream)
+            .map_err(self.err("record start event"))?;
+        for _ in 0..iters {
+            f()?;
+        }
+        end.record(&self.stream)
+            .map_err(self.err("record end event"))?;
+        end.synchronize()
+            .map_err(self.err("synchronize end event"))?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(self.err("cuEventElapsedTime"))?;
+        Ok(Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
+    }
+
+    /// Maps a driver error to one naming this device and `op`.
+    pub(crate) fn err(&self, op: &str) -> impl FnOnce(DriverError) -> CudaError + use<> {
+        driver_err(&self.label, op)
+    }
+
+    pub(crate) fn function(&self, k: Kernel) -> &CudaFunction {
+        &self.functions[&k]
+    }
+
+    pub(crate) fn scratch(&self) -> MutexGuard<'_, Scratch> {
+        self.scratch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Launches a kernel whose arguments `args` already holds, inside an NVTX range named
+    /// after it (when libnvToolsExt is present).
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameter list in number, order and type, and every
+    /// buffer must be large enough for `cfg` and the parameters (each caller checks lengths).
+    pub(crate) unsafe fn launch(
+        &self,
+        k: Kernel,
+        mut args: LaunchArgs<'_>,
+        cfg: LaunchConfig,
+    ) -> Result<()> {
+        let _range = self.nvtx.then(|| cudarc::nvtx::scoped_range(k.name()));
+        // SAFETY: guaranteed by this function's contract.
+        unsafe { args.launch(cfg) }
+            .map(|_| ())
+            .map_err(self.err(&format!("launch {} {:?}", k.name(), cfg.grid_dim)))
+    }
+}
+
+pub(crate) fn driver_err(label: &str, op: &str) -> impl FnOnce(DriverError) -> CudaError + use<> {
+    let (device, op) = (label.to_owned(), op.to_owned());
+    move |source| CudaError::Driver { device, op, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_is_defined_in_its_file() {
+        for k in Kernel::ALL {
+            let src = nvrtc::KERNEL_FILES
+                .iter()
+                .find(|(f, _)| *f == k.file())
+                .map(|(_, s)| *s)
+                .unwrap_or_else(|| panic!("{} is not embedded", k.file()));
+            // Declared as `extern "C" __global__ void ...` with `name(` on the next line.
+            let decl = format!("\n{}(", k.name());
+            let at = src
+                .find(&decl)
+                .unwrap_or_else(|| panic!("{} does not define {}", k.file(), k.name()));
+            let previous_line = src[..at].lines().last().unwrap_or("");
+            assert!(
+                previous_line.starts_with("extern \"C\" __global__ void"),
+                "{}: {previous_line}",
+                k.name()
+            );
+        }
+        let names: std::collections::HashSet<_> = Kernel::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), Kernel::ALL.len());
+    }
+
+    #[test]
+    fn gpu_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Gpu>();
+    }
+}

@@ -1,0 +1,97 @@
+//! Kernel parameter structs, passed by value as one kernel argument. Each mirrors a struct of
+//! `kernels/params.cuh` field for field; both sides assert the same size.
+
+use cudarc::driver::DeviceRepr;
+
+/// Parameters of the streaming kernels (`kernels/bandwidth.cu`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StreamParams {
+    /// Elements (f32) of each array.
+    pub n: u64,
+    /// `write`: the value stored; `triad`: `s` in `a = b + s*c`.
+    pub scalar: f32,
+    /// Padding to 16 bytes (as in the `.cuh`).
+    pub _pad: u32,
+}
+
+/// Parameters of the GEMV kernels (`kernels/gemv.cu`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GemvParams {
+    /// Rows of W (and values of y).
+    pub rows: u32,
+    /// Columns of W (and values of x).
+    pub cols: u32,
+    /// Bytes of one row of W in its ggml layout.
+    pub row_bytes: u64,
+}
+
+/// Parameters of the activation quantization kernel (`mb_quantize_q8_1`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuantizeParams {
+    /// Q8_1 blocks (of 32 values) to produce.
+    pub n_blocks: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<StreamParams>() == 16);
+const _: () = assert!(std::mem::size_of::<GemvParams>() == 16);
+const _: () = assert!(std::mem::size_of::<QuantizeParams>() == 8);
+
+// SAFETY: plain #[repr(C)] structs of integers and floats, laid out as the CUDA structs of
+// params.cuh (same field order, types and asserted sizes), so the kernel reads them verbatim.
+unsafe impl DeviceRepr for StreamParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for GemvParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for QuantizeParams {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    /// The `.cuh` asserts these sizes too; the test also pins each field's offset and checks
+    /// that the header declares the same sizes, so a one-sided edit fails here.
+    #[test]
+    fn layouts_match_params_cuh() {
+        assert_eq!(
+            (
+                offset_of!(StreamParams, n),
+                offset_of!(StreamParams, scalar)
+            ),
+            (0, 8)
+        );
+        assert_eq!(offset_of!(StreamParams, _pad), 12);
+        assert_eq!(
+            (offset_of!(GemvParams, rows), offset_of!(GemvParams, cols)),
+            (0, 4)
+        );
+        assert_eq!(offset_of!(GemvParams, row_bytes), 8);
+        assert_eq!(offset_of!(QuantizeParams, n_blocks), 0);
+        let cuh = crate::nvrtc::header_source("params.cuh").expect("params.cuh is embedded");
+        for (name, size) in [
+            ("StreamParams", std::mem::size_of::<StreamParams>()),
+            ("GemvParams", std::mem::size_of::<GemvParams>()),
+            ("QuantizeParams", std::mem::size_of::<QuantizeParams>()),
+        ] {
+            let assert = format!("static_assert(sizeof({name}) == {size},");
+            assert!(cuh.contains(&assert), "params.cuh lacks `{assert}`");
+        }
+    }
+
+    #[test]
+    fn params_pack_as_bytes_in_field_order() {
+        let p = GemvParams {
+            rows: 7,
+            cols: 4096,
+            row_bytes: 2304,
+        };
+        // SAFETY: GemvParams is repr(C) plain data of 16 bytes without padding.
+        let bytes: [u8; 16] = unsafe { std::mem::transmute(p) };
+        assert_eq!(&bytes[0..4], &7u32.to_le_bytes());
+        assert_eq!(&bytes[4..8], &4096u32.to_le_bytes());
+        assert_eq!(&bytes[8..16], &2304u64.to_le_bytes());
+    }
+}

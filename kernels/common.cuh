@@ -1,0 +1,61 @@
+// common.cuh: fixed-width types, f16/bf16 conversions and warp reductions shared by every
+// kernel. Built by NVRTC only (no CUDA runtime headers): conversions use PTX `cvt` so the
+// kernels need nothing but <cuda/std/cstdint>.
+#pragma once
+
+#include <cuda/std/cstdint>
+
+typedef cuda::std::int8_t i8;
+typedef cuda::std::int16_t i16;
+typedef cuda::std::int32_t i32;
+typedef cuda::std::int64_t i64;
+typedef cuda::std::uint8_t u8;
+typedef cuda::std::uint16_t u16;
+typedef cuda::std::uint32_t u32;
+typedef cuda::std::uint64_t u64;
+
+#define MB_WARP_SIZE 32
+#define MB_FULL_MASK 0xffffffffu
+
+// IEEE half bits -> f32 (exact).
+static __device__ __forceinline__ float mb_f16_to_f32(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// f32 -> IEEE half bits, round to nearest even (as the CPU's half::f16::from_f32).
+static __device__ __forceinline__ u16 mb_f32_to_f16(float f) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// bfloat16 bits -> f32 (exact: the top half of an f32).
+static __device__ __forceinline__ float mb_bf16_to_f32(u16 b) {
+    return __uint_as_float(((u32)b) << 16);
+}
+
+static __device__ __forceinline__ float mb_warp_sum(float v) {
+#pragma unroll
+    for (int o = MB_WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(MB_FULL_MASK, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ int mb_warp_sum_int(int v) {
+#pragma unroll
+    for (int o = MB_WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(MB_FULL_MASK, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ u64 mb_warp_sum_u64(u64 v) {
+#pragma unroll
+    for (int o = MB_WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(MB_FULL_MASK, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float mb_warp_max(float v) {
+#pragma unroll
+    for (int o = MB_WARP_SIZE / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(MB_FULL_MASK, v, o));
+    return v;
+}

@@ -1,0 +1,314 @@
+// gemv.cu: y = W.x for one activation vector (decode, batch 1).
+//   W: rows x cols, row-major, each row cols/block_size ggml blocks (row_bytes long);
+//   x: cols f32; y: rows f32.
+//
+// Float weights (F16, BF16): each lane reads 8 weights as one 16-byte load and the matching
+// 8 x values as two float4, accumulates in f32. When cols is not a multiple of 8 the row is
+// walked one value per lane per step instead (16-byte alignment of rows cannot be assumed).
+//
+// Quantized weights (Q8_0, Q4_K, Q6_K, MXFP4) follow llama.cpp's mmvq: x is first quantized to
+// Q8_1 blocks of 32 (mb_quantize_q8_1, like quantize_row_q8_1_cuda), then each lane takes one
+// "chunk" of a row at a time and computes its integer dot products with __dp4a, scaling by the
+// block scales in f32:
+//   Q8_0   chunk = 1 block   (32 values; 34-byte blocks: 16-bit loads)
+//   Q4_K   chunk = 64 values (one 32-byte run of qs = two sub-blocks; 16-byte loads)
+//   Q6_K   chunk = 64 values (32 bytes of ql, 32 of qh; 210-byte blocks: 16-bit loads)
+//   MXFP4  chunk = 1 block   (32 values; 17-byte blocks: byte loads, E2M1 decoded via prmt)
+//
+// Launch geometry (host: membound_cuda::gemv::gemv_config): one warp per row, GEMV_WARPS = 4
+// warps (128 threads) per block, grid = ceil(rows / 4) blocks. Lane l of a row's warp takes
+// chunks l, l+32, ... and the warp reduces with shuffles; no shared memory, no __syncthreads,
+// so any row count and any number of chunks per row work. Residency (up to 16 blocks = 64
+// warps per SM) gives each SM tens of KB of loads in flight, enough to stream W at full
+// bandwidth for decode shapes (rows >= a few thousand).
+//
+// Q8_1 quantization geometry: one warp per Q8_1 block, QUANT_WARPS = 8 warps per block,
+// grid = ceil(n_blocks / 8).
+
+#include "common.cuh"
+#include "params.cuh"
+#include "quant_blocks.cuh"
+
+#define GEMV_WARPS 4
+#define QUANT_WARPS 8
+
+// ---------------------------------------------------------------------------------------------
+// x -> Q8_1, bit-exact with ggml's CPU quantize_row_q8_1_ref: d = amax/127, q = round(x/d)
+// computed as x * (1/d), s = d * sum(q) (all in f32, halves rounded to nearest even).
+extern "C" __global__ void __launch_bounds__(QUANT_WARPS * MB_WARP_SIZE)
+mb_quantize_q8_1(const float* __restrict__ x, block_q8_1* __restrict__ xq, QuantizeParams p) {
+    const u64 b = (u64)blockIdx.x * QUANT_WARPS + threadIdx.x / MB_WARP_SIZE;
+    if (b >= p.n_blocks) return;  // warp-uniform
+    const int lane = threadIdx.x % MB_WARP_SIZE;
+    const float v = x[b * QK32 + lane];
+    const float amax = mb_warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int q = (int)roundf(v * id);
+    const int sum = mb_warp_sum_int(q);
+    xq[b].qs[lane] = (i8)q;
+    if (lane == 0) {
+        xq[b].d = mb_f32_to_f16(d);
+        xq[b].s = mb_f32_to_f16((float)sum * d);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+// 4 bytes at a 2-byte aligned address as one int (little endian).
+static __device__ __forceinline__ int mb_load_int_b2(const u8* p) {
+    const u16* h = reinterpret_cast<const u16*>(p);
+    return (int)((u32)h[0] | ((u32)h[1] << 16));
+}
+
+// 4 bytes at any address as one int (little endian).
+static __device__ __forceinline__ int mb_load_int_b1(const u8* p) {
+    return (int)((u32)p[0] | ((u32)p[1] << 8) | ((u32)p[2] << 16) | ((u32)p[3] << 24));
+}
+
+// The i-th int of a Q8_1 block's qs (4-byte aligned: blocks are 36 bytes, qs at offset 4).
+static __device__ __forceinline__ int mb_q8_1_int(const block_q8_1* b, int i) {
+    return reinterpret_cast<const int*>(b->qs)[i];
+}
+
+// One warp per row: lane takes chunks lane, lane+32, ...; returns after lane 0 stored y[row].
+template <typename Q>
+static __device__ __forceinline__ void mb_gemv_quant(const u8* __restrict__ w,
+                                                     const block_q8_1* __restrict__ xq,
+                                                     float* __restrict__ y, const GemvParams& p) {
+    const u32 row = blockIdx.x * GEMV_WARPS + threadIdx.x / MB_WARP_SIZE;
+    if (row >= p.rows) return;  // warp-uniform
+    const u32 lane = threadIdx.x % MB_WARP_SIZE;
+    const u8* wr = w + (u64)row * p.row_bytes;
+    const u32 nchunks = p.cols / Q::CHUNK_VALUES;
+    float acc = 0.0f;
+    // Unrolled so that two chunks' loads are in flight per lane.
+#pragma unroll 2
+    for (u32 c = lane; c < nchunks; c += MB_WARP_SIZE) acc += Q::dot(wr, xq, c);
+    acc = mb_warp_sum(acc);
+    if (lane == 0) y[row] = acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0: chunk c = block c; sum_i d*q_i * d8*q8_i.
+struct DotQ8_0 {
+    static constexpr u32 CHUNK_VALUES = 32;
+    static __device__ __forceinline__ float dot(const u8* wr, const block_q8_1* xq, u32 c) {
+        const block_q8_0* b = reinterpret_cast<const block_q8_0*>(wr) + c;
+        const u8* qs = reinterpret_cast<const u8*>(b->qs);
+        int v[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = mb_load_int_b2(qs + 4 * k);
+        const block_q8_1* x = xq + c;
+        int sumi = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) sumi = __dp4a(v[k], mb_q8_1_int(x, k), sumi);
+        return mb_f16_to_f32(b->d) * mb_f16_to_f32(x->d) * (float)sumi;
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+mb_gemv_q8_0(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
+             GemvParams p) {
+    mb_gemv_quant<DotQ8_0>(w, xq, y, p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q4_K: chunk c = super-block c/4, pair j = c%4: qs[32j .. 32j+32], low nibbles are sub-block
+// 2j (values 64j..64j+32), high nibbles sub-block 2j+1. Value = d*sc*q - dmin*m, so
+// sum = d*(sc0*d8_0*sumi0 + sc1*d8_1*sumi1) - dmin*(m0*s8_0 + m1*s8_1) with s8 = d8*sum(q8).
+
+// ggml's get_scale_min_k4: 6-bit scale and min of sub-block j from the 12 packed bytes.
+static __device__ __forceinline__ void mb_scale_min_k4(int j, const u8* s, int& sc, int& m) {
+    if (j < 4) {
+        sc = s[j] & 63;
+        m = s[j + 4] & 63;
+    } else {
+        sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+struct DotQ4_K {
+    static constexpr u32 CHUNK_VALUES = 64;
+    static __device__ __forceinline__ float dot(const u8* wr, const block_q8_1* xq, u32 c) {
+        const u32 sb = c / 4;
+        const int j = c % 4;
+        const block_q4_K* b = reinterpret_cast<const block_q4_K*>(wr) + sb;
+        // 144-byte blocks at 16-byte aligned rows (row_bytes is a multiple of 144 = 9*16):
+        // qs + 32j is 16-byte aligned.
+        const int4* q4 = reinterpret_cast<const int4*>(b->qs + 32 * j);
+        const int4 qa = q4[0];
+        const int4 qb = q4[1];
+        const int q[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+        const block_q8_1* x0 = xq + (u64)sb * 8 + 2 * j;
+        const block_q8_1* x1 = x0 + 1;
+        int sumi0 = 0, sumi1 = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            sumi0 = __dp4a(q[k] & 0x0F0F0F0F, mb_q8_1_int(x0, k), sumi0);
+            sumi1 = __dp4a((q[k] >> 4) & 0x0F0F0F0F, mb_q8_1_int(x1, k), sumi1);
+        }
+        int sc0, m0, sc1, m1;
+        mb_scale_min_k4(2 * j, b->scales, sc0, m0);
+        mb_scale_min_k4(2 * j + 1, b->scales, sc1, m1);
+        const float d8_0 = mb_f16_to_f32(x0->d), d8_1 = mb_f16_to_f32(x1->d);
+        const float s8_0 = mb_f16_to_f32(x0->s), s8_1 = mb_f16_to_f32(x1->s);
+        const float d = mb_f16_to_f32(b->d), dmin = mb_f16_to_f32(b->dmin);
+        return d * ((float)sc0 * d8_0 * (float)sumi0 + (float)sc1 * d8_1 * (float)sumi1) -
+               dmin * ((float)m0 * s8_0 + (float)m1 * s8_1);
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+mb_gemv_q4_k(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
+             GemvParams p) {
+    mb_gemv_quant<DotQ4_K>(w, xq, y, p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q6_K: chunk c = super-block c/4, half n = (c%4)/2, h = c%2. With l in 0..32, byte ql[64n+32h+l]
+// and bits of qh[32n+l] give two values: group A = value 128n+32h+l (low nibble, qh bits 2h),
+// group B = value 128n+64+32h+l (high nibble, qh bits 4+2h); q = 6-bit - 32. Scales (16 values
+// each): A uses scales[8n+2h + l/16], B scales[8n+4+2h + l/16]. A is Q8_1 block 4n+h of the
+// super-block, B block 4n+2+h.
+struct DotQ6_K {
+    static constexpr u32 CHUNK_VALUES = 64;
+    static __device__ __forceinline__ float dot(const u8* wr, const block_q8_1* xq, u32 c) {
+        const u32 sb = c / 4;
+        const int n = (c % 4) / 2;
+        const int h = c % 2;
+        const block_q6_K* b = reinterpret_cast<const block_q6_K*>(wr) + sb;
+        const u8* ql = b->ql + 64 * n + 32 * h;
+        const u8* qh = b->qh + 32 * n;
+        const block_q8_1* xa = xq + (u64)sb * 8 + 4 * n + h;
+        const block_q8_1* xb = xa + 2;
+        int sa[2] = {0, 0}, sbm[2] = {0, 0};
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            const int lo = mb_load_int_b2(ql + 4 * k);
+            const int hi = mb_load_int_b2(qh + 4 * k);
+            const int va = (lo & 0x0F0F0F0F) | (((hi >> (2 * h)) & 0x03030303) << 4);
+            const int vb = ((lo >> 4) & 0x0F0F0F0F) | (((hi >> (4 + 2 * h)) & 0x03030303) << 4);
+            // bytes are 0..63: subtract 32 per byte (no borrow across bytes).
+            sa[k / 4] = __dp4a((int)__vsub4(va, 0x20202020), mb_q8_1_int(xa, k), sa[k / 4]);
+            sbm[k / 4] = __dp4a((int)__vsub4(vb, 0x20202020), mb_q8_1_int(xb, k), sbm[k / 4]);
+        }
+        const i8* sc = b->scales + 8 * n + 2 * h;
+        const float da = mb_f16_to_f32(xa->d), db = mb_f16_to_f32(xb->d);
+        return mb_f16_to_f32(b->d) *
+               (da * ((float)sc[0] * (float)sa[0] + (float)sc[1] * (float)sa[1]) +
+                db * ((float)sc[4] * (float)sbm[0] + (float)sc[5] * (float)sbm[1]));
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+mb_gemv_q6_k(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
+             GemvParams p) {
+    mb_gemv_quant<DotQ6_K>(w, xq, y, p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MXFP4: chunk c = block c. Nibbles index ggml's kvalues_mxfp4 (E2M1 values doubled:
+// 0 1 2 3 4 6 8 12, negated for 8..15) and the block scale is 2^(e-127) / 2.
+
+// Four nibbles (one per byte, each 0..15) -> four int8 table values, via two byte permutes.
+static __device__ __forceinline__ int mb_mxfp4_lookup(int v) {
+    const u32 t0 = 0x03020100u;  //  0  1  2  3
+    const u32 t1 = 0x0C080604u;  //  4  6  8 12
+    const u32 t2 = 0xFDFEFF00u;  //  0 -1 -2 -3
+    const u32 t3 = 0xF4F8FAFCu;  // -4 -6 -8 -12
+    const u32 u = (u32)v;
+    const u32 w = u | (u >> 4);
+    const u32 sel = (w & 0xFFu) | ((w >> 8) & 0xFF00u);  // nibble k = index for byte k
+    const u32 lo = __byte_perm(t0, t1, sel);            // uses the low 3 bits of each index
+    const u32 hi = __byte_perm(t2, t3, sel);
+    const u32 m = ((u & 0x08080808u) >> 3) * 0xFFu;     // 0xFF where the index is >= 8
+    return (int)((lo & ~m) | (hi & m));
+}
+
+// ggml's GGML_E8M0_TO_FP32_HALF: 2^(e-128) as an f32 (denormal for e < 2).
+static __device__ __forceinline__ float mb_e8m0_half(u8 e) {
+    const u32 bits = e < 2 ? (0x00200000u << e) : ((u32)(e - 1) << 23);
+    return __uint_as_float(bits);
+}
+
+struct DotMxfp4 {
+    static constexpr u32 CHUNK_VALUES = 32;
+    static __device__ __forceinline__ float dot(const u8* wr, const block_q8_1* xq, u32 c) {
+        const block_mxfp4* b = reinterpret_cast<const block_mxfp4*>(wr) + c;
+        const block_q8_1* x = xq + c;
+        int sumi = 0;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const int q = mb_load_int_b1(b->qs + 4 * k);
+            sumi = __dp4a(mb_mxfp4_lookup(q & 0x0F0F0F0F), mb_q8_1_int(x, k), sumi);
+            sumi = __dp4a(mb_mxfp4_lookup((q >> 4) & 0x0F0F0F0F), mb_q8_1_int(x, k + 4), sumi);
+        }
+        return mb_e8m0_half(b->e) * mb_f16_to_f32(x->d) * (float)sumi;
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+mb_gemv_mxfp4(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
+              GemvParams p) {
+    mb_gemv_quant<DotMxfp4>(w, xq, y, p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// F16 / BF16 weights, f32 x.
+
+struct CvtF16 {
+    static __device__ __forceinline__ float cvt(u16 h) { return mb_f16_to_f32(h); }
+};
+struct CvtBF16 {
+    static __device__ __forceinline__ float cvt(u16 h) { return mb_bf16_to_f32(h); }
+};
+
+template <typename C>
+static __device__ __forceinline__ float mb_dot_pair(u32 packed, float a, float b) {
+    return C::cvt((u16)(packed & 0xFFFFu)) * a + C::cvt((u16)(packed >> 16)) * b;
+}
+
+template <typename C>
+static __device__ __forceinline__ void mb_gemv_half(const u8* __restrict__ w,
+                                                    const float* __restrict__ x,
+                                                    float* __restrict__ y, const GemvParams& p) {
+    const u32 row = blockIdx.x * GEMV_WARPS + threadIdx.x / MB_WARP_SIZE;
+    if (row >= p.rows) return;  // warp-uniform
+    const u32 lane = threadIdx.x % MB_WARP_SIZE;
+    const u8* wr = w + (u64)row * p.row_bytes;
+    float acc = 0.0f;
+    if (p.cols % 8 == 0) {
+        // row_bytes = 2*cols is a multiple of 16: 16-byte loads of 8 weights.
+        const uint4* w4 = reinterpret_cast<const uint4*>(wr);
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+        const u32 n8 = p.cols / 8;
+#pragma unroll 4
+        for (u32 c = lane; c < n8; c += MB_WARP_SIZE) {
+            const uint4 q = w4[c];
+            const float4 xa = x4[2 * c];
+            const float4 xb = x4[2 * c + 1];
+            acc += mb_dot_pair<C>(q.x, xa.x, xa.y) + mb_dot_pair<C>(q.y, xa.z, xa.w) +
+                   mb_dot_pair<C>(q.z, xb.x, xb.y) + mb_dot_pair<C>(q.w, xb.z, xb.w);
+        }
+    } else {
+        const u16* w16 = reinterpret_cast<const u16*>(wr);
+        for (u32 i = lane; i < p.cols; i += MB_WARP_SIZE) acc += C::cvt(w16[i]) * x[i];
+    }
+    acc = mb_warp_sum(acc);
+    if (lane == 0) y[row] = acc;
+}
+
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+mb_gemv_f16(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
+            GemvParams p) {
+    mb_gemv_half<CvtF16>(w, x, y, p);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+mb_gemv_bf16(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
+             GemvParams p) {
+    mb_gemv_half<CvtBF16>(w, x, y, p);
+}

@@ -12,7 +12,12 @@ pub fn run(json_out: bool) -> Result<()> {
     let host = host_cpu();
     let cuda = probe();
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&json!({"cpu": host, "simd": membound_cpu::simd_level(), "cuda": cuda}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"cpu": host, "simd": membound_cpu::simd_level(), "cuda": cuda})
+            )?
+        );
         return Ok(());
     }
     let mut rows = vec![vec![
@@ -30,10 +35,27 @@ pub fn run(json_out: bool) -> Result<()> {
             format!("{}, {} SMs", d.arch(), d.sm_count),
             gib(d.memory_bytes),
             human(d.l2_bytes),
-            format!("{:.0} GB/s ({}-bit)", d.peak_bandwidth_bytes_per_s() / 1e9, d.bus_width_bits),
+            format!(
+                "{:.0} GB/s ({}-bit)",
+                d.peak_bandwidth_bytes_per_s() / 1e9,
+                d.bus_width_bits
+            ),
         ]);
     }
-    println!("{}", table(&["backend", "name", "compute", "memory", "LLC", "peak bandwidth (from clocks)"], &rows));
+    println!(
+        "{}",
+        table(
+            &[
+                "backend",
+                "name",
+                "compute",
+                "memory",
+                "LLC",
+                "peak bandwidth (from clocks)"
+            ],
+            &rows
+        )
+    );
     if let Probe::Unavailable { reason } = &cuda {
         println!("\nno GPU backend: {reason}");
     }

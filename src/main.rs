@@ -1,6 +1,7 @@
 //! `membound`: the command line of the membound benchmarks — model specs, the memory-fit
 //! planner, GGUF inspection and machine facts. Benchmarks themselves run with `cargo bench`.
 
+mod cmd_compare;
 mod cmd_devices;
 mod cmd_fit;
 mod cmd_spec;
@@ -25,6 +26,9 @@ enum Command {
     /// Does a model fit on these devices at this context, where do its layers go, and what is
     /// its best-case decode rate?
     Fit(cmd_fit::Args),
+    /// Criterion baselines of several machines side by side: time, GB/s, fraction of each
+    /// machine's measured read bandwidth, ratio to the first.
+    Compare(cmd_compare::Args),
     /// The models membound knows (`models/*.toml`).
     Models {
         /// Print JSON instead of a table.
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Spec(a) => cmd_spec::run(&a),
         Command::Fit(a) => cmd_fit::run(&a),
+        Command::Compare(a) => cmd_compare::run(&a),
         Command::Models { json } => cmd_spec::models(json),
         Command::Hardware { json } => cmd_fit::hardware(json),
         Command::Devices { json } => cmd_devices::run(json),

@@ -47,13 +47,21 @@ impl StreamOp {
         }
     }
 
+    /// The operation by the byte convention of `membound_spec::traffic` (the driver's copy
+    /// moves what the copy kernel moves).
+    pub fn traffic(self) -> membound_spec::traffic::StreamOp {
+        use membound_spec::traffic::StreamOp as T;
+        match self {
+            StreamOp::Read => T::Read,
+            StreamOp::Write => T::Write,
+            StreamOp::Copy | StreamOp::DriverCopy => T::Copy,
+            StreamOp::Triad => T::Triad,
+        }
+    }
+
     /// Arrays moved across the memory bus once per call (BabelStream's weights).
     pub fn arrays_moved(self) -> u64 {
-        match self {
-            StreamOp::Read | StreamOp::Write => 1,
-            StreamOp::Copy | StreamOp::DriverCopy => 2,
-            StreamOp::Triad => 3,
-        }
+        self.traffic().arrays()
     }
 }
 

@@ -108,7 +108,7 @@ pub fn quantize_config(n_blocks: u64) -> LaunchConfig {
 /// Bytes a GEMV moves across the bus once: the weights (scales included), x (f32) and y (f32).
 /// The Q8_1 copy of x (36 bytes per 32 values) is written and read from L2 and not counted.
 pub fn gemv_bytes(dtype: DType, rows: u64, cols: u64) -> u64 {
-    rows * dtype.bytes_for_ceil(cols) + 4 * cols + 4 * rows
+    membound_spec::traffic::gemv_bytes(dtype, rows, cols)
 }
 
 /// The host reference of [`Gpu::gemv`], in f64: `dequantize(W)` dotted with x as the kernel

@@ -1,0 +1,206 @@
+//! `membound compare DIR...`: Criterion baselines side by side.
+//!
+//! Each DIR is a Criterion output folder (`target/criterion`, or a copy under `results/<machine>/`).
+//! Per benchmark id it prints the mean time and GB/s on each machine, the fraction of that
+//! machine's own measured read bandwidth (`bandwidth/read/<backend>`), and the ratio of each
+//! machine's time to the first's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::units::table;
+
+/// Arguments of `membound compare`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Criterion output folders, one per machine (e.g. results/h100 target/criterion).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Read this saved baseline (`--save-baseline NAME`) instead of the latest run (`new`).
+    #[arg(long, default_value = "new")]
+    pub baseline: String,
+    /// Only ids containing this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One measured case.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Case {
+    mean_ns: f64,
+    bytes: Option<u64>,
+}
+
+impl Case {
+    fn gbs(&self) -> Option<f64> {
+        self.bytes.map(|b| b as f64 / self.mean_ns)
+    }
+}
+
+/// A machine's cases by id, and its label.
+struct Machine {
+    label: String,
+    cases: BTreeMap<String, Case>,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+fn walk(dir: &Path, baseline: &str, out: &mut BTreeMap<String, Case>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let bench = path.join(baseline).join("benchmark.json");
+        if bench.is_file() {
+            let b = read_json(&bench)?;
+            let e = read_json(&path.join(baseline).join("estimates.json"))?;
+            let id = b["full_id"]
+                .as_str()
+                .with_context(|| format!("{}: no full_id", bench.display()))?
+                .to_string();
+            let mean_ns = e["mean"]["point_estimate"]
+                .as_f64()
+                .with_context(|| format!("{}: no mean", path.display()))?;
+            let t = &b["throughput"];
+            let bytes = t["BytesDecimal"].as_u64().or_else(|| t["Bytes"].as_u64());
+            out.insert(id, Case { mean_ns, bytes });
+        } else if path.file_name().is_some_and(|n| n != "report") {
+            walk(&path, baseline, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn label(dir: &Path) -> String {
+    let name = dir.display().to_string();
+    let Ok(m) = read_json(&dir.join("machine.json")) else {
+        return name;
+    };
+    let gpu = m["gpus"][0]["info"]["name"].as_str().map(str::to_string);
+    let cpu = m["cpu"]["model"].as_str().unwrap_or("?").to_string();
+    format!("{name} ({})", gpu.unwrap_or(cpu))
+}
+
+fn load(dir: &Path, baseline: &str) -> Result<Machine> {
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let mut cases = BTreeMap::new();
+    walk(dir, baseline, &mut cases)?;
+    if cases.is_empty() {
+        bail!(
+            "{}: no Criterion results for baseline `{baseline}` (looked for */{baseline}/benchmark.json)",
+            dir.display()
+        );
+    }
+    Ok(Machine {
+        label: label(dir),
+        cases,
+    })
+}
+
+/// The backend of an id `{suite}/{case}/{backend}`.
+fn backend(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
+}
+
+/// Runs `membound compare`.
+pub fn run(a: &Args) -> Result<()> {
+    let machines: Vec<Machine> = a
+        .dirs
+        .iter()
+        .map(|d| load(d, &a.baseline))
+        .collect::<Result<_>>()?;
+    let mut ids: Vec<&String> = machines.iter().flat_map(|m| m.cases.keys()).collect();
+    ids.sort();
+    ids.dedup();
+    ids.retain(|id| a.filter.as_ref().is_none_or(|f| id.contains(f.as_str())));
+    let read_bw = |m: &Machine, id: &str| {
+        m.cases
+            .get(&format!("bandwidth/read/{}", backend(id)))
+            .and_then(Case::gbs)
+    };
+    if a.json {
+        let rows: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                let per: Vec<Value> = machines
+                    .iter()
+                    .map(|m| match m.cases.get(*id) {
+                        Some(c) => json!({"machine": m.label, "mean_ns": c.mean_ns, "gb_per_s": c.gbs(), "fraction_of_read": c.gbs().zip(read_bw(m, id)).map(|(g, r)| g / r)}),
+                        None => json!({"machine": m.label, "missing": true}),
+                    })
+                    .collect();
+                json!({"id": id, "machines": per})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for (i, m) in machines.iter().enumerate() {
+        println!("[{}] {}", i + 1, m.label);
+    }
+    println!();
+    let mut header = vec!["id".to_string()];
+    for i in 1..=machines.len() {
+        header.push(format!("[{i}] time"));
+        header.push(format!("[{i}] GB/s"));
+        header.push(format!("[{i}] of read"));
+        if i > 1 {
+            header.push(format!("[{i}]/[1]"));
+        }
+    }
+    let first = &machines[0];
+    let rows: Vec<Vec<String>> = ids
+        .iter()
+        .map(|id| {
+            let mut row = vec![id.to_string()];
+            for (i, m) in machines.iter().enumerate() {
+                let c = m.cases.get(*id);
+                row.push(c.map_or("-".into(), |c| fmt_time(c.mean_ns)));
+                row.push(
+                    c.and_then(Case::gbs)
+                        .map_or("-".into(), |g| format!("{g:.1}")),
+                );
+                row.push(
+                    c.and_then(Case::gbs)
+                        .zip(read_bw(m, id))
+                        .map_or("-".into(), |(g, r)| format!("{:.0} %", 100.0 * g / r)),
+                );
+                if i > 0 {
+                    let ratio = c
+                        .zip(first.cases.get(*id))
+                        .map(|(c, f)| c.mean_ns / f.mean_ns);
+                    row.push(ratio.map_or("-".into(), |r| format!("{r:.2}x")));
+                }
+            }
+            row
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    println!("{}", table(&header, &rows));
+    Ok(())
+}
+
+fn fmt_time(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.3} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.3} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}

@@ -73,16 +73,27 @@ fn weight_bytes(dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
     out
 }
 
-/// Reference y for a sample of rows (ggml's scalar dot on the same quantized activation).
+/// Reference y for a sample of rows: float weights in f64 against x itself; quantized weights by
+/// ggml's scalar dot on the activation quantized as the kernel quantizes it.
 fn reference_rows(dtype: DType, w: &[u8], cols: usize, x: &[f32], rows: &[usize]) -> Vec<f32> {
     let row_bytes = dtype.bytes_for(cols as u64).expect("whole blocks") as usize;
+    let row = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
+    if matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return rows
+            .iter()
+            .map(|&r| {
+                let wr = membound_quant::ops::dequantize(dtype, row(r)).expect("dequantize");
+                wr.iter()
+                    .zip(x)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum::<f64>() as f32
+            })
+            .collect();
+    }
     let act_type = membound_quant::ops::vec_dot_type(dtype);
     let act = membound_quant::ops::quantize(act_type, x).expect("activation quantizes");
     rows.iter()
-        .map(|&r| {
-            membound_quant::ops::vec_dot(dtype, &w[r * row_bytes..(r + 1) * row_bytes], &act)
-                .expect("reference dot")
-        })
+        .map(|&r| membound_quant::ops::vec_dot(dtype, row(r), &act).expect("reference dot"))
         .collect()
 }
 

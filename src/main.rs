@@ -4,6 +4,7 @@
 mod cmd_compare;
 mod cmd_devices;
 mod cmd_fit;
+mod cmd_inspect;
 mod cmd_spec;
 mod units;
 
@@ -26,6 +27,8 @@ enum Command {
     /// Does a model fit on these devices at this context, where do its layers go, and what is
     /// its best-case decode rate?
     Fit(cmd_fit::Args),
+    /// A GGUF file's tensors, bytes by class and type, implied spec and bytes read per token.
+    Inspect(cmd_inspect::Args),
     /// Criterion baselines of several machines side by side: time, GB/s, fraction of each
     /// machine's measured read bandwidth, ratio to the first.
     Compare(cmd_compare::Args),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Spec(a) => cmd_spec::run(&a),
         Command::Fit(a) => cmd_fit::run(&a),
+        Command::Inspect(a) => cmd_inspect::run(&a),
         Command::Compare(a) => cmd_compare::run(&a),
         Command::Models { json } => cmd_spec::models(json),
         Command::Hardware { json } => cmd_fit::hardware(json),

@@ -372,15 +372,12 @@ fn read_ffn(r: &Reader<'_>) -> Result<Ffn> {
         Some(n) => n,
         None => u64::from(r.has(&shexp)),
     };
-    let shared_intermediate = if n_shared == 0 {
-        None
-    } else {
-        match r.opt_u64("expert_shared_feed_forward_length")? {
-            Some(w) => Some(w),
-            None => {
-                let width = r.dims(&shexp, "the shared expert's width")?;
-                Some(width.get(1).copied().unwrap_or(0) / n_shared)
-            }
+    let shared_intermediate = match r.opt_u64("expert_shared_feed_forward_length")? {
+        _ if n_shared == 0 => None,
+        Some(w) => Some(w),
+        None => {
+            let width = r.dims(&shexp, "the shared expert's width")?;
+            width.get(1).copied().unwrap_or(0).checked_div(n_shared)
         }
     };
     let router = match (r.arch, r.opt_u64("expert_gating_func")?) {

@@ -176,3 +176,50 @@ pub fn write_model_file(
 ) -> Result<u64, SyntheticError> {
     Ok(model_writer(spec, recipe, fill)?.write_file(path)?)
 }
+
+/// A small model of the same structure as `spec`: the same arch, layer pattern (two periods
+/// after the dense-first layers), attention kind and flags, MoE shape (4 experts, top-2,
+/// shared experts and gates kept) and linear attention, with `hidden` as the hidden size (and
+/// expert width), 4 query heads of dimension 32 and a vocabulary of `2 * hidden`. Use a
+/// multiple of 256 for `hidden` to keep K-quant types on every matrix.
+pub fn tiny(spec: &ModelSpec, hidden: u64) -> ModelSpec {
+    let mut m = spec.architecture();
+    m.name = format!("{}-tiny", spec.name);
+    m.display_name = format!("{} (tiny)", spec.display_name);
+    let dense_first = m.ffn.moe.as_ref().map_or(0, |e| e.dense_first.min(1));
+    m.n_layers = dense_first + 2 * m.layer_pattern.len() as u32;
+    m.hidden = hidden;
+    m.vocab = 2 * hidden;
+    let a = &mut m.attention;
+    let full_mha = a.n_kv_heads == Some(a.n_heads);
+    a.n_heads = 4;
+    match a.kind {
+        membound_spec::model::AttentionKind::Gqa => {
+            a.n_kv_heads = Some(if full_mha { 4 } else { 2 });
+            a.head_dim = Some(32);
+            a.v_head_dim = Some(32);
+        }
+        membound_spec::model::AttentionKind::Mla => {
+            a.q_lora_rank = a.q_lora_rank.map(|_| 64);
+            a.kv_lora_rank = Some(64);
+            a.qk_nope_head_dim = Some(32);
+            a.qk_rope_head_dim = Some(32);
+            a.v_head_dim = Some(32);
+        }
+    }
+    if let Some(la) = m.linear_attention.as_mut() {
+        la.n_k_heads = 2;
+        la.n_v_heads = 4;
+        la.k_head_dim = 32;
+        la.v_head_dim = 32;
+    }
+    m.ffn.intermediate = m.ffn.intermediate.map(|_| 2 * hidden);
+    if let Some(e) = m.ffn.moe.as_mut() {
+        e.n_experts = 4;
+        e.top_k = e.top_k.min(2);
+        e.expert_intermediate = hidden;
+        e.shared_intermediate = e.shared_intermediate.map(|_| hidden);
+        e.dense_first = dense_first;
+    }
+    m
+}

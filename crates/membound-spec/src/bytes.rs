@@ -2,7 +2,8 @@
 //!
 //! One convention everywhere (design.md): quantized weights count their stored size, scales
 //! included. Per token at batch 1 a decode step reads every resident weight once, except the
-//! token embeddings (one row) and the routed experts (`top_k` of `n_experts` per MoE layer, the
+//! token embeddings (one row; a model with tied embeddings also reads the whole matrix as its
+//! output projection) and the routed experts (`top_k` of `n_experts` per MoE layer, the
 //! expectation for one token); plus the whole KV cache up to the current depth (sliding layers:
 //! their window; linear layers: their state, read and written). Activations are a few
 //! kilobytes per layer and are not counted.
@@ -43,6 +44,8 @@ pub struct Weights {
 /// Fraction of a tensor one token reads, as `(numerator, denominator)`.
 fn active_fraction(m: &ModelSpec, t: &TensorDesc) -> (u64, u64) {
     match t.class {
+        // One row per token; a tied model also reads the whole matrix as its output projection.
+        TensorClass::TokenEmbd if m.tied_embeddings => (m.vocab + 1, m.vocab),
         TensorClass::TokenEmbd => (1, m.vocab),
         TensorClass::Experts => m
             .ffn
@@ -142,7 +145,7 @@ impl Weights {
     /// uses, without the input embeddings (gpt-oss's card: "unembedding parameters are counted
     /// towards active, but not embeddings").
     pub fn params_active_published(&self, m: &ModelSpec) -> u64 {
-        self.totals(m).params_active - self.class(m, TensorClass::TokenEmbd).params_active
+        self.totals(m).params_active - m.hidden
     }
 }
 

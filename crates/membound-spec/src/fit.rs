@@ -192,7 +192,7 @@ pub fn plan(m: &ModelSpec, req: &FitRequest) -> Result<Plan, FitError> {
     // The embeddings always stay with the host: add them to its share.
     let embd = w.class(m, TensorClass::TokenEmbd);
     host.weight_bytes += embd.bytes;
-    host.read_per_token += embd.active_bytes;
+    host.read_per_token += embd.bytes / m.vocab;
     host.seconds_per_token = req
         .host
         .bandwidth_gbs

@@ -155,8 +155,14 @@ fn every_embedded_model_parses_and_is_consistent() {
     for m in &all {
         let w = weights(m, Recipe::Q8_0);
         let t = w.totals(m);
+        // A token reads at most every byte once, plus one embedding row (tied models read the
+        // embedding matrix both as a row lookup and as the output projection).
+        let row = w
+            .class(m, membound_spec::tensors::TensorClass::TokenEmbd)
+            .bytes
+            / m.vocab;
         assert!(
-            t.params > 0 && t.bytes > 0 && t.active_bytes <= t.bytes,
+            t.params > 0 && t.bytes > 0 && t.active_bytes <= t.bytes + row,
             "{}",
             m.name
         );
@@ -185,4 +191,16 @@ fn architecture_is_canonical() {
     let mut q2 = q.clone();
     q2.ffn.intermediate = Some(6144); // unused by an all-MoE model
     assert_eq!(q.architecture(), q2.architecture());
+}
+
+#[test]
+fn tied_embeddings_are_read_whole_as_the_output() {
+    let m = find("gemma-3-27b").unwrap();
+    assert!(m.tied_embeddings);
+    let w = weights(&m, Recipe::Q4_K_M);
+    let embd = w.class(&m, membound_spec::tensors::TensorClass::TokenEmbd);
+    let row = embd.bytes / m.vocab;
+    assert_eq!(embd.active_bytes, embd.bytes + row);
+    // Dense and tied: every parameter is active except the input-embedding row lookup.
+    assert_eq!(w.params_active_published(&m), w.totals(&m).params);
 }

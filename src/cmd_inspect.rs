@@ -1,0 +1,322 @@
+//! `membound inspect FILE.gguf`: a GGUF file's tensors, their bytes by class and by type, the
+//! model spec its metadata implies, and the bytes one decode token reads — counted from the
+//! file's own tensor types and sizes, by the same rules as `membound spec` / `membound fit`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use anyhow::Result;
+use membound_gguf::spec::spec_from_gguf;
+use membound_gguf::synthetic::recipe_of_file_type;
+use membound_gguf::{GgufFile, TensorInfo, tensor_class};
+use membound_spec::bytes::weights;
+use membound_spec::kv::{KvCache, KvLayout, kv_cache};
+use membound_spec::model::AttentionKind;
+use membound_spec::{DType, ModelSpec, Recipe};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cmd_spec::layer_summary;
+use crate::units::{count, gib, human, parse_ctx, table};
+
+/// Arguments of `membound inspect`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF file.
+    pub file: PathBuf,
+    /// Also count the KV cache read per token at this context depth: 4096, 64k, 112k.
+    #[arg(long, value_parser = parse_ctx)]
+    pub ctx: Option<u64>,
+    /// KV-cache element type for `--ctx`: f16, bf16, q8_0, q4_0, f32.
+    #[arg(long, default_value = "f16")]
+    pub kv_type: String,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One tensor of the file with its class and the bytes a decode token reads from it.
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    #[serde(rename = "type")]
+    dtype: DType,
+    dims: Vec<u64>,
+    bytes: u64,
+    active_bytes: u64,
+    /// `membound_spec` tensor class where the name is in the spec's inventory, else the name's
+    /// base (`post_attention_norm`).
+    class: String,
+}
+
+/// Sums over a group of tensors.
+#[derive(Debug, Default, Serialize)]
+struct Sum {
+    tensors: u64,
+    params: u64,
+    bytes: u64,
+    active_bytes: u64,
+}
+
+impl Sum {
+    fn add(&mut self, r: &Row) {
+        self.tensors += 1;
+        self.params += r.dims.iter().product::<u64>();
+        self.bytes += r.bytes;
+        self.active_bytes += r.active_bytes;
+    }
+}
+
+/// Class label and the fraction `(num, den)` of each inventory tensor one token reads, taken
+/// from `membound_spec::bytes` (F32 storage: every tensor's bytes divide exactly).
+fn spec_classes(m: &ModelSpec) -> HashMap<String, (String, u64, u64)> {
+    weights(m, Recipe::F32)
+        .tensors
+        .into_iter()
+        .map(|s| {
+            let class = serde_json::to_value(s.desc.class)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{:?}", s.desc.class));
+            (s.desc.name, (class, s.active_bytes, s.bytes))
+        })
+        .collect()
+}
+
+/// Classifies the file's tensors and counts what a token reads from each: matched tensors by
+/// the spec's rule; others by name — `token_embd` one row, stacked `*_exps` experts
+/// `expert_used_count` of them, everything else whole.
+fn rows(f: &GgufFile, spec: Option<&ModelSpec>) -> Vec<Row> {
+    let classes = spec.map(spec_classes).unwrap_or_default();
+    let top_k = f
+        .arch_meta("expert_used_count")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1);
+    f.tensors()
+        .iter()
+        .map(|t: &TensorInfo| {
+            let base = tensor_class(&t.name).1;
+            let (class, num, den) = match classes.get(&t.name) {
+                Some((class, active, bytes)) => (class.clone(), *active, *bytes),
+                None => {
+                    let (num, den) = match (base, t.dims.as_slice()) {
+                        ("token_embd", [_, rows, ..]) => (1, *rows),
+                        (b, [_, _, experts]) if b.ends_with("_exps") => (top_k, *experts),
+                        _ => (1, 1),
+                    };
+                    (base.to_string(), num, den)
+                }
+            };
+            let active = (u128::from(t.n_bytes) * u128::from(num))
+                .checked_div(u128::from(den))
+                .unwrap_or(0) as u64;
+            Row {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                dims: t.dims.clone(),
+                bytes: t.n_bytes,
+                active_bytes: active,
+                class,
+            }
+        })
+        .collect()
+}
+
+/// The KV cache at `--ctx`, which needs the spec.
+fn kv(a: &Args, spec: &Result<ModelSpec, String>) -> Result<Option<KvCache>> {
+    let Some(ctx) = a.ctx else {
+        return Ok(None);
+    };
+    let m = spec
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("--ctx needs the model spec, which cannot be read: {e}"))?;
+    let dtype: DType = a.kv_type.parse()?;
+    Ok(Some(kv_cache(m, KvLayout::native(m), dtype, ctx)?))
+}
+
+/// One line of architecture: layers, attention and FFN.
+fn arch_line(m: &ModelSpec) -> String {
+    let a = &m.attention;
+    let attn = match a.kind {
+        AttentionKind::Gqa => format!(
+            "GQA {}/{} heads x {}",
+            a.n_heads,
+            m.kv_heads(),
+            m.qk_head_dim()
+        ),
+        AttentionKind::Mla => format!(
+            "MLA {} heads, kv_lora {}, qk {}+{}, v {}",
+            a.n_heads,
+            a.kv_lora_rank.unwrap_or(0),
+            a.qk_nope_head_dim.unwrap_or(0),
+            a.qk_rope_head_dim.unwrap_or(0),
+            m.v_head_dim()
+        ),
+    };
+    let ffn = match &m.ffn.moe {
+        Some(e) => format!(
+            "MoE {} experts top-{} x {}, {} shared, {} dense first",
+            e.n_experts, e.top_k, e.expert_intermediate, e.n_shared, e.dense_first
+        ),
+        None => format!("dense FFN {}", m.ffn.intermediate.unwrap_or(0)),
+    };
+    format!(
+        "{} layers ({}), hidden {}, vocab {}{}; {attn}; {ffn}",
+        m.n_layers,
+        layer_summary(m),
+        m.hidden,
+        m.vocab,
+        if m.tied_embeddings { " (tied)" } else { "" }
+    )
+}
+
+/// Runs `membound inspect`.
+pub fn run(a: &Args) -> Result<()> {
+    let f = GgufFile::open(&a.file)?;
+    let spec = spec_from_gguf(&f).map_err(|e| e.to_string());
+    let rows = rows(&f, spec.as_ref().ok());
+    let kv = kv(a, &spec)?;
+    let mut by_class = BTreeMap::<String, Sum>::new();
+    let mut by_type = BTreeMap::<String, Sum>::new();
+    let mut total = Sum::default();
+    for r in &rows {
+        by_class.entry(r.class.clone()).or_default().add(r);
+        by_type
+            .entry(r.dtype.name().to_string())
+            .or_default()
+            .add(r);
+        total.add(r);
+    }
+    let kv_bytes = kv.as_ref().map_or(0, |k| k.total);
+    let file_type = f
+        .meta_u64("general.file_type")
+        .ok()
+        .map(|ft| recipe_of_file_type(ft).map_or(ft.to_string(), |r| r.name().to_string()));
+    let arch = f.arch().ok();
+    if a.json {
+        let v = json!({
+            "file": f.source(),
+            "gguf_version": f.version(),
+            "arch": arch,
+            "file_type": file_type,
+            "tensor_count": rows.len(),
+            "params": total.params,
+            "total_bytes": total.bytes,
+            "weights_read_per_token": total.active_bytes,
+            "kv": kv.as_ref().map(|k| json!({"ctx": k.ctx, "type": k.dtype.name(), "layout": k.layout.name(), "bytes": k.total})),
+            "bytes_per_token": total.active_bytes + kv_bytes,
+            "by_class": by_class,
+            "by_type": by_type,
+            "spec": spec.as_ref().ok(),
+            "spec_error": spec.as_ref().err(),
+            "tensors": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{}: GGUF v{}, arch {}, {} tensors, {} ({:.2} GB){}",
+        f.source(),
+        f.version(),
+        arch.unwrap_or("?"),
+        rows.len(),
+        gib(total.bytes),
+        total.bytes as f64 / 1e9,
+        file_type
+            .map(|t| format!(", file type {t}"))
+            .unwrap_or_default()
+    );
+    match &spec {
+        Ok(m) => println!("  spec: {}", arch_line(m)),
+        Err(e) => println!("  spec: not derivable ({e})"),
+    }
+    println!();
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.dtype.name().to_string(),
+                format!("{:?}", r.dims),
+                human(r.bytes),
+                r.class.clone(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["tensor", "type", "shape", "bytes", "class"], &body)
+    );
+    println!();
+    let sums = |map: &BTreeMap<String, Sum>| -> Vec<Vec<String>> {
+        map.iter()
+            .map(|(k, s)| {
+                vec![
+                    k.clone(),
+                    s.tensors.to_string(),
+                    count(s.params),
+                    gib(s.bytes),
+                    format!("{:.3} GB", s.active_bytes as f64 / 1e9),
+                ]
+            })
+            .collect()
+    };
+    let header = |first| [first, "tensors", "params", "stored", "read per token"];
+    println!("{}", table(&header("class"), &sums(&by_class)));
+    println!();
+    println!("{}", table(&header("type"), &sums(&by_type)));
+    println!();
+    println!(
+        "total {} ({:.2} GB), {} params; weights read per token {:.3} GB",
+        gib(total.bytes),
+        total.bytes as f64 / 1e9,
+        count(total.params),
+        total.active_bytes as f64 / 1e9
+    );
+    if let Some(k) = &kv {
+        println!(
+            "KV {} {} at {} tokens: {}; bytes per token {:.3} GB",
+            k.layout,
+            k.dtype,
+            k.ctx,
+            gib(k.total),
+            (total.active_bytes + k.total) as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use membound_gguf::GgufWriter;
+
+    #[test]
+    fn rows_without_a_spec_use_names() {
+        let mut w = GgufWriter::new();
+        w.add_meta("general.architecture", "mamba").unwrap();
+        w.add_meta("mamba.expert_used_count", 2u32).unwrap();
+        w.add_tensor("token_embd.weight", &[4, 8], DType::F32, vec![0u8; 128])
+            .unwrap();
+        w.add_tensor(
+            "blk.0.ffn_up_exps.weight",
+            &[4, 2, 4],
+            DType::F32,
+            vec![0u8; 128],
+        )
+        .unwrap();
+        w.add_f32("blk.0.attn_norm.weight", &[4], &[1.0; 4])
+            .unwrap();
+        let f = GgufFile::from_vec(w.to_bytes().unwrap()).unwrap();
+        assert!(spec_from_gguf(&f).is_err());
+        let r = rows(&f, None);
+        let active: Vec<(&str, u64)> = r
+            .iter()
+            .map(|r| (r.class.as_str(), r.active_bytes))
+            .collect();
+        assert_eq!(
+            active,
+            [("token_embd", 16), ("ffn_up_exps", 64), ("attn_norm", 16)]
+        );
+    }
+}

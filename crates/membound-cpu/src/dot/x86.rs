@@ -1,0 +1,277 @@
+//! AVX2 + FMA + F16C kernels (x86-64), selected at run time. The integer kernels follow the
+//! shape of ggml's `arch/x86/quants.c`: `_mm256_maddubs_epi16` of unsigned weights (or
+//! sign-folded bytes) by signed activations, `_mm256_madd_epi16` by the sub-block scale, one
+//! float FMA per block.
+//!
+//! Every kernel reads only through pointers into `chunks_exact` chunks of the exact block size.
+
+use std::arch::x86_64::*;
+
+use super::{
+    KVALUES_MXFP4, MXFP4_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, Q8_K_BYTES, e8m0_half,
+    q4k_scales_mins,
+};
+
+/// Horizontal sum of 8 floats.
+#[inline(always)]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// The f16 at `p` as f32 (F16C).
+#[inline(always)]
+unsafe fn f16_ptr(p: *const u8) -> f32 {
+    unsafe {
+        let bits = i32::from(p.cast::<u16>().read_unaligned());
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+    }
+}
+
+/// 32 unaligned bytes at `p`.
+#[inline(always)]
+unsafe fn load32(p: *const u8) -> __m256i {
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// Σ x·y of signed bytes in 8 i32 lanes (sign folded onto `y`, as ggml's `mul_sum_i8_pairs`).
+#[inline(always)]
+unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
+    unsafe {
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+    }
+}
+
+/// Generates a float-weight kernel: `$load(ptr) -> __m256` decodes 8 weights at `ptr`.
+macro_rules! float_kernel {
+    ($name:ident, $esize:expr, $load:expr, $scalar:expr) => {
+        /// Float weights · f32 activations, four 8-lane FMA accumulators.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) fn $name(w: &[u8], a: &[u8]) -> f32 {
+            const STEP: usize = 32;
+            let mut wc = w.chunks_exact(STEP * $esize);
+            let mut ac = a.chunks_exact(STEP * 4);
+            // SAFETY: every load is within a chunk of STEP values; AVX2/FMA/F16C are enabled.
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (wb, ab) in (&mut wc).zip(&mut ac) {
+                    for (k, acc) in acc.iter_mut().enumerate() {
+                        let wv = $load(wb.as_ptr().add(8 * k * $esize));
+                        let av = _mm256_loadu_ps(ab.as_ptr().add(32 * k).cast());
+                        *acc = _mm256_fmadd_ps(wv, av, *acc);
+                    }
+                }
+                let sum =
+                    _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                let tail = ($scalar)(wc.remainder(), ac.remainder());
+                hsum_ps(sum) + tail
+            }
+        }
+    };
+}
+
+float_kernel!(
+    dot_f32,
+    4,
+    |p: *const u8| _mm256_loadu_ps(p.cast()),
+    super::scalar::dot_f32
+);
+float_kernel!(
+    dot_f16,
+    2,
+    |p: *const u8| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+    super::scalar::dot_f16
+);
+float_kernel!(
+    dot_bf16,
+    2,
+    |p: *const u8| _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())),
+        16
+    )),
+    super::scalar::dot_bf16
+);
+
+/// Folds `block(acc, w_block, a_block) -> acc` over paired blocks of `wb` and `ab` bytes with
+/// four independent accumulators (so consecutive blocks' FMAs do not wait on each other) and
+/// returns their sum. `block` may read `wb` bytes at `w_block` and `ab` bytes at `a_block`.
+#[inline(always)]
+unsafe fn fold_blocks(
+    w: &[u8],
+    a: &[u8],
+    wb: usize,
+    ab: usize,
+    mut block: impl FnMut(__m256, *const u8, *const u8) -> __m256,
+) -> __m256 {
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut wc = w.chunks_exact(4 * wb);
+        let mut ac = a.chunks_exact(4 * ab);
+        for (w4, a4) in (&mut wc).zip(&mut ac) {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                *acc = block(*acc, w4.as_ptr().add(k * wb), a4.as_ptr().add(k * ab));
+            }
+        }
+        for (w1, a1) in wc
+            .remainder()
+            .chunks_exact(wb)
+            .zip(ac.remainder().chunks_exact(ab))
+        {
+            acc[0] = block(acc[0], w1.as_ptr(), a1.as_ptr());
+        }
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
+    }
+}
+
+/// Q8_0 · Q8_0.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: loads stay within 34-byte blocks (2 + 32); AVX2/FMA/F16C are enabled.
+    unsafe {
+        let acc = fold_blocks(w, a, Q8_0_BYTES, Q8_0_BYTES, |acc, x, y| {
+            let d = _mm256_set1_ps(f16_ptr(x) * f16_ptr(y));
+            let s = mul_sum_i8(load32(x.add(2)), load32(y.add(2)));
+            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc)
+        });
+        hsum_ps(acc)
+    }
+}
+
+/// Q4_K · Q8_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: loads stay within the 144-byte weight and 292-byte activation blocks.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        // Shuffles that broadcast 16-bit scale k to every lane: bytes (2k, 2k + 1) repeated.
+        let pick: [__m256i; 8] =
+            std::array::from_fn(|k| _mm256_set1_epi16((((2 * k + 1) << 8) | (2 * k)) as i16));
+        let mut acc_min = _mm_setzero_ps();
+        let acc = fold_blocks(w, a, Q4_K_BYTES, Q8_K_BYTES, |acc, x, y| {
+            let yd = y.cast::<f32>().read_unaligned();
+            let sm = q4k_scales_mins(std::slice::from_raw_parts(x.add(4), 12));
+            // Min correction: Σ_i mins[i] · (bsums[2i] + bsums[2i + 1]).
+            let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8).cast()));
+            let bsums = _mm_hadd_epi16(
+                _mm_loadu_si128(y.add(260).cast()),
+                _mm_loadu_si128(y.add(276).cast()),
+            );
+            let prod = _mm_madd_epi16(mins, bsums);
+            acc_min = _mm_fmadd_ps(
+                _mm_set1_ps(yd * f16_ptr(x.add(2))),
+                _mm_cvtepi32_ps(prod),
+                acc_min,
+            );
+            let scales =
+                _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
+            let q4 = x.add(16);
+            let q8 = y.add(4);
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let bits = load32(q4.add(32 * j));
+                let lo = _mm256_and_si256(bits, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                let p_lo = _mm256_maddubs_epi16(lo, load32(q8.add(64 * j)));
+                let p_hi = _mm256_maddubs_epi16(hi, load32(q8.add(64 * j + 32)));
+                let p_lo = _mm256_madd_epi16(p_lo, _mm256_shuffle_epi8(scales, pick[2 * j]));
+                let p_hi = _mm256_madd_epi16(p_hi, _mm256_shuffle_epi8(scales, pick[2 * j + 1]));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+            }
+            let d = _mm256_set1_ps(yd * f16_ptr(x));
+            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc)
+        });
+        let m = _mm_add_ps(acc_min, _mm_movehl_ps(acc_min, acc_min));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        hsum_ps(acc) - _mm_cvtss_f32(m)
+    }
+}
+
+/// Q6_K · Q8_K.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn dot_q6_k(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: loads stay within the 210-byte weight and 292-byte activation blocks
+    // (ql 0..128, qh 128..192, scales 192..208, d 208..210).
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m3 = _mm256_set1_epi8(0x03);
+        let m30 = _mm256_set1_epi8(0x30);
+        let k32 = _mm256_set1_epi8(32);
+        // Shuffles giving lanes 0..8 scale 2g and lanes 8..16 scale 2g + 1 of a 16-bit
+        // scale vector whose two 128-bit halves hold the same 8 scales.
+        let pick: [__m256i; 4] = std::array::from_fn(|g| {
+            let (a, b) = (
+                (((4 * g + 1) << 8) | (4 * g)) as i16,
+                (((4 * g + 3) << 8) | (4 * g + 2)) as i16,
+            );
+            _mm256_set_m128i(_mm_set1_epi16(b), _mm_set1_epi16(a))
+        });
+        let acc = fold_blocks(w, a, Q6_K_BYTES, Q8_K_BYTES, |acc, x, y| {
+            let q8 = y.add(4);
+            let mut sumi = _mm256_setzero_si256();
+            for c in 0..2 {
+                let sc8 = _mm_loadl_epi64(x.add(192 + 8 * c).cast());
+                let scales = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
+                let l1 = load32(x.add(64 * c));
+                let l2 = load32(x.add(64 * c + 32));
+                let h = load32(x.add(128 + 32 * c));
+                // The 6-bit values 0..64 of the chunk's four 32-value groups.
+                let groups = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(l1, m4),
+                        _mm256_slli_epi16(_mm256_and_si256(h, m3), 4),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(l2, m4),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                        _mm256_and_si256(h, m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
+                        _mm256_and_si256(_mm256_srli_epi16(h, 2), m30),
+                    ),
+                ];
+                for (g, q) in groups.into_iter().enumerate() {
+                    let y = load32(q8.add(128 * c + 32 * g));
+                    // (q - 32)·y = q·y - 32·y, both without i16 saturation (63·127·2 < 2^15).
+                    let p =
+                        _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(k32, y));
+                    sumi = _mm256_add_epi32(
+                        sumi,
+                        _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales, pick[g])),
+                    );
+                }
+            }
+            let d = _mm256_set1_ps(y.cast::<f32>().read_unaligned() * f16_ptr(x.add(208)));
+            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc)
+        });
+        hsum_ps(acc)
+    }
+}
+
+/// MXFP4 · Q8_0: nibbles looked up in the doubled E2M1 table with `pshufb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn dot_mxfp4(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: loads stay within the 17-byte weight (1 + 16) and 34-byte activation blocks.
+    unsafe {
+        let lut = _mm_loadu_si128(KVALUES_MXFP4.as_ptr().cast());
+        let m4 = _mm_set1_epi8(0x0F);
+        let acc = fold_blocks(w, a, MXFP4_BYTES, Q8_0_BYTES, |acc, x, y| {
+            let q = _mm_loadu_si128(x.add(1).cast());
+            let lo = _mm_shuffle_epi8(lut, _mm_and_si128(q, m4));
+            let hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+            let s = mul_sum_i8(_mm256_set_m128i(hi, lo), load32(y.add(2)));
+            let d = _mm256_set1_ps(e8m0_half(*x) * f16_ptr(y));
+            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc)
+        });
+        hsum_ps(acc)
+    }
+}

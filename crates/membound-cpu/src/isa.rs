@@ -1,0 +1,148 @@
+//! Instruction-set selection: which SIMD path the kernels take, detected at run time.
+//!
+//! The portable scalar path is always compiled and always available. `MEMBOUND_CPU_ISA`
+//! (`scalar`, `avx2`, `neon`, `neon-dotprod`) forces a path for the whole process; a request for
+//! a path this CPU lacks falls back to the best available one.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// The environment variable that forces a path (`scalar`, `avx2`, `neon`, `neon-dotprod`).
+pub const ISA_ENV: &str = "MEMBOUND_CPU_ISA";
+
+/// A kernel instruction set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, no explicit SIMD (the compiler may still vectorise).
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// aarch64 NEON with widening multiplies.
+    Neon,
+    /// aarch64 NEON with the `sdot` dot-product instructions.
+    NeonDotprod,
+}
+
+impl Isa {
+    /// Every path, scalar first.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Neon, Isa::NeonDotprod];
+
+    /// The name recorded with results: `scalar`, `avx2`, `neon`, `neon-dotprod`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Neon => "neon",
+            Isa::NeonDotprod => "neon-dotprod",
+        }
+    }
+
+    /// The path with this [`name`](Isa::name), if any.
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL
+            .into_iter()
+            .find(|isa| isa.name() == name.trim().to_ascii_lowercase())
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => avx2_available(),
+            Isa::Neon => neon_available(),
+            Isa::NeonDotprod => neon_available() && dotprod_available(),
+        }
+    }
+
+    /// The paths this CPU can run, scalar first.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL
+            .into_iter()
+            .filter(|isa| isa.is_available())
+            .collect()
+    }
+
+    /// The fastest path this CPU can run, ignoring [`ISA_ENV`].
+    pub fn best_available() -> Isa {
+        [Isa::NeonDotprod, Isa::Neon, Isa::Avx2]
+            .into_iter()
+            .find(|isa| isa.is_available())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// The path kernels use by default: [`ISA_ENV`] when it names an available path, else
+    /// [`Isa::best_available`]. Read once per process.
+    pub fn detect() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            std::env::var(ISA_ENV)
+                .ok()
+                .and_then(|v| Isa::from_name(&v))
+                .filter(|isa| isa.is_available())
+                .unwrap_or_else(Isa::best_available)
+        })
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The SIMD level the kernels use by default, for the run record (`avx2`, `neon-dotprod`,
+/// `neon`, `scalar`).
+pub fn simd_level() -> &'static str {
+    Isa::detect().name()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_available() -> bool {
+    false
+}
+
+#[cfg(target_arch = "aarch64")]
+fn neon_available() -> bool {
+    std::arch::is_aarch64_feature_detected!("neon")
+}
+#[cfg(not(target_arch = "aarch64"))]
+fn neon_available() -> bool {
+    false
+}
+
+#[cfg(target_arch = "aarch64")]
+fn dotprod_available() -> bool {
+    std::arch::is_aarch64_feature_detected!("dotprod")
+}
+#[cfg(not(target_arch = "aarch64"))]
+fn dotprod_available() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_scalar_always_available() {
+        for isa in Isa::ALL {
+            assert_eq!(Isa::from_name(isa.name()), Some(isa));
+        }
+        assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));
+        assert_eq!(Isa::from_name("sse9"), None);
+        assert!(Isa::Scalar.is_available());
+        assert_eq!(Isa::available()[0], Isa::Scalar);
+        assert!(Isa::best_available().is_available());
+        assert!(Isa::detect().is_available());
+        #[cfg(target_arch = "x86_64")]
+        assert!(!Isa::Neon.is_available());
+        #[cfg(target_arch = "aarch64")]
+        assert!(Isa::Neon.is_available() && !Isa::Avx2.is_available());
+    }
+}

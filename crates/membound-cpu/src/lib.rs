@@ -1,0 +1,54 @@
+//! membound-cpu: rayon CPU kernels — the reference every GPU kernel of `membound-cuda` is
+//! checked against, and the CPU backend of the benches (`membound-bench`).
+//!
+//! - [`bandwidth`]: STREAM-style `read`, `write`, `copy`, `triad` on an explicit
+//!   [`rayon::ThreadPool`], with one byte convention ([`bandwidth::bytes_moved`]).
+//! - [`CpuGemv`]: GEMV and GEMM over ggml-layout weights (F32, F16, BF16, Q8_0, Q4_K, Q6_K,
+//!   MXFP4; blocks from `membound-quant`), activations quantized as ggml does.
+//! - [`DotKernel`]: the row dot products, AVX2 on x86-64, NEON (with `sdot` where present) on
+//!   aarch64, portable scalar everywhere; [`Isa`] picks one at run time
+//!   (`MEMBOUND_CPU_ISA=scalar` forces the portable path), [`simd_level`] names it.
+
+pub mod bandwidth;
+mod dot;
+mod isa;
+mod matmul;
+
+pub use dot::{DotKernel, SUPPORTED_DTYPES, act_dtype};
+pub use isa::{ISA_ENV, Isa, simd_level};
+pub use matmul::CpuGemv;
+
+use membound_quant::ops::QuantError;
+use membound_spec::DType;
+
+/// Why a kernel call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuError {
+    /// The weight type has no CPU kernel here.
+    #[error("{0} has no membound-cpu kernel (supported: f32, f16, bf16, q8_0, q4_k, q6_k, mxfp4)")]
+    Unsupported(DType),
+    /// The requested instruction set is not available on this CPU.
+    #[error("instruction set {0} is not available on this CPU")]
+    IsaUnavailable(Isa),
+    /// A row length is not a whole number of blocks.
+    #[error("{cols} columns is not a whole number of {dtype} blocks")]
+    NotBlockMultiple {
+        /// The block type.
+        dtype: DType,
+        /// The row length in values.
+        cols: usize,
+    },
+    /// A buffer has the wrong length.
+    #[error("{what}: expected {expected} elements, got {got}")]
+    Length {
+        /// Which buffer.
+        what: &'static str,
+        /// Elements (values or bytes) it must hold.
+        expected: usize,
+        /// Elements it holds.
+        got: usize,
+    },
+    /// Quantizing weights or activations failed.
+    #[error("quantization failed: {0}")]
+    Quant(#[from] QuantError),
+}

@@ -31,6 +31,19 @@ pub fn check_close(case: &str, got: &[f32], want: &[f32], tol: f32) -> Result<()
     Ok(())
 }
 
+/// Checks `got` against `want` by the largest error relative to the largest `|want|`
+/// (`‖got − want‖∞ / ‖want‖∞ ≤ tol`): for peers whose arithmetic differs from ours (another
+/// activation quantization, another summation order), judged at the output's scale.
+pub fn check_close_scaled(case: &str, got: &[f32], want: &[f32], tol: f32) -> Result<(), String> {
+    let err = max_rel_error(got, want, 1.0).map_err(|e| format!("{case}: {e}"))?;
+    if err > tol {
+        return Err(format!(
+            "{case}: max error {err:.3e} of the output's scale exceeds {tol:.1e}"
+        ));
+    }
+    Ok(())
+}
+
 /// Stops the run with a clear message when a case fails its check (a bench must not time a
 /// wrong kernel).
 pub fn require(result: Result<(), String>) {
@@ -60,5 +73,7 @@ mod tests {
         assert!(check_close("d", &[1.0], &[1.0, 2.0], 1.0).is_err());
         // A near-zero expected value is judged against the output's scale.
         assert!(check_close("e", &[1e-4, 100.0], &[0.0, 100.0], 1e-5).is_ok());
+        assert!(check_close_scaled("f", &[0.5, 100.0], &[0.0, 100.0], 1e-2).is_ok());
+        assert!(check_close_scaled("g", &[5.0, 100.0], &[0.0, 100.0], 1e-2).is_err());
     }
 }

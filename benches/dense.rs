@@ -40,24 +40,6 @@ fn shapes(scale: Scale) -> Vec<(usize, usize)> {
     }
 }
 
-const CPU_TYPES: [DType; 7] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q8_0,
-    DType::Q4_K,
-    DType::Q6_K,
-    DType::MXFP4,
-];
-const GPU_TYPES: [DType; 6] = [
-    DType::F16,
-    DType::BF16,
-    DType::Q8_0,
-    DType::Q4_K,
-    DType::Q6_K,
-    DType::MXFP4,
-];
-
 /// Weight bytes of a `rows x cols` matrix of `dtype`: `TILE_ROWS` rows of weight-like values
 /// quantized once, repeated.
 fn weight_bytes(dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
@@ -112,7 +94,7 @@ fn cpu_suite(c: &mut Criterion, cpu: &CpuBackend, scale: Scale) {
     for (rows, cols) in shapes(scale) {
         let x = x_cols(cols);
         let sample = sample_rows(rows);
-        for dtype in CPU_TYPES {
+        for &dtype in membound_cpu::SUPPORTED_DTYPES {
             let w = weight_bytes(dtype, rows, cols);
             let case = format!("{}-{}", dtype.name(), shape_name(rows, cols));
             let n = copies_for(w.len() as u64, cpu.llc_bytes());
@@ -238,7 +220,7 @@ fn gpu_suite(c: &mut Criterion, gpu: &GpuBackend, scale: Scale) {
         let x = normal_f32(7, cols, 1.0);
         let xd = g.upload(&x).unwrap_or_else(|e| fail("upload x", e));
         let sample = sample_rows(rows);
-        for dtype in GPU_TYPES {
+        for dtype in membound_cuda::gemv::GEMV_DTYPES {
             let w = weight_bytes(dtype, rows, cols);
             let n = copies_for(w.len() as u64, gpu.llc_bytes());
             if (n * w.len()) as u64 * 2 > gpu.info().memory_bytes {

@@ -38,11 +38,22 @@ fn unpack(b: &BlockQ4K) -> [i8; QK_K] {
 }
 
 fn dequantize_block(b: &BlockQ4K, y: &mut [f32]) {
-    let d = f16_to_f32(b.d);
-    let min = f16_to_f32(b.dmin);
-    let a = unpack(b);
+    dequantize_scale_min(b.d, b.dmin, &b.scales, &unpack(b), y);
+}
+
+/// `y = d·scale·q − dmin·min` per 32-value sub-block, from unpacked quants `q` (shared by Q5_K,
+/// which passes its 5-bit quants).
+pub(crate) fn dequantize_scale_min(
+    d: u16,
+    dmin: u16,
+    scales: &[u8; 12],
+    a: &[i8; QK_K],
+    y: &mut [f32],
+) {
+    let d = f16_to_f32(d);
+    let min = f16_to_f32(dmin);
     for (j, (ys, qs)) in y.chunks_exact_mut(32).zip(a.chunks_exact(32)).enumerate() {
-        let (sc, m) = get_scale_min_k4(j, &b.scales);
+        let (sc, m) = get_scale_min_k4(j, scales);
         let (dj, mj) = (d * f32::from(sc), min * f32::from(m));
         for (o, &q) in ys.iter_mut().zip(qs) {
             *o = dj * f32::from(q) - mj;

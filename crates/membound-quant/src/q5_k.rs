@@ -1,8 +1,7 @@
 //! Q5_K: `quantize_row_q5_K_ref`, `dequantize_row_q5_K`, `ggml_vec_dot_q5_K_q8_K_generic`.
 
 use crate::blocks::{BlockQ5K, BlockQ8K, QK_K};
-use crate::fp::f16_to_f32;
-use crate::kquant::{KDot, Qkx2, get_scale_min_k4, quantize_scale_min_block};
+use crate::kquant::{KDot, Qkx2, quantize_scale_min_block};
 use crate::ops::QuantError;
 use crate::q4_k::dot_scale_min;
 use crate::util::{check_dot, dequantize_with, impl_quant_block, quantize_with};
@@ -53,16 +52,7 @@ fn unpack(b: &BlockQ5K) -> [i8; QK_K] {
 }
 
 fn dequantize_block(b: &BlockQ5K, y: &mut [f32]) {
-    let d = f16_to_f32(b.d);
-    let min = f16_to_f32(b.dmin);
-    let a = unpack(b);
-    for (j, (ys, qs)) in y.chunks_exact_mut(32).zip(a.chunks_exact(32)).enumerate() {
-        let (sc, m) = get_scale_min_k4(j, &b.scales);
-        let (dj, mj) = (d * f32::from(sc), min * f32::from(m));
-        for (o, &q) in ys.iter_mut().zip(qs) {
-            *o = dj * f32::from(q) - mj;
-        }
-    }
+    crate::q4_k::dequantize_scale_min(b.d, b.dmin, &b.scales, &unpack(b), y);
 }
 
 /// Quantizes `src` (exactly `256 * dst.len()` values) into `dst`.

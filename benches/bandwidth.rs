@@ -243,11 +243,9 @@ fn gpu_case(c: &mut Criterion, gpu: &GpuBackend, op: GpuOp, array_bytes: u64, ca
     let mut g = group(c, membound_cuda::bytes_moved(op, array_bytes));
     g.bench_function(format!("{case}/{}", gpu.id), |bch| {
         bch.iter_custom(|iters| {
-            gpu.gpu
-                .time_iters(iters, || {
-                    gpu.gpu.stream_op(op, &mut arr.a, &mut arr.b, &arr.c, 3.0)
-                })
-                .unwrap_or_else(|e| panic!("{} bandwidth/{case}: {e}", gpu.id))
+            gpu.time(&format!("bandwidth/{case}"), iters, || {
+                gpu.gpu.stream_op(op, &mut arr.a, &mut arr.b, &arr.c, 3.0)
+            })
         })
     });
     g.finish();

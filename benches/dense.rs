@@ -259,10 +259,9 @@ fn gpu_suite(c: &mut Criterion, gpu: &GpuBackend, scale: Scale) {
             let mut rot = Rotation::new(n);
             grp.bench_function(format!("{case}/{}", gpu.id), |b| {
                 b.iter_custom(|iters| {
-                    g.time_iters(iters, || {
+                    gpu.time(&format!("dense/{case}"), iters, || {
                         g.gemv(dtype, rows, cols, &ws[rot.next()], &xd, &mut yd)
                     })
-                    .unwrap_or_else(|e| fail("timed gemv", e))
                 })
             });
             if matches!(dtype, DType::F16 | DType::BF16) {
@@ -281,10 +280,9 @@ fn gpu_suite(c: &mut Criterion, gpu: &GpuBackend, scale: Scale) {
                 let mut rot = Rotation::new(n);
                 grp.bench_function(format!("cublas-{case}/{}", gpu.id), |b| {
                     b.iter_custom(|iters| {
-                        g.time_iters(iters, || {
+                        gpu.time(&format!("dense/cublas-{case}"), iters, || {
                             g.cublas_gemv(dtype, rows, cols, &ws[rot.next()], &xh, &mut yd)
                         })
-                        .unwrap_or_else(|e| fail("timed cublas", e))
                     })
                 });
             }

@@ -4,6 +4,7 @@
 //! `MEMBOUND_BACKENDS=cpu,gpu1` restricts a run to the named backends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use membound_cuda::{DeviceInfo, Gpu, Probe, probe};
 use membound_spec::hardware::{Device, host_cpu};
@@ -60,6 +61,19 @@ impl GpuBackend {
     /// L2 bytes.
     pub fn llc_bytes(&self) -> u64 {
         self.gpu.info().l2_bytes
+    }
+
+    /// Device time of `iters` runs of `f` (CUDA events), for Criterion's `iter_custom`. A CUDA
+    /// failure stops the run with a message naming this GPU and `case`.
+    pub fn time(
+        &self,
+        case: &str,
+        iters: u64,
+        f: impl FnMut() -> membound_cuda::Result<()>,
+    ) -> Duration {
+        self.gpu
+            .time_iters(iters, f)
+            .unwrap_or_else(|e| panic!("{} {case}: {e}", self.id))
     }
 }
 

@@ -239,17 +239,15 @@ fn gpu_suite(c: &mut Criterion, gpu: &GpuBackend, scale: Scale) {
             g.gemv(dtype, rows, cols, &ws[0], &xd, &mut yd)
                 .unwrap_or_else(|e| fail("gemv", e));
             let y = g.download(&yd).unwrap_or_else(|e| fail("download y", e));
-            let want = membound_cuda::gemv::gemv_reference(dtype, rows, cols, &w, &x)
+            let want = membound_cuda::gemv::gemv_expected(dtype, rows, cols, &w, &x)
                 .unwrap_or_else(|e| fail("reference", e));
-            let got: Vec<f32> = sample.iter().map(|&r| y[r]).collect();
-            let want: Vec<f32> = sample.iter().map(|&r| want[r] as f32).collect();
             let case = format!("{}-{}", dtype.name(), shape_name(rows, cols));
-            require(check_close(
-                &format!("dense/{case}/{}", gpu.id),
-                &got,
-                &want,
-                2e-3,
-            ));
+            if let Err(e) =
+                membound_cuda::gemv::check_rows(&format!("dense/{case}/{}", gpu.id), &y, &want)
+            {
+                eprintln!("membound: verification failed, not timing: {e}");
+                continue;
+            }
             let mut grp = c.benchmark_group("dense");
             grp.throughput(Throughput::BytesDecimal(gemv_bytes(
                 dtype,

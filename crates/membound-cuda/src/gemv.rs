@@ -144,6 +144,141 @@ pub fn gemv_reference(
         .collect())
 }
 
+/// One row's expected GEMV value (f64) and the largest error the kernel may have.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Expected {
+    /// The value the kernel's arithmetic aims at.
+    pub value: f64,
+    /// The largest |y − value| allowed.
+    pub tol: f64,
+}
+
+/// Expected rows of [`Gpu::gemv`]: the value the kernels compute and a bound on their rounding.
+///
+/// The value is [`gemv_reference`] (dequantized W against x as the kernel sees it), except that
+/// for Q4_K the min term uses each Q8_1 block's stored `s = f16(d·Σq)` as mmvq does, where the
+/// dequantized reference has `f16(d)·Σq`: the two differ by up to 2^-10 relative per block, and
+/// because the scale and min terms of a Q4_K sub-block nearly cancel, that is up to 13 % of a
+/// row's value at 4096 columns (the defect that stopped the dense bench on every GPU).
+///
+/// The bound: chunk products are exact integers (or exact conversions) scaled with at most 4
+/// f32 roundings, then summed in f32 partials and a warp tree, so the dot-product bound
+/// |err| ≤ k·u·Σ|terms| holds with u = 2^-24 and k ≤ chunks + 9 (chunks counted in full, which
+/// also covers a sequential sum); we allow 2·(k + 16). For Q4_K, Σ|terms| also counts the scale
+/// and min parts of each sub-block, which cancel.
+pub fn gemv_expected(
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    w: &[u8],
+    x: &[f32],
+) -> Result<Vec<Expected>> {
+    use membound_quant::blocks::{BlockQ4K, BlockQ8_1, from_bytes};
+    use membound_quant::fp::f16_to_f32;
+    use membound_quant::ops::{dequantize, quantize};
+    let mut value = gemv_reference(dtype, rows, cols, w, x)?;
+    let w_deq = dequantize(dtype, w)?;
+    let xq = match activation_dtype(dtype) {
+        DType::Q8_1 => Some(quantize(DType::Q8_1, x)?),
+        _ => None,
+    };
+    let x_ref = match &xq {
+        Some(b) => dequantize(DType::Q8_1, b)?,
+        None => x.to_vec(),
+    };
+    let chunk = match dtype {
+        DType::F16 | DType::BF16 => 8,
+        DType::Q4_K | DType::Q6_K => 64,
+        _ => 32,
+    };
+    let k = (cols.div_ceil(chunk) + 16) as f64;
+    let u = f64::from(f32::EPSILON) / 2.0;
+    let mut abs: Vec<f64> = w_deq
+        .chunks_exact(cols)
+        .map(|row| {
+            row.iter()
+                .zip(&x_ref)
+                .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+                .sum()
+        })
+        .collect();
+    if dtype == DType::Q4_K {
+        let bad = || CudaError::invalid("gemv_expected", "Q4_K or Q8_1 bytes not whole blocks");
+        let blocks = from_bytes::<BlockQ4K>(w).ok_or_else(bad)?;
+        let xb = from_bytes::<BlockQ8_1>(xq.as_deref().unwrap_or_default()).ok_or_else(bad)?;
+        let per_row = cols / 256;
+        for r in 0..rows {
+            for (sb, b) in blocks[r * per_row..(r + 1) * per_row].iter().enumerate() {
+                let dmin = f64::from(f16_to_f32(b.dmin));
+                for j in 0..8 {
+                    let m = f64::from(scale_min_k4(j, &b.scales).1);
+                    let q8 = &xb[sb * 8 + j];
+                    let sum_q: i32 = q8.qs.iter().map(|&q| i32::from(q)).sum();
+                    let (d8, s8) = (f64::from(f16_to_f32(q8.d)), f64::from(f16_to_f32(q8.s)));
+                    value[r] += dmin * m * (d8 * f64::from(sum_q) - s8);
+                    let base = r * cols + (sb * 8 + j) * 32;
+                    let scale_part: f64 = (0..32)
+                        .map(|i| {
+                            (f64::from(w_deq[base + i]) + dmin * m)
+                                * f64::from(x_ref[(sb * 8 + j) * 32 + i])
+                        })
+                        .sum();
+                    abs[r] += scale_part.abs() + (dmin * m * s8).abs();
+                }
+            }
+        }
+    }
+    Ok(value
+        .into_iter()
+        .zip(abs)
+        .map(|(value, abs)| Expected {
+            value,
+            tol: 2.0 * k * u * abs + 1e-30,
+        })
+        .collect())
+}
+
+/// ggml's `get_scale_min_k4`: sub-block `j`'s 6-bit scale and min from Q4_K's 12 packed bytes.
+fn scale_min_k4(j: usize, s: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Checks a kernel's rows `got` against `expected` (pairs by position); returns the worst error
+/// as a fraction of its bound, or a message naming `what`, the first bad row and its error.
+pub fn check_rows(
+    what: &str,
+    got: &[f32],
+    expected: &[Expected],
+) -> std::result::Result<f64, String> {
+    if got.len() != expected.len() {
+        return Err(format!(
+            "{what}: {} rows, expected {}",
+            got.len(),
+            expected.len()
+        ));
+    }
+    let mut worst = 0.0f64;
+    for (r, (&y, e)) in got.iter().zip(expected).enumerate() {
+        let y = f64::from(y);
+        let err = (y - e.value).abs();
+        if err.is_nan() || err > e.tol {
+            return Err(format!(
+                "{what}: y[{r}] = {y}, expected {}, error {err:e} > bound {:e}",
+                e.value, e.tol
+            ));
+        }
+        worst = worst.max(err / e.tol);
+    }
+    Ok(worst)
+}
+
 fn check_len(op: &'static str, what: &str, len: usize, need: u64) -> Result<()> {
     if (len as u64) < need {
         return Err(CudaError::invalid(

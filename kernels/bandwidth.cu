@@ -11,8 +11,8 @@
 //
 // Launch geometry (host: membound_cuda::bandwidth::stream_grid): 1-D blocks of
 // STREAM_BLOCK = 256 threads; grid = min(SM count x resident blocks per SM (occupancy API),
-// ceil(n/4 / 256)), at least 1. Each thread walks the vectors with a grid-stride loop, two
-// independent 16-byte accesses per iteration so that two loads are in flight per thread.
+// ceil(n/4 / 256)), at least 1. Each thread walks the vectors with a grid-stride loop, four
+// (read) or two (copy, triad) independent 16-byte loads per iteration. Loads go through mb_ld.
 // Indices are 64-bit.
 
 #include "common.cuh"
@@ -39,14 +39,17 @@ mb_read(const float* __restrict__ src, u64* __restrict__ partials, StreamParams 
     const u64 stride = mb_stride();
     u64 acc = 0;
     u64 i = mb_tid();
-    for (; i + stride < nv; i += 2 * stride) {
-        const uint4 a = v[i];
-        const uint4 b = v[i + stride];
-        acc += mb_word_sum(a) + mb_word_sum(b);
+    // Four independent 16-byte loads in flight per thread.
+    for (; i + 3 * stride < nv; i += 4 * stride) {
+        const uint4 a = mb_ld(v + i);
+        const uint4 b = mb_ld(v + i + stride);
+        const uint4 c = mb_ld(v + i + 2 * stride);
+        const uint4 d = mb_ld(v + i + 3 * stride);
+        acc += mb_word_sum(a) + mb_word_sum(b) + mb_word_sum(c) + mb_word_sum(d);
     }
-    if (i < nv) acc += mb_word_sum(v[i]);
+    for (; i < nv; i += stride) acc += mb_word_sum(mb_ld(v + i));
     const u64 t = mb_tid();
-    if (t < p.n - nv * 4) acc += __float_as_uint(src[nv * 4 + t]);
+    if (t < p.n - nv * 4) acc += __float_as_uint(mb_ld(src + nv * 4 + t));
 
     __shared__ u64 warp_sums[32];
     acc = mb_warp_sum_u64(acc);
@@ -86,14 +89,14 @@ mb_copy(const float* __restrict__ src, float* __restrict__ dst, StreamParams p) 
     const u64 stride = mb_stride();
     u64 i = mb_tid();
     for (; i + stride < nv; i += 2 * stride) {
-        const float4 a = s[i];
-        const float4 b = s[i + stride];
+        const float4 a = mb_ld(s + i);
+        const float4 b = mb_ld(s + i + stride);
         d[i] = a;
         d[i + stride] = b;
     }
-    if (i < nv) d[i] = s[i];
+    if (i < nv) d[i] = mb_ld(s + i);
     const u64 t = mb_tid();
-    if (t < p.n - nv * 4) dst[nv * 4 + t] = src[nv * 4 + t];
+    if (t < p.n - nv * 4) dst[nv * 4 + t] = mb_ld(src + nv * 4 + t);
 }
 
 static __device__ __forceinline__ float4 mb_triad4(float s, float4 b, float4 c) {
@@ -111,12 +114,12 @@ mb_triad(float* __restrict__ a, const float* __restrict__ b, const float* __rest
     const float s = p.scalar;
     u64 i = mb_tid();
     for (; i + stride < nv; i += 2 * stride) {
-        const float4 b0 = b4[i], c0 = c4[i];
-        const float4 b1 = b4[i + stride], c1 = c4[i + stride];
+        const float4 b0 = mb_ld(b4 + i), c0 = mb_ld(c4 + i);
+        const float4 b1 = mb_ld(b4 + i + stride), c1 = mb_ld(c4 + i + stride);
         a4[i] = mb_triad4(s, b0, c0);
         a4[i + stride] = mb_triad4(s, b1, c1);
     }
-    if (i < nv) a4[i] = mb_triad4(s, b4[i], c4[i]);
+    if (i < nv) a4[i] = mb_triad4(s, mb_ld(b4 + i), mb_ld(c4 + i));
     const u64 t = mb_tid();
-    if (t < p.n - nv * 4) a[nv * 4 + t] = fmaf(s, c[nv * 4 + t], b[nv * 4 + t]);
+    if (t < p.n - nv * 4) a[nv * 4 + t] = fmaf(s, mb_ld(c + nv * 4 + t), mb_ld(b + nv * 4 + t));
 }

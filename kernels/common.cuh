@@ -1,6 +1,8 @@
-// common.cuh: fixed-width types, f16/bf16 conversions and warp reductions shared by every
-// kernel. Built by NVRTC only (no CUDA runtime headers): conversions use PTX `cvt` so the
-// kernels need nothing but <cuda/std/cstdint>.
+// common.cuh: fixed-width types, f16/bf16 conversions, global loads and warp reductions shared
+// by every kernel. Built by NVRTC (no CUDA runtime headers: conversions use PTX `cvt` so the
+// kernels need nothing but <cuda/std/cstdint>) and by a host C++ compiler for the CPU execution
+// of the kernels (crates/membound-cuda-host, where MB_HOST is defined): the only host branches
+// are the two PTX conversions and the load helper.
 #pragma once
 
 #include <cuda/std/cstdint>
@@ -19,16 +21,35 @@ typedef cuda::std::uint64_t u64;
 
 // IEEE half bits -> f32 (exact).
 static __device__ __forceinline__ float mb_f16_to_f32(u16 h) {
+#ifdef MB_HOST
+    return mbh::f16_to_f32(h);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+#endif
 }
 
 // f32 -> IEEE half bits, round to nearest even (as the CPU's half::f16::from_f32).
 static __device__ __forceinline__ u16 mb_f32_to_f16(float f) {
+#ifdef MB_HOST
+    return mbh::f32_to_f16(f);
+#else
     u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
+#endif
+}
+
+// A global load of one T (1, 2, 4, 8 or 16 bytes, naturally aligned). Kernels read global memory
+// through this helper only: on the GPU it is a plain load; on the host every load is
+// bounds-checked and counted in 32-byte sectors per warp-wide request (coalescing tests).
+template <typename T>
+static __device__ __forceinline__ T mb_ld(const T* p) {
+#ifdef MB_HOST
+    mbh::record_load(p, sizeof(T));
+#endif
+    return *p;
 }
 
 // bfloat16 bits -> f32 (exact: the top half of an f32).

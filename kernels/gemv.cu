@@ -6,21 +6,30 @@
 // 8 x values as two float4, accumulates in f32. When cols is not a multiple of 8 the row is
 // walked one value per lane per step instead (16-byte alignment of rows cannot be assumed).
 //
-// Quantized weights (Q8_0, Q4_K, Q6_K, MXFP4) follow llama.cpp's mmvq: x is first quantized to
-// Q8_1 blocks of 32 (mb_quantize_q8_1, like quantize_row_q8_1_cuda), then each lane takes one
-// "chunk" of a row at a time and computes its integer dot products with __dp4a, scaling by the
+// Quantized weights (Q8_0, Q4_K, Q6_K, MXFP4) follow llama.cpp's mmvq arithmetic: x is first
+// quantized to Q8_1 blocks of 32 (mb_quantize_q8_1, like quantize_row_q8_1_cuda), then each lane
+// computes the integer dot products of one "chunk" of a row at a time with __dp4a, scaling by the
 // block scales in f32:
-//   Q8_0   chunk = 1 block   (32 values; 34-byte blocks: 16-bit loads)
-//   Q4_K   chunk = 64 values (one 32-byte run of qs = two sub-blocks; 16-byte loads)
-//   Q6_K   chunk = 64 values (32 bytes of ql, 32 of qh; 210-byte blocks: 16-bit loads)
-//   MXFP4  chunk = 1 block   (32 values; 17-byte blocks: byte loads, E2M1 decoded via prmt)
+//   Q8_0   chunk = 1 block   (32 values, 34-byte blocks)
+//   Q4_K   chunk = 64 values (one 32-byte run of qs = two sub-blocks)
+//   Q6_K   chunk = 64 values (32 bytes of ql, 32 of qh)
+//   MXFP4  chunk = 1 block   (32 values, 17-byte blocks; E2M1 decoded via prmt)
+// Coalescing: blocks of 17-210 bytes cannot be read per lane without scattering a warp's loads
+// over many sectors, so a row is read in tiles of TILE_BLOCKS blocks that the warp first copies
+// to shared memory as consecutive 16-byte words (lane l takes words l, l+32, ...; four loads in
+// flight per lane), and the block's 4 warps copy the matching Q8_1 blocks of x once for all 4
+// rows. The chunk dot products then read shared memory only. Rows whose bytes are not 16-byte
+// aligned fall back to 4-, 2- or 1-byte words (still consecutive across lanes).
 //
-// Launch geometry (host: membound_cuda::gemv::gemv_config): one warp per row, GEMV_WARPS = 4
-// warps (128 threads) per block, grid = ceil(rows / 4) blocks. Lane l of a row's warp takes
-// chunks l, l+32, ... and the warp reduces with shuffles; no shared memory, no __syncthreads,
-// so any row count and any number of chunks per row work. Residency (up to 16 blocks = 64
-// warps per SM) gives each SM tens of KB of loads in flight, enough to stream W at full
-// bandwidth for decode shapes (rows >= a few thousand).
+// Launch geometry (host: membound_cuda::gemv::gemv_config): GEMV_WARPS = 4 warps (128 threads)
+// per block, one row per warp, grid = ceil(rows / 4) blocks. Warps past the last row still take
+// part in the block's barriers and x copies. Lane l of a row's warp takes the tile's chunks l,
+// l+32, ... and the warp reduces with shuffles. Static shared memory: 4 weight tiles + one x tile
+// (18-28 KB, see the static_asserts).
+//
+// Float weights (F16, BF16) are read directly: lane l reads 16-byte words l, l+32, ... of the
+// row (consecutive across the warp) and the matching 8 x values as two float4. When cols is not a
+// multiple of 8 the row is walked one value per lane per step instead.
 //
 // Q8_1 quantization geometry: one warp per Q8_1 block, QUANT_WARPS = 8 warps per block,
 // grid = ceil(n_blocks / 8).
@@ -40,7 +49,7 @@ mb_quantize_q8_1(const float* __restrict__ x, block_q8_1* __restrict__ xq, Quant
     const u64 b = (u64)blockIdx.x * QUANT_WARPS + threadIdx.x / MB_WARP_SIZE;
     if (b >= p.n_blocks) return;  // warp-uniform
     const int lane = threadIdx.x % MB_WARP_SIZE;
-    const float v = x[b * QK32 + lane];
+    const float v = mb_ld(x + b * QK32 + lane);
     const float amax = mb_warp_max(fabsf(v));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -72,28 +81,100 @@ static __device__ __forceinline__ int mb_q8_1_int(const block_q8_1* b, int i) {
     return reinterpret_cast<const int*>(b->qs)[i];
 }
 
-// One warp per row: lane takes chunks lane, lane+32, ...; returns after lane 0 stored y[row].
+// Copies n words of V from global src to shared dst, thread t of nt taking words t, t+nt, ...
+// with four independent loads in flight.
+template <typename V>
+static __device__ __forceinline__ void mb_stage_words(V* dst, const V* src, u32 n, u32 t, u32 nt) {
+    u32 i = t;
+    for (; i + 3 * nt < n; i += 4 * nt) {
+        const V a = mb_ld(src + i);
+        const V b = mb_ld(src + i + nt);
+        const V c = mb_ld(src + i + 2 * nt);
+        const V d = mb_ld(src + i + 3 * nt);
+        dst[i] = a;
+        dst[i + nt] = b;
+        dst[i + 2 * nt] = c;
+        dst[i + 3 * nt] = d;
+    }
+    for (; i < n; i += nt) dst[i] = mb_ld(src + i);
+}
+
+// Copies `bytes` bytes from global src to 16-byte aligned shared dst in the widest words that
+// src's alignment and the length allow.
+static __device__ __forceinline__ void mb_stage(void* dst, const u8* src, u32 bytes, u32 t, u32 nt) {
+    const u64 a = reinterpret_cast<u64>(src) | bytes;
+    if (a % 16 == 0) {
+        mb_stage_words(static_cast<uint4*>(dst), reinterpret_cast<const uint4*>(src), bytes / 16, t, nt);
+    } else if (a % 4 == 0) {
+        mb_stage_words(static_cast<u32*>(dst), reinterpret_cast<const u32*>(src), bytes / 4, t, nt);
+    } else if (a % 2 == 0) {
+        mb_stage_words(static_cast<u16*>(dst), reinterpret_cast<const u16*>(src), bytes / 2, t, nt);
+    } else {
+        mb_stage_words(static_cast<u8*>(dst), src, bytes, t, nt);
+    }
+}
+
+// One warp per row, x (and for block-quantized weights, the row) read in tiles staged through
+// shared memory (see the header). Q describes the weight type:
+//   X               the activation element (block_q8_1, or float for F16/BF16)
+//   BLOCK_VALUES    values per weight block, BLOCK_BYTES its bytes, X_PER_BLOCK its X elements
+//   CHUNKS_PER_BLOCK the chunks one lane's dot() takes per block
+//   TILE_BLOCKS     weight blocks per tile
+//   STAGE_W         copy the row's tile to shared memory first (block-quantized types); else
+//                   dot() reads the row from global memory itself (16-byte words, coalesced)
 template <typename Q>
-static __device__ __forceinline__ void mb_gemv_quant(const u8* __restrict__ w,
-                                                     const block_q8_1* __restrict__ xq,
+static __device__ __forceinline__ void mb_gemv_tiled(const u8* __restrict__ w,
+                                                     const typename Q::X* __restrict__ x,
                                                      float* __restrict__ y, const GemvParams& p) {
-    const u32 row = blockIdx.x * GEMV_WARPS + threadIdx.x / MB_WARP_SIZE;
-    if (row >= p.rows) return;  // warp-uniform
+    using X = typename Q::X;
+    constexpr u32 W_TILE = Q::STAGE_W ? Q::TILE_BLOCKS * Q::BLOCK_BYTES : 16;
+    constexpr u32 X_TILE = Q::TILE_BLOCKS * Q::X_PER_BLOCK * (u32)sizeof(X);
+    static_assert(W_TILE % 16 == 0 && X_TILE % 16 == 0, "16-byte tiles");
+    static_assert(GEMV_WARPS * W_TILE + X_TILE <= 48 * 1024, "static shared memory");
+    __shared__ uint4 w_tile[GEMV_WARPS][W_TILE / 16];
+    __shared__ uint4 x_tile[X_TILE / 16];
+
+    const u32 warp = threadIdx.x / MB_WARP_SIZE;
     const u32 lane = threadIdx.x % MB_WARP_SIZE;
-    const u8* wr = w + (u64)row * p.row_bytes;
-    const u32 nchunks = p.cols / Q::CHUNK_VALUES;
+    const u32 row = blockIdx.x * GEMV_WARPS + warp;
+    const bool active = row < p.rows;  // warp-uniform
+    const u8* wr = w + (u64)(active ? row : 0) * p.row_bytes;
+    const u32 nblocks = p.cols / Q::BLOCK_VALUES;
+    const X* xt = reinterpret_cast<const X*>(x_tile);
     float acc = 0.0f;
-    // Unrolled so that two chunks' loads are in flight per lane.
-#pragma unroll 2
-    for (u32 c = lane; c < nchunks; c += MB_WARP_SIZE) acc += Q::dot(wr, xq, c);
+    for (u32 b0 = 0; b0 < nblocks; b0 += Q::TILE_BLOCKS) {
+        const u32 nb = nblocks - b0 < Q::TILE_BLOCKS ? nblocks - b0 : Q::TILE_BLOCKS;
+        __syncthreads();  // every warp is done with the previous tile
+        mb_stage(x_tile, reinterpret_cast<const u8*>(x + (u64)b0 * Q::X_PER_BLOCK),
+                 nb * Q::X_PER_BLOCK * (u32)sizeof(X), threadIdx.x, blockDim.x);
+        const u8* wt = wr + (u64)b0 * Q::BLOCK_BYTES;
+        if (Q::STAGE_W) {
+            if (active) mb_stage(w_tile[warp], wt, nb * Q::BLOCK_BYTES, lane, MB_WARP_SIZE);
+            wt = reinterpret_cast<const u8*>(w_tile[warp]);
+        }
+        __syncthreads();
+        if (active) {
+            const u32 nchunks = nb * Q::CHUNKS_PER_BLOCK;
+#pragma unroll 4
+            for (u32 c = lane; c < nchunks; c += MB_WARP_SIZE) acc += Q::dot(wt, xt, c);
+        }
+    }
+    if (!active) return;
     acc = mb_warp_sum(acc);
     if (lane == 0) y[row] = acc;
 }
 
+// Block-quantized weights against Q8_1 blocks of x, rows staged through shared memory.
+struct QuantTile {
+    using X = block_q8_1;
+    static constexpr bool STAGE_W = true;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Q8_0: chunk c = block c; sum_i d*q_i * d8*q8_i.
-struct DotQ8_0 {
-    static constexpr u32 CHUNK_VALUES = 32;
+struct DotQ8_0 : QuantTile {
+    static constexpr u32 BLOCK_VALUES = 32, BLOCK_BYTES = 34, CHUNKS_PER_BLOCK = 1;
+    static constexpr u32 X_PER_BLOCK = BLOCK_VALUES / QK32, TILE_BLOCKS = 128;
     static __device__ __forceinline__ float dot(const u8* wr, const block_q8_1* xq, u32 c) {
         const block_q8_0* b = reinterpret_cast<const block_q8_0*>(wr) + c;
         const u8* qs = reinterpret_cast<const u8*>(b->qs);
@@ -111,7 +192,7 @@ struct DotQ8_0 {
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
 mb_gemv_q8_0(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
              GemvParams p) {
-    mb_gemv_quant<DotQ8_0>(w, xq, y, p);
+    mb_gemv_tiled<DotQ8_0>(w, xq, y, p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,13 +211,14 @@ static __device__ __forceinline__ void mb_scale_min_k4(int j, const u8* s, int& 
     }
 }
 
-struct DotQ4_K {
-    static constexpr u32 CHUNK_VALUES = 64;
+struct DotQ4_K : QuantTile {
+    static constexpr u32 BLOCK_VALUES = 256, BLOCK_BYTES = 144, CHUNKS_PER_BLOCK = 4;
+    static constexpr u32 X_PER_BLOCK = BLOCK_VALUES / QK32, TILE_BLOCKS = 32;
     static __device__ __forceinline__ float dot(const u8* wr, const block_q8_1* xq, u32 c) {
         const u32 sb = c / 4;
         const int j = c % 4;
         const block_q4_K* b = reinterpret_cast<const block_q4_K*>(wr) + sb;
-        // 144-byte blocks at 16-byte aligned rows (row_bytes is a multiple of 144 = 9*16):
+        // 144-byte blocks in a 16-byte aligned shared tile (144 = 9*16):
         // qs + 32j is 16-byte aligned.
         const int4* q4 = reinterpret_cast<const int4*>(b->qs + 32 * j);
         const int4 qa = q4[0];
@@ -164,7 +246,7 @@ struct DotQ4_K {
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
 mb_gemv_q4_k(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
              GemvParams p) {
-    mb_gemv_quant<DotQ4_K>(w, xq, y, p);
+    mb_gemv_tiled<DotQ4_K>(w, xq, y, p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,8 +255,9 @@ mb_gemv_q4_k(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float*
 // group B = value 128n+64+32h+l (high nibble, qh bits 4+2h); q = 6-bit - 32. Scales (16 values
 // each): A uses scales[8n+2h + l/16], B scales[8n+4+2h + l/16]. A is Q8_1 block 4n+h of the
 // super-block, B block 4n+2+h.
-struct DotQ6_K {
-    static constexpr u32 CHUNK_VALUES = 64;
+struct DotQ6_K : QuantTile {
+    static constexpr u32 BLOCK_VALUES = 256, BLOCK_BYTES = 210, CHUNKS_PER_BLOCK = 4;
+    static constexpr u32 X_PER_BLOCK = BLOCK_VALUES / QK32, TILE_BLOCKS = 16;
     static __device__ __forceinline__ float dot(const u8* wr, const block_q8_1* xq, u32 c) {
         const u32 sb = c / 4;
         const int n = (c % 4) / 2;
@@ -206,7 +289,7 @@ struct DotQ6_K {
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
 mb_gemv_q6_k(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
              GemvParams p) {
-    mb_gemv_quant<DotQ6_K>(w, xq, y, p);
+    mb_gemv_tiled<DotQ6_K>(w, xq, y, p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,8 +317,9 @@ static __device__ __forceinline__ float mb_e8m0_half(u8 e) {
     return __uint_as_float(bits);
 }
 
-struct DotMxfp4 {
-    static constexpr u32 CHUNK_VALUES = 32;
+struct DotMxfp4 : QuantTile {
+    static constexpr u32 BLOCK_VALUES = 32, BLOCK_BYTES = 17, CHUNKS_PER_BLOCK = 1;
+    static constexpr u32 X_PER_BLOCK = BLOCK_VALUES / QK32, TILE_BLOCKS = 256;
     static __device__ __forceinline__ float dot(const u8* wr, const block_q8_1* xq, u32 c) {
         const block_mxfp4* b = reinterpret_cast<const block_mxfp4*>(wr) + c;
         const block_q8_1* x = xq + c;
@@ -253,7 +337,7 @@ struct DotMxfp4 {
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
 mb_gemv_mxfp4(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
               GemvParams p) {
-    mb_gemv_quant<DotMxfp4>(w, xq, y, p);
+    mb_gemv_tiled<DotMxfp4>(w, xq, y, p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,34 +355,49 @@ static __device__ __forceinline__ float mb_dot_pair(u32 packed, float a, float b
     return C::cvt((u16)(packed & 0xFFFFu)) * a + C::cvt((u16)(packed >> 16)) * b;
 }
 
+// 8 half weights (one 16-byte word of the row, read from global memory) against 8 x values
+// from the shared x tile.
+template <typename C>
+struct DotHalf {
+    using X = float;
+    static constexpr bool STAGE_W = false;
+    static constexpr u32 BLOCK_VALUES = 8, BLOCK_BYTES = 16, CHUNKS_PER_BLOCK = 1, X_PER_BLOCK = 8;
+    static constexpr u32 TILE_BLOCKS = 256;
+    static __device__ __forceinline__ float dot(const u8* wr, const float* xt, u32 c) {
+        const uint4 q = mb_ld(reinterpret_cast<const uint4*>(wr) + c);
+        const float4 xa = reinterpret_cast<const float4*>(xt)[2 * c];
+        const float4 xb = reinterpret_cast<const float4*>(xt)[2 * c + 1];
+        return mb_dot_pair<C>(q.x, xa.x, xa.y) + mb_dot_pair<C>(q.y, xa.z, xa.w) +
+               mb_dot_pair<C>(q.z, xb.x, xb.y) + mb_dot_pair<C>(q.w, xb.z, xb.w);
+    }
+};
+
+// Rows whose length is not a multiple of 8 (16-byte alignment cannot be assumed): one value
+// per lane per step, consecutive across the warp.
+template <typename C>
+static __device__ __forceinline__ void mb_gemv_half_scalar(const u8* __restrict__ w,
+                                                           const float* __restrict__ x,
+                                                           float* __restrict__ y,
+                                                           const GemvParams& p) {
+    const u32 row = blockIdx.x * GEMV_WARPS + threadIdx.x / MB_WARP_SIZE;
+    if (row >= p.rows) return;  // warp-uniform; no barriers in this path
+    const u32 lane = threadIdx.x % MB_WARP_SIZE;
+    const u16* w16 = reinterpret_cast<const u16*>(w + (u64)row * p.row_bytes);
+    float acc = 0.0f;
+    for (u32 i = lane; i < p.cols; i += MB_WARP_SIZE) acc += C::cvt(mb_ld(w16 + i)) * mb_ld(x + i);
+    acc = mb_warp_sum(acc);
+    if (lane == 0) y[row] = acc;
+}
+
 template <typename C>
 static __device__ __forceinline__ void mb_gemv_half(const u8* __restrict__ w,
                                                     const float* __restrict__ x,
                                                     float* __restrict__ y, const GemvParams& p) {
-    const u32 row = blockIdx.x * GEMV_WARPS + threadIdx.x / MB_WARP_SIZE;
-    if (row >= p.rows) return;  // warp-uniform
-    const u32 lane = threadIdx.x % MB_WARP_SIZE;
-    const u8* wr = w + (u64)row * p.row_bytes;
-    float acc = 0.0f;
     if (p.cols % 8 == 0) {
-        // row_bytes = 2*cols is a multiple of 16: 16-byte loads of 8 weights.
-        const uint4* w4 = reinterpret_cast<const uint4*>(wr);
-        const float4* x4 = reinterpret_cast<const float4*>(x);
-        const u32 n8 = p.cols / 8;
-#pragma unroll 4
-        for (u32 c = lane; c < n8; c += MB_WARP_SIZE) {
-            const uint4 q = w4[c];
-            const float4 xa = x4[2 * c];
-            const float4 xb = x4[2 * c + 1];
-            acc += mb_dot_pair<C>(q.x, xa.x, xa.y) + mb_dot_pair<C>(q.y, xa.z, xa.w) +
-                   mb_dot_pair<C>(q.z, xb.x, xb.y) + mb_dot_pair<C>(q.w, xb.z, xb.w);
-        }
+        mb_gemv_tiled<DotHalf<C>>(w, x, y, p);  // grid-uniform branch
     } else {
-        const u16* w16 = reinterpret_cast<const u16*>(wr);
-        for (u32 i = lane; i < p.cols; i += MB_WARP_SIZE) acc += C::cvt(w16[i]) * x[i];
+        mb_gemv_half_scalar<C>(w, x, y, p);
     }
-    acc = mb_warp_sum(acc);
-    if (lane == 0) y[row] = acc;
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)

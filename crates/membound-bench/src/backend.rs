@@ -4,7 +4,6 @@
 //! `MEMBOUND_BACKENDS=cpu,gpu1` restricts a run to the named backends.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use membound_cuda::{DeviceInfo, Gpu, Probe, probe};
 use membound_spec::hardware::{Device, host_cpu};
@@ -26,12 +25,17 @@ impl CpuBackend {
         "cpu"
     }
 
-    /// A pool of `threads` threads (for the threads sweep).
-    pub fn pool_with(&self, threads: usize) -> ThreadPool {
-        rayon::ThreadPoolBuilder::new()
+    /// The same CPU with a pool of `threads` threads (the threads sweep).
+    pub fn with_threads(&self, threads: usize) -> CpuBackend {
+        let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .build()
-            .expect("a rayon pool of a few threads can always be built")
+            .expect("a rayon pool of a few threads can always be built");
+        CpuBackend {
+            pool: Arc::new(pool),
+            threads: threads.max(1),
+            host: self.host.clone(),
+        }
     }
 
     /// Last-level cache bytes (at least 8 MiB is assumed when `/sys` does not say).
@@ -62,19 +66,6 @@ impl GpuBackend {
     pub fn llc_bytes(&self) -> u64 {
         self.gpu.info().l2_bytes
     }
-
-    /// Device time of `iters` runs of `f` (CUDA events), for Criterion's `iter_custom`. A CUDA
-    /// failure stops the run with a message naming this GPU and `case`.
-    pub fn time(
-        &self,
-        case: &str,
-        iters: u64,
-        f: impl FnMut() -> membound_cuda::Result<()>,
-    ) -> Duration {
-        self.gpu
-            .time_iters(iters, f)
-            .unwrap_or_else(|e| panic!("{} {case}: {e}", self.id))
-    }
 }
 
 /// Every backend of this machine.
@@ -95,6 +86,12 @@ fn wanted(id: &str) -> bool {
 }
 
 impl Backends {
+    /// Spec-sheet read bandwidth (GB/s) of backend `id`, where the hardware table knows it.
+    pub fn spec_gbs(&self, id: &str) -> Option<f64> {
+        let gpu = self.gpus.iter().find(|g| g.id == id)?;
+        membound_spec::hardware::device_for_name(&gpu.info().name).and_then(|d| d.bandwidth_gbs)
+    }
+
     /// Probes CUDA and builds every backend, printing one line per backend (or why a GPU is
     /// missing) to stderr.
     pub fn discover() -> Backends {

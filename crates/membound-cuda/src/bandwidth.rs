@@ -102,17 +102,19 @@ fn check_len(op: &'static str, what: &str, len: usize, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Launch geometry of a streaming kernel over `n` f32 values: [`stream_grid`] blocks of
+/// [`STREAM_BLOCK`] threads.
+pub fn stream_config(sm_count: u32, blocks_per_sm: u32, n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (stream_grid(sm_count, blocks_per_sm, n as u64), 1, 1),
+        block_dim: (STREAM_BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 impl Gpu {
     fn stream_config(&self, n: usize) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (
-                stream_grid(self.info.sm_count, self.stream_blocks_per_sm, n as u64),
-                1,
-                1,
-            ),
-            block_dim: (STREAM_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        }
+        stream_config(self.info.sm_count, self.stream_blocks_per_sm, n)
     }
 
     /// Reads all of `src` (a reduction to per-block partials; see [`Gpu::read_result`]).

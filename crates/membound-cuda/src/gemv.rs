@@ -29,7 +29,8 @@ pub const GEMV_DTYPES: [DType; 6] = [
     DType::MXFP4,
 ];
 
-fn kernel_for(dtype: DType) -> Result<Kernel> {
+/// The GEMV kernel for weights of `dtype` (an error names the supported types).
+pub fn kernel_for(dtype: DType) -> Result<Kernel> {
     Ok(match dtype {
         DType::F16 => Kernel::GemvF16,
         DType::BF16 => Kernel::GemvBf16,

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError,
-    LaunchArgs, LaunchConfig, ValidAsZeroBits, sys,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
+    DriverError, LaunchArgs, LaunchConfig, ValidAsZeroBits, sys,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -17,7 +17,7 @@ use crate::probe::{self, DeviceInfo};
 
 /// Every kernel entry point, with the file that defines it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Kernel {
+pub enum Kernel {
     Read,
     Write,
     Copy,
@@ -32,7 +32,8 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 11] = [
+    /// Every kernel.
+    pub const ALL: [Kernel; 11] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -47,7 +48,7 @@ impl Kernel {
     ];
 
     /// The `extern "C"` name in the kernel file.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kernel::Read => "mb_read",
             Kernel::Write => "mb_write",
@@ -64,7 +65,7 @@ impl Kernel {
     }
 
     /// The kernel file that defines it.
-    pub(crate) fn file(self) -> &'static str {
+    pub fn file(self) -> &'static str {
         match self {
             Kernel::Read | Kernel::Write | Kernel::Copy | Kernel::Triad => "bandwidth.cu",
             _ => "gemv.cu",
@@ -101,6 +102,7 @@ pub struct Gpu {
     pub(crate) scratch: Mutex<Scratch>,
     pub(crate) blas: Mutex<Option<cudarc::cublas::CudaBlas>>,
     nvtx: bool,
+    elapsed_v2: bool,
 }
 
 impl Gpu {
@@ -121,7 +123,14 @@ impl Gpu {
         let info = probe::device_info(ordinal, driver, Some(nvrtc_version))?;
         let label = info.label();
         let ctx = CudaContext::new(ordinal).map_err(driver_err(&label, "create context"))?;
-        let stream = ctx.default_stream();
+        // One stream carries all work, so cudarc's cross-stream event tracking is not needed
+        // (and its event records have no place in a captured graph). A created stream, not the
+        // legacy NULL stream, because only such a stream can be captured into a CUDA graph.
+        // SAFETY: no buffer of this context exists yet and every buffer is used on `stream`.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(driver_err(&label, "create stream"))?;
         let target = nvrtc::choose_target(info.sm, &nvrtc::supported_archs()?)?;
         let compiled = nvrtc::compile_cached(target)?;
         let mut modules: HashMap<&str, Arc<CudaModule>> = HashMap::new();
@@ -169,6 +178,7 @@ impl Gpu {
             scratch: Mutex::new(Scratch::default()),
             blas: Mutex::new(None),
             nvtx,
+            elapsed_v2: probe::has_elapsed_v2(),
         })
     }
 
@@ -211,6 +221,20 @@ impl Gpu {
             .map_err(self.err(&format!("upload {} bytes", std::mem::size_of_val(data))))
     }
 
+    /// Copies `data` into the start of an existing buffer (at least as long).
+    pub fn upload_into<T: DeviceRepr>(&self, data: &[T], dst: &mut CudaSlice<T>) -> Result<()> {
+        if dst.len() < data.len() {
+            return Err(CudaError::invalid(
+                "upload_into",
+                format!("{} values into a buffer of {}", data.len(), dst.len()),
+            ));
+        }
+        let mut view = dst.slice_mut(..data.len());
+        self.stream
+            .memcpy_htod(data, &mut view)
+            .map_err(self.err(&format!("upload {} bytes", std::mem::size_of_val(data))))
+    }
+
     /// Quantizes `values` on the host to `dtype` (F16, BF16, any ggml block type that
     /// `membound_quant::ops::quantize` supports) and uploads the bytes.
     pub fn upload_as(&self, dtype: membound_spec::DType, values: &[f32]) -> Result<CudaSlice<u8>> {
@@ -228,12 +252,29 @@ impl Gpu {
         self.stream.synchronize().map_err(self.err("synchronize"))
     }
 
-    /// Device time of `iters` calls of `f`, for Criterion's `iter_custom`: one warm-up call,
-    /// synchronise, record a timing event (`CU_EVENT_DEFAULT`), `iters` calls, record an event,
-    /// synchronise, elapsed time between the events.
+    /// Device time of `iters` calls of `f`, for Criterion's `iter_custom`, as the kernels' time
+    /// and not the CPU's launch rate: one warm-up call (allocations, handles), then
+    /// [`graph_plan`]`(iters)` = (g, reps): the next g calls are captured into a CUDA graph,
+    /// which is replayed reps times between two timing events (`CU_EVENT_DEFAULT`), and the
+    /// elapsed time is scaled to `iters` calls. The graph repeats the buffers its g calls used,
+    /// so a rotation over at most g copies keeps its whole working set.
     pub fn time_iters(&self, iters: u64, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
         f()?;
         self.synchronize()?;
+        let (g, reps) = graph_plan(iters);
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(self.err("begin graph capture"))?;
+        let captured = (0..g).try_for_each(|_| f());
+        // Capture must end whatever happened inside it.
+        let graph = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))
+            .map_err(self.err("end graph capture / instantiate"));
+        captured?;
+        let graph =
+            graph?.ok_or_else(|| CudaError::invalid("time_iters", "captured an empty graph"))?;
+        graph.upload().map_err(self.err("upload graph"))?;
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = self
             .ctx
@@ -246,17 +287,37 @@ impl Gpu {
         start
             .record(&self.stream)
             .map_err(self.err("record start event"))?;
-        for _ in 0..iters {
-            f()?;
+        for _ in 0..reps {
+            graph.launch().map_err(self.err("launch graph"))?;
         }
         end.record(&self.stream)
             .map_err(self.err("record end event"))?;
         end.synchronize()
             .map_err(self.err("synchronize end event"))?;
-        let ms = start
-            .elapsed_ms(&end)
-            .map_err(self.err("cuEventElapsedTime"))?;
-        Ok(Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3))
+        let ms = self.elapsed_ms(&start, &end)?;
+        Ok(scale_to_iters(f64::from(ms.max(0.0)) / 1e3, iters, g, reps))
+    }
+
+    /// Milliseconds between two completed events: `cuEventElapsedTime_v2` where the driver has
+    /// it (12.8+), else the v1 symbol (same signature and meaning).
+    fn elapsed_ms(&self, start: &CudaEvent, end: &CudaEvent) -> Result<f32> {
+        let mut ms = 0f32;
+        // SAFETY: both events are live, were recorded on this device's stream, and `end` has
+        // been synchronised; `ms` is a live local.
+        // The v1 symbol (absent from the cuda-13000 bindings) has the same signature.
+        type Elapsed = unsafe extern "C" fn(*mut f32, sys::CUevent, sys::CUevent) -> sys::CUresult;
+        let rc = unsafe {
+            if self.elapsed_v2 {
+                sys::cuEventElapsedTime_v2(&mut ms, start.cu_event(), end.cu_event())
+            } else {
+                let f = sys::culib()
+                    .get::<Elapsed>(b"cuEventElapsedTime\0")
+                    .map_err(|e| CudaError::Unavailable(format!("cuEventElapsedTime: {e}")))?;
+                f(&mut ms, start.cu_event(), end.cu_event())
+            }
+        };
+        rc.result().map_err(self.err("cuEventElapsedTime"))?;
+        Ok(ms)
     }
 
     /// Maps a driver error to one naming this device and `op`.
@@ -292,6 +353,23 @@ impl Gpu {
     }
 }
 
+/// Calls captured in one timing graph at most: enough that per-graph overhead vanishes, few
+/// enough that capture and instantiation stay in milliseconds.
+pub const GRAPH_CALLS: u64 = 256;
+
+/// How [`Gpu::time_iters`] covers `iters` calls: a graph of g = min(iters, [`GRAPH_CALLS`])
+/// calls (at least 1) replayed reps = ceil(iters / g) times.
+pub fn graph_plan(iters: u64) -> (u64, u64) {
+    let g = iters.clamp(1, GRAPH_CALLS);
+    (g, iters.max(1).div_ceil(g))
+}
+
+/// `seconds` measured for reps replays of a g-call graph, scaled to `iters` calls.
+pub fn scale_to_iters(seconds: f64, iters: u64, g: u64, reps: u64) -> Duration {
+    let ran = (g * reps).max(1) as f64;
+    Duration::from_secs_f64(seconds * iters as f64 / ran)
+}
+
 pub(crate) fn driver_err(label: &str, op: &str) -> impl FnOnce(DriverError) -> CudaError + use<> {
     let (device, op) = (label.to_owned(), op.to_owned());
     move |source| CudaError::Driver { device, op, source }
@@ -323,6 +401,26 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = Kernel::ALL.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), Kernel::ALL.len());
+    }
+
+    #[test]
+    fn timing_graphs_cover_every_iteration() {
+        assert_eq!(graph_plan(0), (1, 1));
+        assert_eq!(graph_plan(1), (1, 1));
+        assert_eq!(graph_plan(255), (255, 1));
+        assert_eq!(graph_plan(256), (256, 1));
+        assert_eq!(graph_plan(257), (256, 2));
+        assert_eq!(graph_plan(1_000_000), (256, 3907));
+        for iters in [1u64, 7, 256, 300, 10_000, 123_457] {
+            let (g, reps) = graph_plan(iters);
+            assert!(g * reps >= iters && g * (reps - 1) < iters, "{iters}");
+            // 1 ms per call measured over g * reps calls scales to iters ms.
+            let t = scale_to_iters((g * reps) as f64 * 1e-3, iters, g, reps);
+            assert!(
+                (t.as_secs_f64() - iters as f64 * 1e-3).abs() < 1e-9,
+                "{iters}: {t:?}"
+            );
+        }
     }
 
     #[test]

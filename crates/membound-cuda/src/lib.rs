@@ -26,11 +26,11 @@ mod probe;
 
 pub use bandwidth::{StreamOp, bytes_moved};
 pub use error::{CudaError, Result};
-pub use gpu::Gpu;
+pub use gpu::{Gpu, Kernel};
 pub use nvrtc::{CompiledKernel, compile_all};
 pub use probe::{
     Clocks, DeviceInfo, MIN_DRIVER_VERSION, Probe, format_cuda_version, probe, read_clocks,
 };
 
 /// Re-exported so users name buffers without depending on cudarc directly.
-pub use cudarc::driver::CudaSlice;
+pub use cudarc::driver::{CudaSlice, LaunchConfig};

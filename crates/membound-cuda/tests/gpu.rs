@@ -22,13 +22,19 @@ fn gpu() -> Option<Gpu> {
             println!("skipped, no GPU: {reason}");
             None
         }
-        Probe::Devices { devices } => {
-            let g = Gpu::new(0).unwrap_or_else(|e| {
-                panic!("{} found but Gpu::new(0) failed: {e}", devices[0].label())
-            });
-            println!("{}: {}", g.info().label(), g.build_description());
-            Some(g)
-        }
+        Probe::Devices { devices } => match Gpu::new(0) {
+            Ok(g) => {
+                println!("{}: {}", g.info().label(), g.build_description());
+                Some(g)
+            }
+            // A GPU without NVRTC on the loader path cannot build kernels: say so and skip.
+            // Any other failure (a kernel that does not compile, a driver error) fails.
+            Err(e @ (CudaError::NvrtcUnavailable(_) | CudaError::Unavailable(_))) => {
+                println!("skipped, {} found but unusable: {e}", devices[0].label());
+                None
+            }
+            Err(e) => panic!("{} found but Gpu::new(0) failed: {e}", devices[0].label()),
+        },
     }
 }
 
@@ -40,10 +46,11 @@ fn probe_reports_consistent_devices() {
         info.sm.0 >= 7 && info.sm_count > 0 && info.memory_bytes > (1 << 30),
         "{info:?}"
     );
-    assert!(
-        info.bus_width_bits > 0 && info.l2_bytes > 0 && info.memory_clock_khz > 0,
-        "{info:?}"
-    );
+    // Unified-memory parts (GB10) may report no memory clock or bus width: only L2 is required.
+    assert!(info.l2_bytes > 0, "{info:?}");
+    if info.bus_width_bits == 0 || info.memory_clock_khz == 0 {
+        println!("{}: no memory clock / bus width reported", info.label());
+    }
     assert!(info.nvrtc_version.is_some());
     assert_eq!(probe().devices()[0], *info);
     match membound_cuda::read_clocks(info) {
@@ -251,6 +258,33 @@ fn timing_is_plausible() {
         t.as_nanos() > 0 && gbs > 10.0 && gbs < 20_000.0,
         "{gbs} GB/s"
     );
+    // Graph capture of two-launch operations (Q8_1 quantize + GEMV) and of cuBLAS, with more
+    // iterations than one graph holds.
+    let (rows, cols) = (4096, 4096);
+    let w = g
+        .upload_as(DType::Q4_K, &normal_f32(5, rows * cols, 0.02))
+        .unwrap();
+    let x = g.upload(&normal_f32(6, cols, 1.0)).unwrap();
+    let mut y = g.alloc_zeros::<f32>(rows).unwrap();
+    let t = g
+        .time_iters(1000, || g.gemv(DType::Q4_K, rows, cols, &w, &x, &mut y))
+        .unwrap();
+    println!("q4_k {rows}x{cols}: {:?} per call (graph-timed)", t / 1000);
+    assert!(t.as_nanos() > 0);
+    let wh = g
+        .upload_as(DType::F16, &normal_f32(7, rows * cols, 0.02))
+        .unwrap();
+    let xh = g.upload_as(DType::F16, &normal_f32(8, cols, 1.0)).unwrap();
+    let t = g
+        .time_iters(300, || {
+            g.cublas_gemv(DType::F16, rows, cols, &wh, &xh, &mut y)
+        })
+        .unwrap();
+    println!(
+        "cublas f16 {rows}x{cols}: {:?} per call (graph-timed)",
+        t / 300
+    );
+    assert!(t.as_nanos() > 0);
 }
 
 #[test]

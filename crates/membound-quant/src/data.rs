@@ -38,6 +38,29 @@ pub fn normal_f32(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.next_normal() * scale).collect()
 }
 
+/// Rows of a weight matrix the dense suite quantizes once and repeats ([`tiled_matrix`]).
+pub const TILE_ROWS: usize = 256;
+
+/// The bytes of a `rows x cols` weight matrix in `dtype`'s ggml layout as the dense suite builds
+/// it: `min(rows, TILE_ROWS)` rows of normal(0, 0.02) values (seeded by the shape) quantized
+/// once and repeated, so memory is distinct while quantization stays cheap at model shapes.
+pub fn tiled_matrix(
+    dtype: membound_spec::DType,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<u8>, crate::ops::QuantError> {
+    let tile_rows = rows.min(TILE_ROWS);
+    let values = normal_f32(0x5eed ^ (rows * 31 + cols) as u64, tile_rows * cols, 0.02);
+    let tile = crate::ops::quantize(dtype, &values)?;
+    let row_bytes = tile.len() / tile_rows.max(1);
+    let mut out = Vec::with_capacity(row_bytes * rows);
+    while out.len() < row_bytes * rows {
+        out.extend_from_slice(&tile);
+    }
+    out.truncate(row_bytes * rows);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

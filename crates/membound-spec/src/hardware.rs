@@ -116,6 +116,38 @@ pub fn table() -> Vec<Device> {
     ]
 }
 
+/// The table's entry for a device as its driver names it (`NVIDIA H100 80GB HBM3`,
+/// `NVIDIA GeForce RTX 4090`, `NVIDIA GB10`), or `None` when the name does not say which entry
+/// it is (e.g. an H100 NVL, whose bandwidth differs from both H100 entries).
+pub fn device_for_name(name: &str) -> Option<Device> {
+    let n = name.to_ascii_lowercase();
+    let id = if n.contains("h100") {
+        if n.contains("nvl") {
+            return None;
+        }
+        if n.contains("pcie") {
+            "h100-pcie"
+        } else {
+            "h100"
+        }
+    } else if n.contains("h200") {
+        "h200"
+    } else if n.contains("gb10") {
+        "gb10"
+    } else if n.contains("a100") && n.contains("80") && !n.contains("pcie") {
+        "a100"
+    } else if n.contains("5070 ti") {
+        "5070ti"
+    } else if n.contains("4090") {
+        "4090"
+    } else if n.contains("5090") {
+        "5090"
+    } else {
+        return None;
+    };
+    table().into_iter().find(|d| d.id == id)
+}
+
 /// Accepted spellings of device ids.
 fn normalise(id: &str) -> String {
     let s = id.trim().to_ascii_lowercase().replace(['-', '_', ' '], "");
@@ -205,6 +237,20 @@ pub fn last_level_cache_bytes() -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn driver_names_map_to_the_table() {
+        let id = |n: &str| device_for_name(n).map(|d| d.id);
+        assert_eq!(id("NVIDIA H100 80GB HBM3").as_deref(), Some("h100"));
+        assert_eq!(id("NVIDIA H100 PCIe").as_deref(), Some("h100-pcie"));
+        assert_eq!(id("NVIDIA H100 NVL"), None);
+        assert_eq!(id("NVIDIA H200").as_deref(), Some("h200"));
+        assert_eq!(id("NVIDIA GeForce RTX 4090").as_deref(), Some("4090"));
+        assert_eq!(id("NVIDIA GeForce RTX 5070 Ti").as_deref(), Some("5070ti"));
+        assert_eq!(id("NVIDIA GB10").as_deref(), Some("gb10"));
+        assert_eq!(id("Tesla T4"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -1,5 +1,5 @@
 //! What a GEMV kernel must produce, row by row, and how far it may be from it: shared by the
-//! GPU test and the host emulation test (the library's `gemv_expected`, also used by the bench).
+//! GPU test (the library's `gemv_expected`, also used by the bench and the host execution).
 
 pub use membound_cuda::gemv::{Expected, gemv_expected};
 use membound_spec::DType;

@@ -1,0 +1,167 @@
+// cuda_host.h: the part of the CUDA execution model that kernels/*.cu use, for a host C++
+// compiler. Force-included (-include) before each kernel file, so the same sources NVRTC builds
+// run on the CPU:
+//   - grids and blocks: blocks run one after another; every thread of a block is a fiber
+//     (ucontext) with its own threadIdx, scheduled lowest thread first, switching only at
+//     collectives, so a missing __syncthreads or a read of shared memory before it is written
+//     shows up (shared memory is poisoned at every block start);
+//   - warps of 32 lanes that meet in lockstep for __shfl_*_sync / __syncwarp; a collective whose
+//     mask names a lane that has exited, or two different masks at once, stops the launch;
+//   - __shared__ (static, in one linker section that is poisoned per block), atomics, __dp4a,
+//     __vsub4, __byte_perm, bit casts, vector types;
+//   - global loads through mb_ld() (common.cuh): each is bounds-checked against the launch's
+//     buffers and recorded per lane, and the k-th loads of a warp's lanes form one warp-wide
+//     request whose 32-byte sectors are counted (the figures ncu's memory workload analysis shows).
+// Not modelled: memory ordering between blocks, timing, occupancy, registers, FMA contraction
+// (NVRTC contracts a*b+c by default; judge float results with tolerances).
+#pragma once
+
+#define MB_HOST 1
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <math.h>
+#include <type_traits>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __restrict__ __restrict
+// Every __shared__ variable lives in one section, which the runtime poisons at each block start.
+#define __shared__ __attribute__((section("mb_shared"), aligned(16))) static
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+
+struct alignas(16) int4 { int x, y, z, w; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) int2 { int x, y; };
+struct alignas(8) uint2 { unsigned x, y; };
+struct alignas(8) float2 { float x, y; };
+
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static inline float2 make_float2(float x, float y) { return {x, y}; }
+static inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+
+namespace mbh {
+// The fiber running now and the launch's grid (set by the runtime, host/runtime.cpp).
+const dim3& thread_idx();
+extern dim3 block_idx, block_dim, grid_dim;
+// A block-wide barrier (__syncthreads).
+void sync_block();
+// Lane `lane` of the current warp publishes `bytes` of `v` and, once every lane of `mask` has,
+// copies lane `src`'s value into `out` (src outside `mask` or out of range: own value).
+void warp_exchange(unsigned mask, const void* v, void* out, unsigned size, int src);
+// The current lane within its warp.
+int lane();
+// __syncwarp(mask).
+void sync_warp(unsigned mask);
+// Records one global load of `size` bytes at `p` by the current lane (bounds-checked).
+void record_load(const void* p, unsigned size);
+// Stops the launch with a message (a kernel fault: the launch returns it as its error).
+[[noreturn]] void fault(const char* what);
+}  // namespace mbh
+
+#define threadIdx (::mbh::thread_idx())
+#define blockIdx (::mbh::block_idx)
+#define blockDim (::mbh::block_dim)
+#define gridDim (::mbh::grid_dim)
+#define warpSize 32
+
+static inline void __syncthreads() { ::mbh::sync_block(); }
+static inline void __syncwarp(unsigned mask = 0xffffffffu) { ::mbh::sync_warp(mask); }
+
+template <typename T>
+static inline T mbh_shfl(unsigned mask, T v, int src) {
+    static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 16, "shuffle of a plain value");
+    T out;
+    ::mbh::warp_exchange(mask, &v, &out, sizeof(T), src);
+    return out;
+}
+template <typename T>
+static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+    const int l = ::mbh::lane();
+    return mbh_shfl(mask, v, (l & ~(width - 1)) + (src & (width - 1)));
+}
+template <typename T>
+static inline T __shfl_xor_sync(unsigned mask, T v, int m, int width = 32) {
+    const int l = ::mbh::lane();
+    const int s = l ^ m;
+    return mbh_shfl(mask, v, (s & ~(width - 1)) == (l & ~(width - 1)) ? s : l);
+}
+template <typename T>
+static inline T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32) {
+    const int l = ::mbh::lane();
+    const int s = l + (int)d;
+    return mbh_shfl(mask, v, (s & ~(width - 1)) == (l & ~(width - 1)) ? s : l);
+}
+template <typename T>
+static inline T __shfl_up_sync(unsigned mask, T v, unsigned d, int width = 32) {
+    const int l = ::mbh::lane();
+    const int s = l - (int)d;
+    return mbh_shfl(mask, v, s >= (l & ~(width - 1)) ? s : l);
+}
+
+static inline float __uint_as_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline uint32_t __float_as_uint(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+static inline int __float_as_int(float f) { int u; std::memcpy(&u, &f, 4); return u; }
+static inline float __int_as_float(int u) { float f; std::memcpy(&f, &u, 4); return f; }
+
+static inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; ++i) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
+    return c;
+}
+static inline unsigned __dp4a(unsigned a, unsigned b, unsigned c) {
+    for (int i = 0; i < 4; ++i) c += ((a >> (8 * i)) & 0xFF) * ((b >> (8 * i)) & 0xFF);
+    return c;
+}
+static inline uint32_t __vsub4(uint32_t a, uint32_t b) {
+    uint32_t r = 0;
+    for (int i = 0; i < 4; ++i) r |= (uint32_t)(uint8_t)((a >> (8 * i)) - (b >> (8 * i))) << (8 * i);
+    return r;
+}
+static inline uint32_t __byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+    const uint64_t src = (uint64_t)x | ((uint64_t)y << 32);
+    uint32_t r = 0;
+    for (int n = 0; n < 4; ++n) r |= (uint32_t)((src >> (8 * ((s >> (4 * n)) & 7))) & 0xFF) << (8 * n);
+    return r;
+}
+template <typename T> static inline T __ldg(const T* p) { return *p; }
+
+template <typename T> static inline T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+static inline float atomicAdd(float* p, float v) { const float old = *p; *p = old + v; return old; }
+template <typename T> static inline T atomicMax(T* p, T v) { const T old = *p; if (v > old) *p = v; return old; }
+template <typename T> static inline T atomicExch(T* p, T v) { return __atomic_exchange_n(p, v, __ATOMIC_RELAXED); }
+
+namespace mbh {
+// IEEE half bits -> f32 (exact) and f32 -> half, round to nearest even (PTX cvt.rn.f16.f32).
+static inline float f16_to_f32(uint16_t h) {
+    const uint32_t e = (h >> 10) & 0x1F, m = h & 0x3FF;
+    const float f = e == 0    ? std::ldexp((float)m, -24)
+                    : e == 31 ? (m ? NAN : INFINITY)
+                              : std::ldexp((float)(m | 0x400), (int)e - 25);
+    return (h & 0x8000) ? -f : f;
+}
+static inline uint16_t f32_to_f16(float f) {
+    const uint32_t x = __float_as_uint(f);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    const uint32_t ax = x & 0x7FFFFFFFu;
+    if (ax >= 0x7F800000u) return sign | (ax > 0x7F800000u ? 0x7E00 : 0x7C00);
+    if (ax >= 0x477FF000u) return sign | 0x7C00;  // rounds to >= 65520: infinity
+    if (ax < 0x38800000u) {                       // below 2^-14: subnormal half (or zero)
+        const float a = __uint_as_float(ax);
+        const float q = std::nearbyint(a * 16777216.0f);  // units of 2^-24, ties to even
+        return sign | (uint16_t)q;
+    }
+    uint32_t r = ax - 0x38000000u;  // rebias exponent (127 -> 15)
+    const uint32_t mant = r >> 13, rest = r & 0x1FFF;
+    uint32_t h = mant + (rest > 0x1000 || (rest == 0x1000 && (mant & 1)));
+    return sign | (uint16_t)h;
+}
+}  // namespace mbh

@@ -1,0 +1,342 @@
+// runtime.cpp: launches kernels/*.cu kernels on the CPU (see cuda_host.h for the model).
+// One launch at a time per process (a mutex; __shared__ storage is process-wide), blocks one
+// after another, the threads of a block as ucontext fibers on the calling OS thread.
+#include "cuda_host.h"
+#include "runtime.h"
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+extern "C" char __start_mb_shared[];
+extern "C" char __stop_mb_shared[];
+
+namespace mbh {
+
+dim3 block_idx, block_dim, grid_dim;
+
+namespace {
+
+constexpr size_t STACK_BYTES = 64 * 1024;
+constexpr unsigned FULL = 0xffffffffu;
+
+enum class State { Ready, WaitWarp, WaitBlock, Done };
+
+struct Load {
+    uintptr_t addr;
+    unsigned size;
+};
+
+struct Thread {
+    ucontext_t ctx;
+    dim3 tid;
+    unsigned linear = 0;
+    State state = State::Ready;
+    uint64_t wait_gen = 0;
+    std::vector<Load> loads;
+};
+
+struct Warp {
+    unsigned lanes = 0;        // lanes that exist (a partial last warp has fewer)
+    unsigned exited = 0;       // lanes that returned
+    unsigned barrier_mask = 0; // mask of the collective in progress (0: none)
+    unsigned arrived = 0;
+    uint64_t gen = 0;
+    alignas(16) unsigned char slots[32][16];
+};
+
+struct Launch {
+    const mb_host_buffer* buffers = nullptr;
+    size_t n_buffers = 0;
+    std::vector<Thread> threads;
+    std::vector<Warp> warps;
+    std::vector<char*> stacks;
+    unsigned n_threads = 0;
+    unsigned block_arrived = 0, block_alive = 0;
+    uint64_t block_gen = 0;
+    Thread* cur = nullptr;
+    ucontext_t sched;
+    std::string error;
+    mb_host_stats stats{};
+};
+
+std::mutex launch_mutex;
+Launch* L = nullptr;
+void (*entry_fn)(void**) = nullptr;
+void** entry_args = nullptr;
+
+void yield_to_scheduler() { swapcontext(&L->cur->ctx, &L->sched); }
+
+void fiber_main() {
+    entry_fn(entry_args);
+    Thread* t = L->cur;
+    t->state = State::Done;
+    Warp& w = L->warps[t->linear / 32];
+    const unsigned bit = 1u << (t->linear % 32);
+    w.exited |= bit;
+    if (w.barrier_mask & bit & ~w.arrived) {
+        fault("a lane returned while its warp waits for it in a shuffle or __syncwarp");
+    }
+    --L->block_alive;
+    if (L->block_arrived > 0 && L->block_arrived == L->block_alive) {
+        L->block_arrived = 0;
+        ++L->block_gen;
+    }
+    swapcontext(&t->ctx, &L->sched);
+    std::abort();  // a finished fiber is never resumed
+}
+
+// Sectors of the warp's loads: the k-th load of every lane is one request.
+void account_warp(unsigned first, unsigned count) {
+    size_t most = 0;
+    for (unsigned i = 0; i < count; ++i) most = std::max(most, L->threads[first + i].loads.size());
+    std::vector<uintptr_t> sectors;
+    for (size_t k = 0; k < most; ++k) {
+        sectors.clear();
+        uint64_t bytes = 0;
+        for (unsigned i = 0; i < count; ++i) {
+            const auto& loads = L->threads[first + i].loads;
+            if (k >= loads.size()) continue;
+            const Load& ld = loads[k];
+            bytes += ld.size;
+            for (uintptr_t s = ld.addr / 32; s <= (ld.addr + ld.size - 1) / 32; ++s) sectors.push_back(s);
+        }
+        std::sort(sectors.begin(), sectors.end());
+        const size_t unique = std::unique(sectors.begin(), sectors.end()) - sectors.begin();
+        L->stats.requests += 1;
+        L->stats.sectors += unique;
+        L->stats.bytes_requested += bytes;
+    }
+    for (unsigned i = 0; i < count; ++i) {
+        L->stats.lane_loads += L->threads[first + i].loads.size();
+        L->threads[first + i].loads.clear();
+    }
+}
+
+bool runnable(const Thread& t) {
+    switch (t.state) {
+        case State::Ready: return true;
+        case State::WaitWarp: return L->warps[t.linear / 32].gen != t.wait_gen;
+        case State::WaitBlock: return L->block_gen != t.wait_gen;
+        case State::Done: return false;
+    }
+    return false;
+}
+
+// Runs one block to completion; false (with L->error set) on a fault or deadlock.
+bool run_block() {
+    const unsigned n = L->n_threads;
+    std::memset(__start_mb_shared, 0xA5, (size_t)(__stop_mb_shared - __start_mb_shared));
+    L->block_arrived = 0;
+    L->block_alive = n;
+    for (unsigned w = 0; w < L->warps.size(); ++w) {
+        Warp& wp = L->warps[w];
+        wp = Warp{};
+        const unsigned lanes = std::min(32u, n - 32 * w);
+        wp.lanes = lanes == 32 ? FULL : ((1u << lanes) - 1);
+    }
+    for (unsigned i = 0; i < n; ++i) {
+        Thread& t = L->threads[i];
+        t.state = State::Ready;
+        t.linear = i;
+        t.tid.x = i % block_dim.x;
+        t.tid.y = (i / block_dim.x) % block_dim.y;
+        t.tid.z = i / (block_dim.x * block_dim.y);
+        t.loads.clear();
+        getcontext(&t.ctx);
+        t.ctx.uc_stack.ss_sp = L->stacks[i];
+        t.ctx.uc_stack.ss_size = STACK_BYTES;
+        t.ctx.uc_link = nullptr;
+        makecontext(&t.ctx, fiber_main, 0);
+    }
+    unsigned done = 0;
+    while (done < n) {
+        Thread* next = nullptr;
+        for (unsigned i = 0; i < n; ++i) {
+            if (runnable(L->threads[i])) {
+                next = &L->threads[i];
+                break;
+            }
+        }
+        if (!next) {
+            char msg[256];
+            unsigned waiting_block = 0, waiting_warp = 0;
+            for (auto& t : L->threads)
+                if (t.state == State::WaitBlock) ++waiting_block;
+                else if (t.state == State::WaitWarp) ++waiting_warp;
+            std::snprintf(msg, sizeof msg,
+                          "deadlock in block (%u,%u,%u): %u threads wait at __syncthreads, %u in a "
+                          "warp collective, %u returned",
+                          block_idx.x, block_idx.y, block_idx.z, waiting_block, waiting_warp, done);
+            L->error = msg;
+            return false;
+        }
+        next->state = State::Ready;
+        L->cur = next;
+        swapcontext(&L->sched, &next->ctx);
+        L->cur = nullptr;
+        if (!L->error.empty()) return false;
+        if (next->state == State::Done) {
+            ++done;
+            const unsigned w = next->linear / 32;
+            const Warp& wp = L->warps[w];
+            if (wp.exited == wp.lanes) account_warp(32 * w, (unsigned)__builtin_popcount(wp.lanes));
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+const dim3& thread_idx() { return L->cur->tid; }
+
+int lane() { return (int)(L->cur->linear % 32); }
+
+void fault(const char* what) {
+    Thread* t = L->cur;
+    char msg[512];
+    std::snprintf(msg, sizeof msg, "%s (block (%u,%u,%u), thread (%u,%u,%u))", what, block_idx.x,
+                  block_idx.y, block_idx.z, t->tid.x, t->tid.y, t->tid.z);
+    L->error = msg;
+    swapcontext(&t->ctx, &L->sched);
+    std::abort();
+}
+
+void sync_block() {
+    Thread* t = L->cur;
+    if (++L->block_arrived == L->block_alive) {
+        L->block_arrived = 0;
+        ++L->block_gen;
+        return;
+    }
+    t->state = State::WaitBlock;
+    t->wait_gen = L->block_gen;
+    yield_to_scheduler();
+}
+
+static void warp_barrier(unsigned mask) {
+    Thread* t = L->cur;
+    Warp& w = L->warps[t->linear / 32];
+    const unsigned bit = 1u << (t->linear % 32);
+    if (!(mask & bit)) fault("a warp collective's mask leaves out the calling lane");
+    if (mask & ~w.lanes) fault("a warp collective's mask names lanes the block does not have");
+    if (mask & w.exited) fault("a warp collective's mask names a lane that has returned");
+    if (w.barrier_mask == 0) {
+        w.barrier_mask = mask;
+    } else if (w.barrier_mask != mask) {
+        fault("lanes of one warp are in collectives with different masks (divergent shuffle)");
+    }
+    w.arrived |= bit;
+    if (w.arrived == mask) {
+        w.arrived = 0;
+        w.barrier_mask = 0;
+        ++w.gen;
+        return;
+    }
+    t->state = State::WaitWarp;
+    t->wait_gen = w.gen;
+    yield_to_scheduler();
+}
+
+void sync_warp(unsigned mask) { warp_barrier(mask); }
+
+void warp_exchange(unsigned mask, const void* v, void* out, unsigned size, int src) {
+    Thread* t = L->cur;
+    Warp& w = L->warps[t->linear / 32];
+    const int me = (int)(t->linear % 32);
+    std::memcpy(w.slots[me], v, size);
+    warp_barrier(mask);
+    const bool valid = src >= 0 && src < 32 && (mask >> src) & 1u;
+    std::memcpy(out, w.slots[valid ? src : me], size);
+    warp_barrier(mask);
+}
+
+void record_load(const void* p, unsigned size) {
+    const uintptr_t a = (uintptr_t)p;
+    bool inside = false;
+    for (size_t i = 0; i < L->n_buffers && !inside; ++i) {
+        const uintptr_t b = (uintptr_t)L->buffers[i].ptr;
+        inside = a >= b && a + size <= b + L->buffers[i].bytes;
+    }
+    if (!inside) fault("global load outside every buffer of the launch");
+    if (a % size != 0 && (size == 2 || size == 4 || size == 8 || size == 16)) {
+        fault("misaligned global load (the GPU faults on it)");
+    }
+    L->cur->loads.push_back({a, size});
+}
+
+}  // namespace mbh
+
+// ------------------------------------------------------------------------------------------
+// The kernel table (filled by the generated registration units) and the C entry points.
+
+namespace {
+struct Entry {
+    void (*call)(void**);
+};
+std::map<std::string, Entry>& table() {
+    static std::map<std::string, Entry> t;
+    return t;
+}
+}  // namespace
+
+extern "C" void mb_host_register(const char* name, void (*call)(void**)) { table()[name] = {call}; }
+
+extern "C" void mb_host_register_all();
+
+static void ensure_registered() {
+    static std::once_flag once;
+    std::call_once(once, mb_host_register_all);
+}
+
+extern "C" int mb_host_has_kernel(const char* name) {
+    ensure_registered();
+    return table().count(name) ? 1 : 0;
+}
+
+extern "C" int mb_host_launch(const char* name, const unsigned grid[3], const unsigned block[3],
+                              void** params, const mb_host_buffer* buffers, size_t n_buffers,
+                              mb_host_stats* stats, char* err, size_t err_len) {
+    using namespace mbh;
+    ensure_registered();
+    auto fail = [&](const std::string& m) {
+        if (err_len) std::snprintf(err, err_len, "%s: %s", name, m.c_str());
+        return 1;
+    };
+    auto it = table().find(name);
+    if (it == table().end()) return fail("no such kernel in the host build");
+    const uint64_t threads = (uint64_t)block[0] * block[1] * block[2];
+    if (threads == 0 || threads > 1024) return fail("block of " + std::to_string(threads) + " threads (1..1024)");
+    if ((uint64_t)grid[0] * grid[1] * grid[2] == 0) return fail("empty grid");
+    std::lock_guard<std::mutex> guard(launch_mutex);
+    Launch launch;
+    launch.buffers = buffers;
+    launch.n_buffers = n_buffers;
+    launch.n_threads = (unsigned)threads;
+    launch.threads.resize(threads);
+    launch.warps.resize((threads + 31) / 32);
+    for (uint64_t i = 0; i < threads; ++i) launch.stacks.push_back(static_cast<char*>(std::malloc(STACK_BYTES)));
+    L = &launch;
+    entry_fn = it->second.call;
+    entry_args = params;
+    grid_dim = {grid[0], grid[1], grid[2]};
+    block_dim = {block[0], block[1], block[2]};
+    bool ok = true;
+    for (unsigned z = 0; ok && z < grid[2]; ++z)
+        for (unsigned y = 0; ok && y < grid[1]; ++y)
+            for (unsigned x = 0; ok && x < grid[0]; ++x) {
+                block_idx = {x, y, z};
+                ok = run_block();
+            }
+    for (char* s : launch.stacks) std::free(s);
+    L = nullptr;
+    if (!ok) return fail(launch.error);
+    if (stats) *stats = launch.stats;
+    return 0;
+}

@@ -7,7 +7,8 @@
 #
 # On a machine with cargo it builds the bench first; in a .gpu/ bundle (no cargo; see
 # ../shared/tools/gpu-bundle.sh) it uses the executable the bundle holds.
-# Env: PROFILE_TIME (seconds, default 5), OUT_DIR (default: $OUT or .), NCU_ARGS, NSYS_ARGS.
+# Env: PROFILE_TIME (seconds, default 5), OUT_DIR (default: $OUT or .), NCU_ARGS, NSYS_ARGS;
+# ncu: NCU_KERNELS (regex, default ^mb_), NCU_SKIP (launches skipped, default 20), NCU_LAUNCHES (5).
 set -euo pipefail
 tool=${1:?usage: scripts/profile.sh nsys|ncu BENCH [FILTER]}
 bench=${2:?usage: scripts/profile.sh nsys|ncu BENCH [FILTER]}
@@ -37,6 +38,10 @@ case "$tool" in
   ncu)
     command -v ncu >/dev/null || { echo "profile.sh: ncu (Nsight Compute) is not installed here" >&2; exit 2; }
     # shellcheck disable=SC2086
-    ncu --set full --launch-count "${NCU_LAUNCHES:-20}" --force-overwrite ${NCU_ARGS:-} -o "$out/profile-$bench" "$exe" "${args[@]}" ;;
+    # Only membound's kernels (-k), past the verification and warm-up launches (--launch-skip),
+    # at the clocks Criterion sees (--clock-control none: ncu otherwise locks base clocks).
+    ncu --set full -k "regex:${NCU_KERNELS:-^mb_}" --launch-skip "${NCU_SKIP:-20}" \
+        --launch-count "${NCU_LAUNCHES:-5}" --clock-control none --force-overwrite ${NCU_ARGS:-} \
+        -o "$out/profile-$bench" "$exe" "${args[@]}" ;;
   *) echo "profile.sh: tool must be nsys or ncu" >&2; exit 2 ;;
 esac

@@ -414,3 +414,51 @@ fn gemm_case<B: GemvBackend>(
             .map(|_| ())
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    /// The desktop's cards: every bandwidth and dense case fits in 90 % of an RTX 4090 (24 GB,
+    /// 72 MB L2) and an RTX 5070 Ti (16 GB, 48 MB L2) at every scale, and a case holds only the
+    /// arrays its operation uses (a read of 4 GiB holds 4 GiB, not three arrays).
+    #[test]
+    fn allocation_plans_fit_24_and_16_gb_cards() {
+        for (memory, llc) in [(24 * GIB, 72 << 20), (16 * GIB, 48 << 20)] {
+            let budget = memory / 10 * 9;
+            for scale in [Scale::Quick, Scale::Default, Scale::Full] {
+                for sc in bandwidth_plan(scale, llc, &StreamOp::ALL, true) {
+                    assert_eq!(
+                        sc.alloc_bytes,
+                        arrays_held(sc.op) * sc.array_bytes,
+                        "{sc:?}"
+                    );
+                    assert!(sc.alloc_bytes <= budget, "{scale:?} {sc:?} on {memory}");
+                }
+                for (rows, cols) in dense_shapes(scale) {
+                    for dtype in membound_cuda::gemv::GEMV_DTYPES {
+                        let a = gemv_alloc_bytes(dtype, rows as u64, cols as u64, llc);
+                        assert!(a <= budget, "{scale:?} {dtype} {rows}x{cols}: {a}");
+                    }
+                }
+            }
+        }
+        let plan = bandwidth_plan(Scale::Default, 72 << 20, &StreamOp::ALL, true);
+        let read4 = plan.iter().find(|c| c.case == "read-4GiB").unwrap();
+        assert_eq!(read4.alloc_bytes, 4 * GIB);
+        let triad = plan.iter().find(|c| c.case == "triad").unwrap();
+        assert_eq!(triad.alloc_bytes, 3 * triad.array_bytes);
+    }
+
+    #[test]
+    fn names_say_when_a_size_is_cache_resident() {
+        assert_eq!(size_name(256 << 10, 50 << 20), "256KiB-llc");
+        assert_eq!(size_name(GIB, 50 << 20), "1GiB");
+        assert_eq!(size_name(128 << 20, 50 << 20), "128MiB-llc");
+        assert_eq!(size_name(256 << 20, 50 << 20), "256MiB");
+        assert_eq!(main_array_bytes(Scale::Quick, 50 << 20), 256 << 20);
+        assert_eq!(main_array_bytes(Scale::Default, 50 << 20), GIB);
+    }
+}

@@ -101,7 +101,10 @@ pub struct Gpu {
     pub(crate) stream_blocks_per_sm: u32,
     pub(crate) scratch: Mutex<Scratch>,
     pub(crate) blas: Mutex<Option<cudarc::cublas::CudaBlas>>,
-    nvtx: bool,
+    nvtx: Option<crate::nvtx::Nvtx>,
+    /// The NVTX library used for launch ranges, or why there is none.
+    nvtx_status: String,
+    kernel_names: HashMap<Kernel, std::ffi::CString>,
     elapsed_v2: bool,
 }
 
@@ -161,8 +164,17 @@ impl Gpu {
             .occupancy_max_active_blocks_per_multiprocessor(crate::bandwidth::STREAM_BLOCK, 0, None)
             .map_err(driver_err(&label, "occupancy of mb_read"))?
             .max(1);
-        // SAFETY: only tries to dlopen libnvToolsExt; ranges are used only when it loads.
-        let nvtx = unsafe { cudarc::nvtx::sys::is_culib_present() };
+        let (nvtx, nvtx_status) = match crate::nvtx::Nvtx::load() {
+            Ok(n) => {
+                let s = format!("NVTX ranges via {}", n.library);
+                (Some(n), s)
+            }
+            Err(e) => (None, format!("no NVTX library ({e})")),
+        };
+        let kernel_names = Kernel::ALL
+            .iter()
+            .map(|k| (*k, std::ffi::CString::new(k.name()).unwrap_or_default()))
+            .collect();
         Ok(Gpu {
             ctx,
             stream,
@@ -178,6 +190,8 @@ impl Gpu {
             scratch: Mutex::new(Scratch::default()),
             blas: Mutex::new(None),
             nvtx,
+            nvtx_status,
+            kernel_names,
             elapsed_v2: probe::has_elapsed_v2(),
         })
     }
@@ -194,7 +208,12 @@ impl Gpu {
             Target::Cubin { .. } => "cubin",
             Target::Ptx { .. } => "ptx",
         };
-        format!("{} {kind}, headers: {}", self.target.arch(), self.headers)
+        format!(
+            "{} {kind}, headers: {}; {}",
+            self.target.arch(),
+            self.headers,
+            self.nvtx_status
+        )
     }
 
     /// The context (for work this crate does not wrap, e.g. CUDA graphs).
@@ -345,7 +364,7 @@ impl Gpu {
         mut args: LaunchArgs<'_>,
         cfg: LaunchConfig,
     ) -> Result<()> {
-        let _range = self.nvtx.then(|| cudarc::nvtx::scoped_range(k.name()));
+        let _range = self.nvtx.as_ref().map(|n| n.range(&self.kernel_names[&k]));
         // SAFETY: guaranteed by this function's contract.
         unsafe { args.launch(cfg) }
             .map(|_| ())

@@ -21,6 +21,7 @@ mod error;
 pub mod gemv;
 mod gpu;
 pub mod nvrtc;
+pub mod nvtx;
 pub mod params;
 mod probe;
 

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# gpu-check.sh: one lent-GPU session's checks from a .gpu/ bundle (../shared/tools/gpu-bundle.sh),
+# run from the repo root on the GPU machine; everything lands in $OUT (or ./gpu-out):
+#   provenance.txt   date, nvidia-smi (before and after), driver, toolkit, NVTX libraries
+#   gpu-tests.log    every CUDA test (crates/membound-cuda/tests/gpu.rs) against the CPU reference
+#   bench.log        the bandwidth and dense suites on the GPU backends (criterion.tgz beside it)
+#   memcheck.log     compute-sanitizer memcheck over the kernel tests
+#   ncu.txt          one Nsight Compute profile of a GEMV (scripts/profile.sh), per-kernel summary
+# Each step has its own time limit (TEST_S, BENCH_S, MEMCHECK_S, NCU_S seconds) so the whole stays
+# inside one device call; a step that fails or times out is logged and the next one runs.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+out=${OUT:-$root/gpu-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+.gpu/run list > /dev/null || exit 2
+gpu_tests=$(ls "$root"/.gpu/bin/gpu-* | head -n 1)
+smi() {
+  nvidia-smi --query-gpu=name,driver_version,pci.bus_id,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,power.draw,power.limit,temperature.gpu,memory.total --format=csv
+}
+{
+  echo "date: $(date -u +%FT%TZ)  commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  smi
+  nvcc --version 2>/dev/null | tail -n 2
+  ls /usr/local/cuda/lib64 2>/dev/null | grep -E 'nvrtc\.so|cublas\.so|nvtx|nvToolsExt' | sort -u
+  for l in /usr/local/cuda/lib64/libnvtx3interop.so /usr/local/cuda/lib64/libnvToolsExt.so; do
+    [ -e "$l" ] && echo "$l exports: $(nm -D "$l" 2>/dev/null | grep -c ' T nvtx') nvtx functions, $(nm -D "$l" 2>/dev/null | grep -E ' T nvtxRange(PushA|Pop)$' | awk '{print $3}' | tr '\n' ' ')"
+  done
+} > "$out/provenance.txt" 2>&1
+
+echo "== gpu tests"
+(cd crates/membound-cuda && timeout "${TEST_S:-90}" "$gpu_tests" --nocapture --test-threads=1) > "$out/gpu-tests.log" 2>&1
+echo "gpu tests rc=$?"; grep -E '^test |test result|panicked' "$out/gpu-tests.log"
+
+echo "== benches"
+MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${BENCH_S:-270}" .gpu/run benches --noplot > "$out/bench.log" 2>&1
+echo "benches rc=$?"; sed -n '/^## membound/,/^Criterion output/p' "$out/bench.log"; grep -E 'FAILED|skipped' "$out/bench.log" | head -20
+
+echo "== memcheck"
+if command -v compute-sanitizer > /dev/null; then
+  (cd crates/membound-cuda && timeout "${MEMCHECK_S:-60}" compute-sanitizer --tool memcheck --error-exitcode 3 \
+     "$gpu_tests" --test-threads=1 gemv_odd quantize bandwidth_ops) > "$out/memcheck.log" 2>&1
+  echo "memcheck rc=$?"; grep -E 'ERROR SUMMARY|test result' "$out/memcheck.log"
+fi
+
+echo "== ncu"
+if command -v ncu > /dev/null; then
+  OUT_DIR="$out" PROFILE_TIME=1 NCU_LAUNCHES=3 NCU_KERNELS='^mb_gemv_q4_k' timeout "${NCU_S:-60}" scripts/profile.sh ncu dense q4_k-14336x4096/gpu0 > "$out/ncu-run.log" 2>&1
+  echo "ncu rc=$?"
+  [ -f "$out/profile-dense.ncu-rep" ] && ncu -i "$out/profile-dense.ncu-rep" --page details \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis > "$out/ncu.txt" 2>&1 && grep -E 'mb_|Memory Throughput|DRAM Throughput|Duration|L1/TEX Hit|Mem Busy' "$out/ncu.txt" | head -30
+fi
+smi >> "$out/provenance.txt" 2>&1

@@ -21,11 +21,11 @@
 // rows. The chunk dot products then read shared memory only. Rows whose bytes are not 16-byte
 // aligned fall back to 4-, 2- or 1-byte words (still consecutive across lanes).
 //
-// Launch geometry (host: membound_cuda::gemv::gemv_config): GEMV_WARPS = 4 warps (128 threads)
-// per block, one row per warp, grid = ceil(rows / 4) blocks. Warps past the last row still take
+// Launch geometry (host: membound_cuda::gemv::gemv_config): GEMV_WARPS warps (default 8, 256
+// threads) per block, one row per warp, grid = ceil(rows / GEMV_WARPS) blocks. Warps past the last row still take
 // part in the block's barriers and x copies. Lane l of a row's warp takes the tile's chunks l,
 // l+32, ... and the warp reduces with shuffles. Static shared memory: 4 weight tiles + one x tile
-// (18-28 KB, see the static_asserts).
+// (up to 46 KB at 8 warps, see the static_asserts).
 //
 // Float weights (F16, BF16) are read directly: lane l reads 16-byte words l, l+32, ... of the
 // row (consecutive across the warp) and the matching 8 x values as two float4. When cols is not a
@@ -38,7 +38,13 @@
 #include "params.cuh"
 #include "quant_blocks.cuh"
 
-#define GEMV_WARPS 4
+// Rows (warps) per block; the host passes -DGEMV_WARPS=N (membound_cuda::gemv::gemv_warps).
+#ifndef GEMV_WARPS
+#define GEMV_WARPS 8
+#endif
+// Blocks per SM the register allocation must allow (64 warps per SM / warps per block, capped):
+// at most 64 registers per thread, so residency is limited by shared memory, not registers.
+#define GEMV_MIN_BLOCKS (32 / GEMV_WARPS)
 #define QUANT_WARPS 8
 
 // ---------------------------------------------------------------------------------------------
@@ -189,7 +195,7 @@ struct DotQ8_0 : QuantTile {
     }
 };
 
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_q8_0(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
              GemvParams p) {
     mb_gemv_tiled<DotQ8_0>(w, xq, y, p);
@@ -243,7 +249,7 @@ struct DotQ4_K : QuantTile {
     }
 };
 
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_q4_k(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
              GemvParams p) {
     mb_gemv_tiled<DotQ4_K>(w, xq, y, p);
@@ -286,7 +292,7 @@ struct DotQ6_K : QuantTile {
     }
 };
 
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_q6_k(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
              GemvParams p) {
     mb_gemv_tiled<DotQ6_K>(w, xq, y, p);
@@ -334,7 +340,7 @@ struct DotMxfp4 : QuantTile {
     }
 };
 
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_mxfp4(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
               GemvParams p) {
     mb_gemv_tiled<DotMxfp4>(w, xq, y, p);
@@ -400,13 +406,13 @@ static __device__ __forceinline__ void mb_gemv_half(const u8* __restrict__ w,
     }
 }
 
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_f16(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
             GemvParams p) {
     mb_gemv_half<CvtF16>(w, x, y, p);
 }
 
-extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE)
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_bf16(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
              GemvParams p) {
     mb_gemv_half<CvtBF16>(w, x, y, p);

@@ -4,7 +4,8 @@
 use membound_cuda::Kernel;
 use membound_cuda::bandwidth::stream_config;
 use membound_cuda::gemv::{
-    Q8_1_BLOCK_BYTES, activation_dtype, gemv_config, gemv_params, quantize_config,
+    DEFAULT_GEMV_WARPS, Q8_1_BLOCK_BYTES, activation_dtype, gemv_config, gemv_params,
+    quantize_config,
 };
 use membound_cuda::params::{QuantizeParams, StreamParams};
 use membound_spec::DType;
@@ -175,7 +176,8 @@ impl HostGpu {
         )?;
         too_short("gemv", "x", x.len_bytes(), 4 * cols)?;
         too_short("gemv", "y", y.len_bytes(), 4 * rows)?;
-        let cfg = gemv_config(p.rows);
+        // The host build uses gemv.cu's default GEMV_WARPS.
+        let cfg = gemv_config(p.rows, DEFAULT_GEMV_WARPS);
         let mut loads = GemvLoads::default();
         if activation_dtype(dtype) == DType::F32 {
             loads.gemv = launch(

@@ -13,8 +13,28 @@ use crate::error::{CudaError, Result};
 use crate::gpu::{Gpu, Kernel};
 use crate::params::{GemvParams, QuantizeParams};
 
-/// Warps (rows) per block of the GEMV kernels (`GEMV_WARPS` in gemv.cu).
-pub const GEMV_WARPS: u32 = 4;
+/// Warps (rows) per block of the GEMV kernels when `MEMBOUND_GEMV_WARPS` is not set: the
+/// `GEMV_WARPS` default of gemv.cu (and of the host build of the kernels).
+pub const DEFAULT_GEMV_WARPS: u32 = 8;
+
+/// Warps (rows) per block the GEMV kernels are built and launched with in this process:
+/// `MEMBOUND_GEMV_WARPS` (1 to 8; a tuning knob passed to NVRTC as `-DGEMV_WARPS=N`), else
+/// [`DEFAULT_GEMV_WARPS`]. An invalid value is reported once and ignored.
+pub fn gemv_warps() -> u32 {
+    static WARPS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *WARPS.get_or_init(|| match std::env::var("MEMBOUND_GEMV_WARPS") {
+        Err(_) => DEFAULT_GEMV_WARPS,
+        Ok(v) => match v.trim().parse::<u32>() {
+            Ok(n @ 1..=8) => n,
+            _ => {
+                eprintln!(
+                    "membound: MEMBOUND_GEMV_WARPS=`{v}` is not 1..8; using {DEFAULT_GEMV_WARPS}"
+                );
+                DEFAULT_GEMV_WARPS
+            }
+        },
+    })
+}
 /// Warps (Q8_1 blocks) per block of the activation quantization (`QUANT_WARPS`).
 pub const QUANT_WARPS: u32 = 8;
 /// Bytes of one Q8_1 block (32 values).
@@ -84,11 +104,13 @@ pub fn gemv_params(dtype: DType, rows: usize, cols: usize) -> Result<GemvParams>
     })
 }
 
-/// Launch geometry of the GEMV kernels: one warp per row, [`GEMV_WARPS`] rows per block.
-pub fn gemv_config(rows: u32) -> LaunchConfig {
+/// Launch geometry of the GEMV kernels: one warp per row, `warps` rows per block (the value the
+/// kernels were built with: [`gemv_warps`] on a GPU, [`DEFAULT_GEMV_WARPS`] on the host).
+pub fn gemv_config(rows: u32, warps: u32) -> LaunchConfig {
+    let warps = warps.max(1);
     LaunchConfig {
-        grid_dim: (rows.div_ceil(GEMV_WARPS), 1, 1),
-        block_dim: (GEMV_WARPS * 32, 1, 1),
+        grid_dim: (rows.div_ceil(warps), 1, 1),
+        block_dim: (warps * 32, 1, 1),
         shared_mem_bytes: 0,
     }
 }
@@ -308,7 +330,7 @@ impl Gpu {
         check_len("gemv", "w", w.len(), u64::from(p.rows) * p.row_bytes)?;
         check_len("gemv", "x", x.len(), cols as u64)?;
         check_len("gemv", "y", y.len(), rows as u64)?;
-        let cfg = gemv_config(p.rows);
+        let cfg = gemv_config(p.rows, gemv_warps());
         if activation_dtype(dtype) == DType::F32 {
             let mut args = self.stream.launch_builder(self.function(k));
             args.arg(w).arg(x).arg(y).arg(&p);
@@ -506,16 +528,19 @@ mod tests {
 
     #[test]
     fn row_tiling_covers_every_row_once() {
-        for rows in [1u32, 3, 4, 5, 7, 33, 1000, 4096, 14336] {
-            let cfg = gemv_config(rows);
-            assert_eq!(cfg.block_dim, (128, 1, 1));
-            let warps = cfg.grid_dim.0 * GEMV_WARPS;
-            assert!(
-                warps >= rows && warps - rows < GEMV_WARPS,
-                "rows {rows}: {warps} warps"
-            );
+        for per_block in [1u32, 4, 8] {
+            for rows in [1u32, 3, 4, 5, 7, 33, 1000, 4096, 14336] {
+                let cfg = gemv_config(rows, per_block);
+                assert_eq!(cfg.block_dim, (per_block * 32, 1, 1));
+                let warps = cfg.grid_dim.0 * per_block;
+                assert!(
+                    warps >= rows && warps - rows < per_block,
+                    "rows {rows}: {warps} warps"
+                );
+            }
         }
-        assert_eq!(gemv_config(14336).grid_dim.0, 3584);
+        assert_eq!(gemv_config(14336, 4).grid_dim.0, 3584);
+        assert_eq!(gemv_config(14336, 8).grid_dim.0, 1792);
         assert_eq!(quantize_config(128).grid_dim, (16, 1, 1));
         assert_eq!(quantize_config(129).grid_dim, (17, 1, 1));
         assert_eq!(quantize_config(1).block_dim, (256, 1, 1));

@@ -104,6 +104,8 @@ pub struct Gpu {
     nvtx: Option<crate::nvtx::Nvtx>,
     /// The NVTX library used for launch ranges, or why there is none.
     nvtx_status: String,
+    /// GEMV launch shape and residency, for run metadata.
+    gemv_status: String,
     kernel_names: HashMap<Kernel, std::ffi::CString>,
     elapsed_v2: bool,
 }
@@ -159,6 +161,31 @@ impl Gpu {
                 .map_err(driver_err(&label, &format!("load function {}", k.name())))?;
             functions.insert(k, f);
         }
+        // The GEMV kernels stage tiles in shared memory: ask for the largest carveout (a hint;
+        // the driver may ignore it) and record how many blocks of each fit on an SM.
+        let warps = crate::gemv::gemv_warps();
+        let mut gemv_residency = Vec::new();
+        for k in Kernel::ALL
+            .into_iter()
+            .filter(|k| k.name().starts_with("mb_gemv_"))
+        {
+            let f = &functions[&k];
+            let _ = f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                100,
+            );
+            let blocks = f
+                .occupancy_max_active_blocks_per_multiprocessor(warps * 32, 0, None)
+                .map_err(driver_err(&label, &format!("occupancy of {}", k.name())))?;
+            gemv_residency.push(format!(
+                "{} {blocks}",
+                k.name().trim_start_matches("mb_gemv_")
+            ));
+        }
+        let gemv_status = format!(
+            "gemv: {warps} rows per block, blocks per SM: {}",
+            gemv_residency.join(", ")
+        );
         let read = &functions[&Kernel::Read];
         let stream_blocks_per_sm = read
             .occupancy_max_active_blocks_per_multiprocessor(crate::bandwidth::STREAM_BLOCK, 0, None)
@@ -191,6 +218,7 @@ impl Gpu {
             blas: Mutex::new(None),
             nvtx,
             nvtx_status,
+            gemv_status,
             kernel_names,
             elapsed_v2: probe::has_elapsed_v2(),
         })
@@ -209,10 +237,11 @@ impl Gpu {
             Target::Ptx { .. } => "ptx",
         };
         format!(
-            "{} {kind}, headers: {}; {}",
+            "{} {kind}, headers: {}; {}; {}",
             self.target.arch(),
             self.headers,
-            self.nvtx_status
+            self.nvtx_status,
+            self.gemv_status
         )
     }
 

@@ -350,6 +350,7 @@ pub(crate) fn options(target: Target, headers: &CudaHeaders) -> Vec<String> {
         "-std=c++17".to_owned(),
         "-lineinfo".to_owned(),
         "--ptxas-options=--warn-on-spills".to_owned(),
+        format!("-DGEMV_WARPS={}", crate::gemv::gemv_warps()),
     ];
     if let CudaHeaders::Dirs { dirs, .. } = headers {
         opts.extend(
@@ -546,7 +547,8 @@ mod tests {
                 "--gpu-architecture=sm_121",
                 "-std=c++17",
                 "-lineinfo",
-                "--ptxas-options=--warn-on-spills"
+                "--ptxas-options=--warn-on-spills",
+                "-DGEMV_WARPS=8"
             ]
         );
         let h = CudaHeaders::Dirs {
@@ -554,7 +556,7 @@ mod tests {
             dirs: vec!["/a".into(), "/a/cccl".into()],
         };
         let o = options(t, &h);
-        assert_eq!(&o[4..], ["--include-path=/a", "--include-path=/a/cccl"]);
+        assert_eq!(&o[5..], ["--include-path=/a", "--include-path=/a/cccl"]);
     }
 
     #[test]

@@ -21,11 +21,12 @@
 // rows. The chunk dot products then read shared memory only. Rows whose bytes are not 16-byte
 // aligned fall back to 4-, 2- or 1-byte words (still consecutive across lanes).
 //
-// Launch geometry (host: membound_cuda::gemv::gemv_config): GEMV_WARPS warps (default 8, 256
+// Launch geometry (host: membound_cuda::gemv::gemv_config): GEMV_WARPS warps (default 4, 128
 // threads) per block, one row per warp, grid = ceil(rows / GEMV_WARPS) blocks. Warps past the last row still take
 // part in the block's barriers and x copies. Lane l of a row's warp takes the tile's chunks l,
 // l+32, ... and the warp reduces with shuffles. Static shared memory: 4 weight tiles + one x tile
-// (up to 46 KB at 8 warps, see the static_asserts).
+// (up to 28 KB at 4 warps, 46 KB at 8, see the static_asserts). On an H200, 4 rows per block beat
+// 8 (Q8_0 28672x8192: 69 % vs 63 % of the paired read; MEMBOUND_GEMV_WARPS=8 selects 8).
 //
 // Float weights (F16, BF16) are read directly: lane l reads 16-byte words l, l+32, ... of the
 // row (consecutive across the warp) and the matching 8 x values as two float4. When cols is not a
@@ -40,7 +41,7 @@
 
 // Rows (warps) per block; the host passes -DGEMV_WARPS=N (membound_cuda::gemv::gemv_warps).
 #ifndef GEMV_WARPS
-#define GEMV_WARPS 8
+#define GEMV_WARPS 4
 #endif
 // Blocks per SM the register allocation must allow (64 warps per SM / warps per block, capped):
 // at most 64 registers per thread, so residency is limited by shared memory, not registers.

@@ -15,7 +15,7 @@ use crate::params::{GemvParams, QuantizeParams};
 
 /// Warps (rows) per block of the GEMV kernels when `MEMBOUND_GEMV_WARPS` is not set: the
 /// `GEMV_WARPS` default of gemv.cu (and of the host build of the kernels).
-pub const DEFAULT_GEMV_WARPS: u32 = 8;
+pub const DEFAULT_GEMV_WARPS: u32 = 4;
 
 /// Warps (rows) per block the GEMV kernels are built and launched with in this process:
 /// `MEMBOUND_GEMV_WARPS` (1 to 8; a tuning knob passed to NVRTC as `-DGEMV_WARPS=N`), else

@@ -548,7 +548,7 @@ mod tests {
                 "-std=c++17",
                 "-lineinfo",
                 "--ptxas-options=--warn-on-spills",
-                "-DGEMV_WARPS=8"
+                "-DGEMV_WARPS=4"
             ]
         );
         let h = CudaHeaders::Dirs {

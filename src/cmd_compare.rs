@@ -2,8 +2,10 @@
 //!
 //! Each DIR is a Criterion output folder (`target/criterion`, or a copy under `results/<machine>/`).
 //! Per benchmark id it prints the mean time and GB/s on each machine, the fraction of that
-//! machine's own measured read bandwidth (`bandwidth/read/<backend>`), and the ratio of each
-//! machine's time to the first's.
+//! machine's own measured read bandwidth (`bandwidth/read/<backend>` of the folder, possibly
+//! another minute's), the fraction of the read paired with the case in the same process (from
+//! `machine-<suite>.json`, where the bench recorded it), and the ratio of each machine's time to
+//! the first's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ pub struct Args {
 struct Case {
     mean_ns: f64,
     bytes: Option<u64>,
+    /// GB/s as a fraction of the read measured around it in the same process.
+    paired: Option<f64>,
 }
 
 impl Case {
@@ -74,7 +78,14 @@ fn walk(dir: &Path, baseline: &str, out: &mut BTreeMap<String, Case>) -> Result<
                 .with_context(|| format!("{}: no mean", path.display()))?;
             let t = &b["throughput"];
             let bytes = t["BytesDecimal"].as_u64().or_else(|| t["Bytes"].as_u64());
-            out.insert(id, Case { mean_ns, bytes });
+            out.insert(
+                id,
+                Case {
+                    mean_ns,
+                    bytes,
+                    paired: None,
+                },
+            );
         } else if path.file_name().is_some_and(|n| n != "report") {
             walk(&path, baseline, out)?;
         }
@@ -98,6 +109,7 @@ fn load(dir: &Path, baseline: &str) -> Result<Machine> {
     }
     let mut cases = BTreeMap::new();
     walk(dir, baseline, &mut cases)?;
+    add_paired(dir, &mut cases);
     if cases.is_empty() {
         bail!(
             "{}: no Criterion results for baseline `{baseline}` (looked for */{baseline}/benchmark.json)",
@@ -108,6 +120,35 @@ fn load(dir: &Path, baseline: &str) -> Result<Machine> {
         label: label(dir),
         cases,
     })
+}
+
+/// Adds the paired fractions the benches recorded in `machine-<suite>.json` (`cases[]`) to the
+/// cases of the latest run; files that are missing or unreadable add nothing.
+fn add_paired(dir: &Path, cases: &mut BTreeMap<String, Case>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("machine-") && name.ends_with(".json")) {
+            continue;
+        }
+        let Ok(m) = read_json(&e.path()) else {
+            continue;
+        };
+        for c in m["cases"].as_array().into_iter().flatten() {
+            let (Some(id), Some(f)) = (c["id"].as_str(), c["fraction_of_paired_read"].as_f64())
+            else {
+                continue;
+            };
+            if let Some(case) = cases.get_mut(id)
+                && f.is_finite()
+                && f > 0.0
+            {
+                case.paired = Some(f);
+            }
+        }
+    }
 }
 
 /// The backend of an id `{suite}/{case}/{backend}`.
@@ -138,7 +179,7 @@ pub fn run(a: &Args) -> Result<()> {
                 let per: Vec<Value> = machines
                     .iter()
                     .map(|m| match m.cases.get(*id) {
-                        Some(c) => json!({"machine": m.label, "mean_ns": c.mean_ns, "gb_per_s": c.gbs(), "fraction_of_read": c.gbs().zip(read_bw(m, id)).map(|(g, r)| g / r)}),
+                        Some(c) => json!({"machine": m.label, "mean_ns": c.mean_ns, "gb_per_s": c.gbs(), "fraction_of_read": c.gbs().zip(read_bw(m, id)).map(|(g, r)| g / r), "fraction_of_paired_read": c.paired}),
                         None => json!({"machine": m.label, "missing": true}),
                     })
                     .collect();
@@ -157,6 +198,7 @@ pub fn run(a: &Args) -> Result<()> {
         header.push(format!("[{i}] time"));
         header.push(format!("[{i}] GB/s"));
         header.push(format!("[{i}] of read"));
+        header.push(format!("[{i}] paired"));
         if i > 1 {
             header.push(format!("[{i}]/[1]"));
         }
@@ -177,6 +219,10 @@ pub fn run(a: &Args) -> Result<()> {
                     c.and_then(Case::gbs)
                         .zip(read_bw(m, id))
                         .map_or("-".into(), |(g, r)| format!("{:.0} %", 100.0 * g / r)),
+                );
+                row.push(
+                    c.and_then(|c| c.paired)
+                        .map_or("-".into(), |f| format!("{:.0} %", 100.0 * f)),
                 );
                 if i > 0 {
                     let ratio = c

@@ -217,3 +217,28 @@ fn json_output_parses() {
         .unwrap();
     assert!(frac > 0.6 && frac < 0.8, "{frac}");
 }
+
+/// `compare` reads a committed results folder: times, GB/s, the fraction of the folder's read
+/// and the fraction of the read paired with the case in the same process (machine-dense.json).
+#[test]
+fn compare_reads_results_with_their_paired_ratios() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/results/h200");
+    let out = membound(&["compare", dir, "--filter", "q8_0-28672x8192", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &v[0]["machines"][0];
+    assert_eq!(v[0]["id"], "dense/q8_0-28672x8192/gpu0");
+    let paired = m["fraction_of_paired_read"].as_f64().unwrap();
+    let gbs = m["gb_per_s"].as_f64().unwrap();
+    assert!((0.5..1.0).contains(&paired) && gbs > 1000.0, "{m}");
+    let table = membound(&["compare", dir, "--filter", "q8_0-28672"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("[1] paired") && text.contains("69 %"),
+        "{text}"
+    );
+}

@@ -309,21 +309,7 @@ impl GemvBackend for GpuBackend {
         x: &[f32],
         y: &[f32],
     ) -> Result<(), String> {
-        // The kernels' own arithmetic and rounding bound, on a sample of rows (the whole
-        // reference of a 28672x8192 matrix costs seconds of host time per type).
-        let sample = sample_rows(rows);
-        let row_bytes = dtype
-            .bytes_for(cols as u64)
-            .ok_or("cols not whole blocks")? as usize;
-        let w_sample: Vec<u8> = sample
-            .iter()
-            .flat_map(|&r| &w[r * row_bytes..(r + 1) * row_bytes])
-            .copied()
-            .collect();
-        let want = membound_cuda::gemv::gemv_expected(dtype, sample.len(), cols, &w_sample, x)
-            .map_err(cuda_err)?;
-        let got: Vec<f32> = sample.iter().map(|&r| y[r]).collect();
-        membound_cuda::gemv::check_rows(&format!("{dtype} {rows}x{cols}"), &got, &want).map(|_| ())
+        check_cuda_gemv(dtype, rows, cols, w, x, y)
     }
 
     fn peers(&self, dtype: DType) -> Vec<&'static str> {
@@ -364,6 +350,32 @@ impl GemvBackend for GpuBackend {
     fn gemm(&self, _m: &GpuMatrix, _xs: &[f32], _batch: usize) -> Option<Result<Vec<f32>, String>> {
         None
     }
+}
+
+/// Checks y of the CUDA GEMV kernels (on a GPU or executed on the host) against their own
+/// arithmetic and rounding bound (`membound_cuda::gemv::gemv_expected`), on a sample of rows:
+/// the whole reference of a 28672x8192 matrix costs seconds of host time per type.
+pub fn check_cuda_gemv(
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    w: &[u8],
+    x: &[f32],
+    y: &[f32],
+) -> Result<(), String> {
+    let sample = sample_rows(rows);
+    let row_bytes = dtype
+        .bytes_for(cols as u64)
+        .ok_or("cols not whole blocks")? as usize;
+    let w_sample: Vec<u8> = sample
+        .iter()
+        .flat_map(|&r| &w[r * row_bytes..(r + 1) * row_bytes])
+        .copied()
+        .collect();
+    let want = membound_cuda::gemv::gemv_expected(dtype, sample.len(), cols, &w_sample, x)
+        .map_err(cuda_err)?;
+    let got: Vec<f32> = sample.iter().map(|&r| y[r]).collect();
+    membound_cuda::gemv::check_rows(&format!("{dtype} {rows}x{cols}"), &got, &want).map(|_| ())
 }
 
 /// Checks a peer's y against ours at the output's scale.

@@ -247,10 +247,16 @@ pub fn gemv_alloc_bytes(dtype: DType, rows: u64, cols: u64, llc: u64) -> u64 {
     copies.saturating_mul(w) + 4 * cols + 2 * cols + cols / 32 * 36 + 4 * rows
 }
 
-/// The dense suite on one backend.
+/// The dense suite on one backend, at the scale's shapes.
 pub fn dense<B: GemvBackend>(run: &mut Run, b: &B) {
+    let shapes = dense_shapes(run.scale);
+    dense_shapes_on(run, b, &shapes);
+}
+
+/// The dense suite on one backend at the given shapes (tests use small ones).
+pub fn dense_shapes_on<B: GemvBackend>(run: &mut Run, b: &B, shapes: &[(usize, usize)]) {
     let mut paired = PairedRead::new(run, b);
-    for (rows, cols) in dense_shapes(run.scale) {
+    for &(rows, cols) in shapes {
         let from = run.results.len();
         let before = paired.sample(b);
         let x = normal_f32(7, cols, 1.0);

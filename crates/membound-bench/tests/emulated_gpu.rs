@@ -1,0 +1,158 @@
+//! The dense suite's driver on the CUDA kernels executed on the CPU (membound-cuda-host): the
+//! same case list, GPU-side check (`check_cuda_gemv`), rotation, Criterion registration and
+//! paired read as on a real GPU, on small shapes. Skips where no host C++ compiler existed.
+
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use membound_bench::gemv::{GemvBackend, check_cuda_gemv};
+use membound_bench::harness::{Backend, Kind};
+use membound_bench::stream::{StreamBackend, pattern};
+use membound_bench::{Run, Scale, suites};
+use membound_cuda::StreamOp;
+use membound_cuda::bandwidth::read_checksum;
+use membound_cuda_host::{HostBuffer, HostGpu};
+use membound_spec::DType;
+
+/// The emulated GPU as a backend (times are host times of emulated kernels: meaningless as
+/// performance, exercised as a path).
+struct Emulated(HostGpu);
+
+impl Backend for Emulated {
+    fn id(&self) -> &str {
+        "gpu0"
+    }
+    fn llc_bytes(&self) -> u64 {
+        64 << 10
+    }
+    fn memory_budget(&self) -> u64 {
+        1 << 30
+    }
+    fn spec_gbs(&self) -> Option<f64> {
+        None
+    }
+    fn time(
+        &self,
+        iters: u64,
+        f: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<Duration, String> {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f()?;
+        }
+        Ok(t.elapsed())
+    }
+}
+
+impl StreamBackend for Emulated {
+    type Arrays = (HostBuffer, Vec<f32>);
+    fn stream_ops(&self) -> Vec<StreamOp> {
+        vec![StreamOp::Read]
+    }
+    fn arrays(&self, _op: StreamOp, _n: usize) -> Result<Self::Arrays, String> {
+        // A small array whatever the plan says: emulated kernels record every load.
+        let a = pattern(4099);
+        Ok((HostBuffer::from_slice(&a), a))
+    }
+    fn run(&self, _op: StreamOp, x: &mut Self::Arrays) -> Result<(), String> {
+        self.0.read(&x.0).map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn check(&self, _op: StreamOp, x: &mut Self::Arrays) -> Result<(), String> {
+        let (sum, _) = self.0.read(&x.0).map_err(|e| e.to_string())?;
+        (sum == read_checksum(&x.1))
+            .then_some(())
+            .ok_or("read checksum differs".into())
+    }
+}
+
+impl GemvBackend for Emulated {
+    type Matrix = (DType, usize, usize, HostBuffer);
+    type Vectors = (HostBuffer, HostBuffer);
+    type PeerMatrix = ();
+
+    fn gemv_dtypes(&self) -> Vec<DType> {
+        membound_cuda::gemv::GEMV_DTYPES.to_vec()
+    }
+    fn matrix(
+        &self,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        w: &[u8],
+    ) -> Result<Self::Matrix, String> {
+        Ok((dtype, rows, cols, HostBuffer::from_slice(w)))
+    }
+    fn vectors(&self, x: &[f32], rows: usize) -> Result<Self::Vectors, String> {
+        Ok((HostBuffer::from_slice(x), HostBuffer::poisoned(4 * rows)))
+    }
+    fn gemv(&self, m: &Self::Matrix, v: &mut Self::Vectors) -> Result<(), String> {
+        self.0
+            .gemv(m.0, m.1, m.2, &m.3, &v.0, &mut v.1)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn output(&self, v: &Self::Vectors) -> Result<Vec<f32>, String> {
+        Ok(v.1.to_vec::<f32>())
+    }
+    fn check_gemv(
+        &self,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        w: &[u8],
+        x: &[f32],
+        y: &[f32],
+    ) -> Result<(), String> {
+        check_cuda_gemv(dtype, rows, cols, w, x, y)
+    }
+    fn peers(&self, _dtype: DType) -> Vec<&'static str> {
+        Vec::new()
+    }
+    fn peer_matrix(
+        &self,
+        _p: &str,
+        _d: DType,
+        _r: usize,
+        _c: usize,
+        _w: &[u8],
+    ) -> Result<(), String> {
+        Err("no peers".into())
+    }
+    fn peer_gemv(&self, _p: &str, _m: &(), _v: &mut Self::Vectors) -> Result<(), String> {
+        Err("no peers".into())
+    }
+    fn peer_tolerance(&self, _p: &str) -> f32 {
+        0.0
+    }
+    fn gemm(&self, _m: &Self::Matrix, _xs: &[f32], _b: usize) -> Option<Result<Vec<f32>, String>> {
+        None
+    }
+}
+
+#[test]
+fn dense_suite_runs_on_emulated_cuda_kernels() {
+    if let Err(e) = membound_cuda_host::available() {
+        println!("skipped: {e}");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("membound-emulated-{}", std::process::id()));
+    // SAFETY: set before any thread of this test binary reads the environment here.
+    unsafe { std::env::set_var("CRITERION_HOME", &dir) };
+    let c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(10))
+        .without_plots();
+    let mut run = Run::with_criterion("dense", Scale::Quick, c);
+    // Rows not a multiple of the rows per block; 512 columns fit every block size.
+    suites::dense_shapes_on(&mut run, &Emulated(HostGpu::default()), &[(37, 512)]);
+    assert!(run.failures.is_empty(), "{:?}", run.failures);
+    let ran: Vec<&str> = run.results.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ran.len(), 6, "{ran:?}");
+    for r in &run.results {
+        assert!(matches!(r.kind, Kind::Gemv { .. }), "{r:?}");
+        assert!(r.mean_ns.is_some() && r.paired_read_gbs.is_some(), "{r:?}");
+    }
+    assert!(ran.contains(&"dense/q4_k-37x512/gpu0"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -35,6 +35,18 @@ pub trait Backend {
     ) -> Result<Duration, String>;
 }
 
+/// Wall time of `iters` calls of `f` (the CPU's [`Backend::time`]).
+pub fn wall_time(
+    iters: u64,
+    f: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<Duration, String> {
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        f()?;
+    }
+    Ok(start.elapsed())
+}
+
 /// What a case measures, for the summary and the paired ratios.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,25 +166,25 @@ impl Run {
         format!("{}/{case}/{backend}", self.suite)
     }
 
-    /// Reports a failed case once and records it.
-    pub fn fail(&mut self, case: &str, backend: &str, reason: impl Into<String>) {
+    fn outcome(&self, case: &str, backend: &str, reason: String, word: &str) -> Failure {
         let f = Failure {
             id: self.id(case, backend),
             backend: backend.to_owned(),
-            reason: reason.into(),
+            reason,
         };
-        eprintln!("membound: FAILED {}: {}", f.id, f.reason);
+        eprintln!("membound: {word} {}: {}", f.id, f.reason);
+        f
+    }
+
+    /// Reports a failed case once and records it.
+    pub fn fail(&mut self, case: &str, backend: &str, reason: impl Into<String>) {
+        let f = self.outcome(case, backend, reason.into(), "FAILED");
         self.failures.push(f);
     }
 
     /// Reports a case skipped on purpose (it cannot run on this device) and records it.
     pub fn skip(&mut self, case: &str, backend: &str, reason: impl Into<String>) {
-        let f = Failure {
-            id: self.id(case, backend),
-            backend: backend.to_owned(),
-            reason: reason.into(),
-        };
-        eprintln!("membound: skipped {}: {}", f.id, f.reason);
+        let f = self.outcome(case, backend, reason.into(), "skipped");
         self.skipped.push(f);
     }
 

@@ -2,7 +2,7 @@
 //! operation (a read holds one array, a triad three), one checked call before timing, and the
 //! inputs restored in place after the check (no second set of arrays).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use membound_cpu::Isa;
 use membound_cpu::bandwidth as cpu_bw;
@@ -78,11 +78,7 @@ impl Backend for CpuBackend {
         iters: u64,
         f: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Duration, String> {
-        let start = Instant::now();
-        for _ in 0..iters {
-            f()?;
-        }
-        Ok(start.elapsed())
+        crate::harness::wall_time(iters, f)
     }
 }
 

@@ -2,11 +2,11 @@
 //! same case list, GPU-side check (`check_cuda_gemv`), rotation, Criterion registration and
 //! paired read as on a real GPU, on small shapes. Skips where no host C++ compiler existed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::Criterion;
 use membound_bench::gemv::{GemvBackend, check_cuda_gemv};
-use membound_bench::harness::{Backend, Kind};
+use membound_bench::harness::{Backend, Kind, wall_time};
 use membound_bench::stream::{StreamBackend, pattern};
 use membound_bench::{Run, Scale, suites};
 use membound_cuda::StreamOp;
@@ -36,11 +36,7 @@ impl Backend for Emulated {
         iters: u64,
         f: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Duration, String> {
-        let t = Instant::now();
-        for _ in 0..iters {
-            f()?;
-        }
-        Ok(t.elapsed())
+        wall_time(iters, f)
     }
 }
 

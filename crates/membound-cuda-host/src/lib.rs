@@ -15,7 +15,7 @@
 //! Siblings: `membound-cuda` (the GPU backend), `membound-quant` and `membound-cpu` (references).
 
 mod buffer;
-mod ops;
+pub mod ops;
 
 use std::ffi::{CString, c_char, c_void};
 

@@ -6,6 +6,7 @@
 use membound_cuda::Kernel;
 use membound_cuda::bandwidth::{read_checksum, triad_reference};
 use membound_cuda::gemv::{GEMV_DTYPES, check_rows, gemv_expected, gemv_reference};
+use membound_cuda_host::ops::GemvLoads;
 use membound_cuda_host::{HostBuffer, HostGpu, available, has_kernel};
 use membound_quant::data::{normal_f32, tiled_matrix};
 use membound_quant::ops::quantize;
@@ -91,6 +92,29 @@ fn quantize_q8_1_is_bit_exact() {
     }
 }
 
+/// Runs `y = W·x` on the host GPU; returns y and the load figures.
+fn run_gemv(
+    g: &HostGpu,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    w: &[u8],
+    x: &[f32],
+) -> (Vec<f32>, GemvLoads) {
+    let mut y = HostBuffer::poisoned(4 * rows);
+    let loads = g
+        .gemv(
+            dtype,
+            rows,
+            cols,
+            &HostBuffer::from_slice(w),
+            &HostBuffer::from_slice(x),
+            &mut y,
+        )
+        .unwrap_or_else(|e| panic!("{dtype} {rows}x{cols}: {e}"));
+    (y.to_vec::<f32>(), loads)
+}
+
 /// Shapes with tails for each type: rows not a multiple of the rows per block, the smallest
 /// row, odd numbers of blocks, and rows long enough that every lane of a warp has work.
 fn gemv_shapes(dtype: DType) -> Vec<(usize, usize)> {
@@ -110,18 +134,9 @@ fn gemv_matches_reference_on_tails() {
             let seed = (rows * 131 + cols) as u64;
             let w = quantize(dtype, &normal_f32(seed, rows * cols, 0.02)).unwrap();
             let x = normal_f32(seed + 1, cols, 1.0);
-            let mut y = HostBuffer::poisoned(4 * rows);
-            g.gemv(
-                dtype,
-                rows,
-                cols,
-                &HostBuffer::from_slice(&w),
-                &HostBuffer::from_slice(&x),
-                &mut y,
-            )
-            .unwrap_or_else(|e| panic!("{dtype} {rows}x{cols}: {e}"));
+            let (y, _) = run_gemv(&g, dtype, rows, cols, &w, &x);
             let want = gemv_expected(dtype, rows, cols, &w, &x).unwrap();
-            check_rows(&format!("{dtype} {rows}x{cols}"), &y.to_vec::<f32>(), &want)
+            check_rows(&format!("{dtype} {rows}x{cols}"), &y, &want)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
     }
@@ -137,17 +152,7 @@ fn dense_q4_k_case_verifies_as_the_bench_checks_it() {
     let w = tiled_matrix(DType::Q4_K, 4096, cols).unwrap();
     let w = &w[..rows * cols / 256 * 144];
     let x = normal_f32(7, cols, 1.0);
-    let mut y = HostBuffer::poisoned(4 * rows);
-    g.gemv(
-        DType::Q4_K,
-        rows,
-        cols,
-        &HostBuffer::from_slice(w),
-        &HostBuffer::from_slice(&x),
-        &mut y,
-    )
-    .unwrap();
-    let y = y.to_vec::<f32>();
+    let (y, _) = run_gemv(&g, DType::Q4_K, rows, cols, w, &x);
     let want = gemv_expected(DType::Q4_K, rows, cols, w, &x).unwrap();
     check_rows("dense q4_k", &y, &want).unwrap();
     let old: Vec<f32> = gemv_reference(DType::Q4_K, rows, cols, w, &x)
@@ -177,17 +182,7 @@ fn gemv_loads_coalesce_at_decode_shapes() {
     for dtype in GEMV_DTYPES {
         let w = tiled_matrix(dtype, rows, cols).unwrap();
         let x = normal_f32(3, cols, 1.0);
-        let mut y = HostBuffer::poisoned(4 * rows);
-        let loads = g
-            .gemv(
-                dtype,
-                rows,
-                cols,
-                &HostBuffer::from_slice(&w),
-                &HostBuffer::from_slice(&x),
-                &mut y,
-            )
-            .unwrap();
+        let (_, loads) = run_gemv(&g, dtype, rows, cols, &w, &x);
         let ratio = loads.gemv.sector_ratio();
         println!(
             "{dtype}: {:.2} sectors/request, {:.2}x ideal, {:.1} bytes per lane load",

@@ -14,7 +14,7 @@
 //! the working set is ≥ 4× the last-level cache. Bytes: `membound_spec::traffic::gemv_bytes`
 //! (weights as stored, x read, y written). Every kernel's output is checked before timing; a
 //! failed case is reported and skipped. A read of the main bandwidth size is sampled before and
-//! after each shape's cases, and each case's fraction of it goes into `machine-dense.json` and
+//! after each weight type's cases, and each case's fraction of it goes into `machine-dense.json` and
 //! the summary.
 
 use membound_bench::suites;

@@ -4,7 +4,7 @@
 //! - [`bandwidth`]: read / write / copy / triad (+ the GPU driver's copy) at the main size, a
 //!   read sweep across the cache cliff; the main `read` is the paired reference of the suite.
 //! - [`dense`]: GEMV per weight type and shape, the peers, GEMM batches; a read of the main
-//!   size is sampled before and after each shape's cases and is their paired reference.
+//!   size is sampled before and after each type's cases and is their paired reference.
 
 use membound_cuda::StreamOp;
 use membound_quant::data::{normal_f32, tiled_matrix};
@@ -257,23 +257,41 @@ pub fn dense<B: GemvBackend>(run: &mut Run, b: &B) {
 pub fn dense_shapes_on<B: GemvBackend>(run: &mut Run, b: &B, shapes: &[(usize, usize)]) {
     let mut paired = PairedRead::new(run, b);
     for &(rows, cols) in shapes {
-        let from = run.results.len();
-        let before = paired.sample(b);
         let x = normal_f32(7, cols, 1.0);
         for dtype in b.gemv_dtypes() {
-            gemv_case(run, b, dtype, rows, cols, &x);
+            paired_cases(run, b, &mut paired, |run| {
+                gemv_case(run, b, dtype, rows, cols, &x)
+            });
         }
         if (rows, cols) == (4096, 4096) {
             for &batch in gemm_batches(run.scale) {
                 for dtype in [DType::Q8_0, DType::Q4_K] {
-                    gemm_case(run, b, dtype, rows, cols, batch);
+                    paired_cases(run, b, &mut paired, |run| {
+                        gemm_case(run, b, dtype, rows, cols, batch)
+                    });
                 }
             }
         }
-        let after = paired.sample(b);
-        let samples: Vec<f64> = before.into_iter().chain(after).collect();
-        run.pair(from, b.id(), &samples);
     }
+}
+
+/// Runs `cases` between two read samples and pairs the results it adds with their mean: the
+/// reference is measured seconds, not minutes, from the cases it divides.
+fn paired_cases<B: GemvBackend>(
+    run: &mut Run,
+    b: &B,
+    paired: &mut PairedRead<B>,
+    cases: impl FnOnce(&mut Run),
+) {
+    let from = run.results.len();
+    let before = paired.sample(b);
+    cases(run);
+    if run.results.len() == from {
+        return; // nothing timed (filtered, skipped or failed): no second sample
+    }
+    let after = paired.sample(b);
+    let samples: Vec<f64> = before.into_iter().chain(after).collect();
+    run.pair(from, b.id(), &samples);
 }
 
 fn gemv_case<B: GemvBackend>(

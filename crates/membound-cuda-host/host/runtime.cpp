@@ -40,6 +40,7 @@ struct Thread {
     State state = State::Ready;
     uint64_t wait_gen = 0;
     std::vector<Load> loads;
+    uint64_t since_sync = 0;  // bytes loaded since the last synchronisation
 };
 
 struct Warp {
@@ -73,9 +74,19 @@ void** entry_args = nullptr;
 
 void yield_to_scheduler() { swapcontext(&L->cur->ctx, &L->sched); }
 
+// Closes the current thread's stretch of loads at a synchronisation (or its end): what it
+// loaded since the last one is all it could have had in flight at once, an upper bound.
+void close_interval(Thread* t) {
+    if (t->since_sync == 0) return;
+    L->stats.max_bytes_between_syncs = std::max(L->stats.max_bytes_between_syncs, t->since_sync);
+    L->stats.load_intervals += 1;
+    t->since_sync = 0;
+}
+
 void fiber_main() {
     entry_fn(entry_args);
     Thread* t = L->cur;
+    close_interval(t);
     t->state = State::Done;
     Warp& w = L->warps[t->linear / 32];
     const unsigned bit = 1u << (t->linear % 32);
@@ -149,6 +160,7 @@ bool run_block() {
         t.tid.y = (i / block_dim.x) % block_dim.y;
         t.tid.z = i / (block_dim.x * block_dim.y);
         t.loads.clear();
+        t.since_sync = 0;
         getcontext(&t.ctx);
         t.ctx.uc_stack.ss_sp = L->stacks[i];
         t.ctx.uc_stack.ss_size = STACK_BYTES;
@@ -210,6 +222,7 @@ void fault(const char* what) {
 
 void sync_block() {
     Thread* t = L->cur;
+    close_interval(t);
     if (++L->block_arrived == L->block_alive) {
         L->block_arrived = 0;
         ++L->block_gen;
@@ -222,6 +235,7 @@ void sync_block() {
 
 static void warp_barrier(unsigned mask) {
     Thread* t = L->cur;
+    close_interval(t);
     Warp& w = L->warps[t->linear / 32];
     const unsigned bit = 1u << (t->linear % 32);
     if (!(mask & bit)) fault("a warp collective's mask leaves out the calling lane");
@@ -269,6 +283,7 @@ void record_load(const void* p, unsigned size) {
         fault("misaligned global load (the GPU faults on it)");
     }
     L->cur->loads.push_back({a, size});
+    L->cur->since_sync += size;
 }
 
 }  // namespace mbh

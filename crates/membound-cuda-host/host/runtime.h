@@ -15,6 +15,8 @@ struct mb_host_stats {
     uint64_t sectors;          // distinct 32-byte sectors those requests touched
     uint64_t bytes_requested;  // bytes the lanes asked for
     uint64_t lane_loads;       // loads issued by single lanes
+    uint64_t max_bytes_between_syncs;  // most bytes one thread loaded between two synchronisations
+    uint64_t load_intervals;           // stretches between synchronisations that loaded anything
 };
 
 extern "C" {

@@ -35,6 +35,12 @@ pub struct LoadStats {
     pub bytes_requested: u64,
     /// Loads issued by single lanes.
     pub lane_loads: u64,
+    /// Most bytes one thread loaded between two synchronisations (`__syncthreads`, a warp
+    /// collective, its end): an upper bound on the bytes it can have in flight at once (loads
+    /// consumed before the next synchronisation hold fewer).
+    pub max_bytes_between_syncs: u64,
+    /// Stretches between synchronisations in which a thread loaded anything.
+    pub load_intervals: u64,
 }
 
 impl LoadStats {
@@ -69,12 +75,24 @@ impl LoadStats {
         self.bytes_requested as f64 / self.lane_loads as f64
     }
 
+    /// Mean bytes a thread loaded between two synchronisations.
+    pub fn bytes_between_syncs(&self) -> f64 {
+        if self.load_intervals == 0 {
+            return 0.0;
+        }
+        self.bytes_requested as f64 / self.load_intervals as f64
+    }
+
     /// Adds another launch's figures.
     pub fn add(&mut self, other: LoadStats) {
         self.requests += other.requests;
         self.sectors += other.sectors;
         self.bytes_requested += other.bytes_requested;
         self.lane_loads += other.lane_loads;
+        self.max_bytes_between_syncs = self
+            .max_bytes_between_syncs
+            .max(other.max_bytes_between_syncs);
+        self.load_intervals += other.load_intervals;
     }
 }
 

@@ -199,6 +199,12 @@ fn gemv_loads_coalesce_at_decode_shapes() {
             loads.gemv.bytes_requested >= w.len() as u64,
             "{dtype}: weights not all read"
         );
+        // Each thread loads at least four 16-byte words before it must wait (the tile copies).
+        assert!(
+            loads.gemv.max_bytes_between_syncs >= 64,
+            "{dtype}: {} bytes between synchronisations",
+            loads.gemv.max_bytes_between_syncs
+        );
         if dtype.is_quantized() {
             assert!(
                 loads.quantize.sector_ratio() <= 1.25,

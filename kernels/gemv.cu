@@ -2,10 +2,6 @@
 //   W: rows x cols, row-major, each row cols/block_size ggml blocks (row_bytes long);
 //   x: cols f32; y: rows f32.
 //
-// Float weights (F16, BF16): each lane reads 8 weights as one 16-byte load and the matching
-// 8 x values as two float4, accumulates in f32. When cols is not a multiple of 8 the row is
-// walked one value per lane per step instead (16-byte alignment of rows cannot be assumed).
-//
 // Quantized weights (Q8_0, Q4_K, Q6_K, MXFP4) follow llama.cpp's mmvq arithmetic: x is first
 // quantized to Q8_1 blocks of 32 (mb_quantize_q8_1, like quantize_row_q8_1_cuda), then each lane
 // computes the integer dot products of one "chunk" of a row at a time with __dp4a, scaling by the
@@ -22,15 +18,16 @@
 // aligned fall back to 4-, 2- or 1-byte words (still consecutive across lanes).
 //
 // Launch geometry (host: membound_cuda::gemv::gemv_config): GEMV_WARPS warps (default 4, 128
-// threads) per block, one row per warp, grid = ceil(rows / GEMV_WARPS) blocks. Warps past the last row still take
-// part in the block's barriers and x copies. Lane l of a row's warp takes the tile's chunks l,
+// threads) per block, one row per warp, grid = ceil(rows / GEMV_WARPS) blocks. Warps past the
+// last row still take part in the block's barriers and x copies. Lane l of a row's warp takes the tile's chunks l,
 // l+32, ... and the warp reduces with shuffles. Static shared memory: 4 weight tiles + one x tile
 // (up to 28 KB at 4 warps, 46 KB at 8, see the static_asserts). On an H200, 4 rows per block beat
 // 8 (Q8_0 28672x8192: 69 % vs 63 % of the paired read; MEMBOUND_GEMV_WARPS=8 selects 8).
 //
-// Float weights (F16, BF16) are read directly: lane l reads 16-byte words l, l+32, ... of the
-// row (consecutive across the warp) and the matching 8 x values as two float4. When cols is not a
-// multiple of 8 the row is walked one value per lane per step instead.
+// Float weights (F16, BF16) are read directly: lane l reads 16-byte words (8 weights) l, l+32, ...
+// of the row (consecutive across the warp) and the matching 8 x values as two float4 from the
+// block's shared x tile; f32 accumulation. When cols is not a multiple of 8 (16-byte alignment of
+// rows cannot be assumed) the row is walked one value per lane per step instead.
 //
 // Q8_1 quantization geometry: one warp per Q8_1 block, QUANT_WARPS = 8 warps per block,
 // grid = ceil(n_blocks / 8).
@@ -43,8 +40,8 @@
 #ifndef GEMV_WARPS
 #define GEMV_WARPS 4
 #endif
-// Blocks per SM the register allocation must allow (64 warps per SM / warps per block, capped):
-// at most 64 registers per thread, so residency is limited by shared memory, not registers.
+// Blocks per SM the register allocation must allow (32 warps per SM / warps per block): at most
+// 64 registers per thread, so residency is limited by shared memory rather than registers.
 #define GEMV_MIN_BLOCKS (32 / GEMV_WARPS)
 #define QUANT_WARPS 8
 

@@ -188,47 +188,10 @@ impl Run {
         self.skipped.push(f);
     }
 
-    /// Whether Criterion's filter (the bench's command line) selects `id`: cases it would skip
-    /// need no set-up.
+    /// Whether Criterion's filter (the bench's command line) selects this case, so cases it
+    /// would skip need no set-up.
     pub fn wanted(&self, case: &str, backend: &str) -> bool {
-        let id = self.id(case, backend);
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let mut filters = Vec::new();
-        let mut i = 0;
-        while i < args.len() {
-            let a = &args[i];
-            if a.starts_with('-') {
-                // Criterion options that take a value.
-                if matches!(
-                    a.as_str(),
-                    "--save-baseline"
-                        | "--baseline"
-                        | "--load-baseline"
-                        | "--profile-time"
-                        | "--sample-size"
-                        | "--warm-up-time"
-                        | "--measurement-time"
-                        | "--nresamples"
-                        | "--noise-threshold"
-                        | "--confidence-level"
-                        | "--significance-level"
-                        | "--output-format"
-                        | "--color"
-                        | "--plotting-backend"
-                        | "--format"
-                        | "--logfile"
-                        | "-s"
-                        | "-b"
-                        | "-c"
-                ) {
-                    i += 1;
-                }
-            } else {
-                filters.push(a.clone());
-            }
-            i += 1;
-        }
-        filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str()))
+        criterion_filter().matches(&self.id(case, backend))
     }
 
     /// Times `f` as case `case` of `backend` (Criterion `iter_custom` over
@@ -419,6 +382,85 @@ impl Run {
     }
 }
 
+/// Criterion's benchmark filter, read from the command line as Criterion reads it: one
+/// positional FILTER, a regex unless `--exact`; `--ignored` selects nothing.
+#[derive(Debug)]
+pub enum Filter {
+    /// No filter.
+    All,
+    /// `--ignored`.
+    Nothing,
+    /// `--exact FILTER`.
+    Exact(String),
+    /// FILTER as a regular expression (searched in the id).
+    Regex(regex::Regex),
+}
+
+impl Filter {
+    /// Parses Criterion's arguments (those after the bench name).
+    pub fn parse(args: &[String]) -> Filter {
+        // Options of Criterion's command line that take a value.
+        const VALUED: &[&str] = &[
+            "--save-baseline",
+            "--baseline",
+            "--baseline-lenient",
+            "--load-baseline",
+            "--profile-time",
+            "--sample-size",
+            "--warm-up-time",
+            "--measurement-time",
+            "--nresamples",
+            "--noise-threshold",
+            "--confidence-level",
+            "--significance-level",
+            "--output-format",
+            "--color",
+            "--plotting-backend",
+            "--format",
+            "-s",
+            "-b",
+            "-c",
+        ];
+        let mut positional = None;
+        let (mut exact, mut ignored) = (false, false);
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--exact" => exact = true,
+                "--ignored" => ignored = true,
+                v if VALUED.contains(&v) => {
+                    it.next();
+                }
+                v if v.starts_with('-') => {}
+                v => positional = positional.or(Some(v.to_owned())),
+            }
+        }
+        match (ignored, positional) {
+            (true, _) => Filter::Nothing,
+            (false, None) => Filter::All,
+            (false, Some(f)) if exact => Filter::Exact(f),
+            // A filter Criterion cannot parse makes it stop anyway: set everything up.
+            (false, Some(f)) => regex::Regex::new(&f).map_or(Filter::All, Filter::Regex),
+        }
+    }
+
+    /// Whether the benchmark `id` is selected.
+    pub fn matches(&self, id: &str) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Nothing => false,
+            Filter::Exact(f) => id == f,
+            Filter::Regex(r) => r.is_match(id),
+        }
+    }
+}
+
+/// This process's [`Filter`].
+pub fn criterion_filter() -> &'static Filter {
+    static FILTER: std::sync::OnceLock<Filter> = std::sync::OnceLock::new();
+    FILTER.get_or_init(|| Filter::parse(&std::env::args().skip(1).collect::<Vec<_>>()))
+}
+
 /// Best read bandwidth (GB/s) of `read` (one pass over `bytes`) on `backend`: batches of calls
 /// long enough to time (≥ 20 ms), best of three, so a reference costs well under a second.
 pub fn sample_read<B: Backend + ?Sized>(
@@ -439,4 +481,29 @@ pub fn sample_read<B: Backend + ?Sized>(
         batches += 1;
     }
     Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Filter {
+        Filter::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn filters_read_as_criterion_reads_them() {
+        let id = "dense/q4_k-4096x4096/gpu0";
+        assert!(parse(&["--bench"]).matches(id));
+        assert!(parse(&["--bench", "q4_k"]).matches(id));
+        assert!(parse(&["--bench", "q8_0|q4_k"]).matches(id));
+        assert!(!parse(&["--bench", "^dense/q8_0"]).matches(id));
+        assert!(parse(&["--bench", "--save-baseline", "h100", "q4_k-4096"]).matches(id));
+        // The baseline name is not the filter.
+        assert!(parse(&["--save-baseline", "q8_0", "--bench"]).matches(id));
+        assert!(parse(&["--exact", id]).matches(id));
+        assert!(!parse(&["--exact", "q4_k"]).matches(id));
+        assert!(!parse(&["--ignored"]).matches(id));
+        assert!(parse(&["--bench", "(unclosed"]).matches(id));
+    }
 }

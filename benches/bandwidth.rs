@@ -22,6 +22,10 @@ use membound_cuda::StreamOp;
 fn main() {
     let scale = Scale::from_env();
     let backends = Backends::discover();
+    if backends.is_empty() {
+        eprintln!("membound: no backend to run on (see MEMBOUND_BACKENDS and the lines above)");
+        std::process::exit(2);
+    }
     machine::write(&backends, scale, "bandwidth");
     let mut run = Run::new("bandwidth", scale);
     for gpu in &backends.gpus {

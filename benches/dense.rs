@@ -23,6 +23,10 @@ use membound_bench::{Backends, Run, Scale, machine};
 fn main() {
     let scale = Scale::from_env();
     let backends = Backends::discover();
+    if backends.is_empty() {
+        eprintln!("membound: no backend to run on (see MEMBOUND_BACKENDS and the lines above)");
+        std::process::exit(2);
+    }
     machine::write(&backends, scale, "dense");
     let mut run = Run::new("dense", scale);
     for gpu in &backends.gpus {

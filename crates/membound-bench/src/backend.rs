@@ -78,11 +78,38 @@ pub struct Backends {
     pub probe: Probe,
 }
 
+/// The backends `MEMBOUND_BACKENDS` asks for (lower-cased, trimmed), or `None` for all.
+fn requested() -> Option<Vec<String>> {
+    parse_requested(&std::env::var("MEMBOUND_BACKENDS").ok()?)
+}
+
+fn parse_requested(list: &str) -> Option<Vec<String>> {
+    let ids: Vec<String> = list
+        .split(',')
+        .map(|w| w.trim().to_ascii_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}
+
 fn wanted(id: &str) -> bool {
-    match std::env::var("MEMBOUND_BACKENDS") {
-        Ok(list) if !list.trim().is_empty() => list.split(',').any(|w| w.trim() == id),
-        _ => true,
-    }
+    requested().is_none_or(|ids| ids.iter().any(|w| w == id))
+}
+
+/// The names in `requested` that are none of `present`, with a message saying which exist.
+fn unknown_backends(requested: &[String], present: &[String]) -> Option<String> {
+    let unknown: Vec<&str> = requested
+        .iter()
+        .filter(|r| !present.contains(r))
+        .map(String::as_str)
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        format!(
+            "MEMBOUND_BACKENDS names {}, which this machine does not have (it has: {})",
+            unknown.join(", "),
+            present.join(", ")
+        )
+    })
 }
 
 impl Backends {
@@ -138,6 +165,46 @@ impl Backends {
                 host,
             }
         });
-        Backends { gpus, cpu, probe }
+        let backends = Backends { gpus, cpu, probe };
+        if let Some(ids) = requested() {
+            let mut present: Vec<String> = backends
+                .probe
+                .devices()
+                .iter()
+                .map(|d| format!("gpu{}", d.ordinal))
+                .collect();
+            present.push("cpu".into());
+            if let Some(msg) = unknown_backends(&ids, &present) {
+                eprintln!("membound: {msg}");
+            }
+        }
+        backends
+    }
+
+    /// Whether no backend is left to run on (all filtered out or unusable): the benches then
+    /// say so and exit 2 instead of running nothing silently.
+    pub fn is_empty(&self) -> bool {
+        self.gpus.is_empty() && self.cpu.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_lists_are_case_blind_and_unknown_names_are_reported() {
+        assert_eq!(
+            parse_requested(" CPU, gpu0 ,"),
+            Some(vec!["cpu".into(), "gpu0".into()])
+        );
+        assert_eq!(parse_requested(" , "), None);
+        let present = vec!["gpu0".to_string(), "cpu".to_string()];
+        assert_eq!(unknown_backends(&["cpu".into()], &present), None);
+        let msg = unknown_backends(&["gpu7".into(), "cpu".into()], &present).unwrap();
+        assert!(
+            msg.contains("gpu7") && msg.contains("it has: gpu0, cpu"),
+            "{msg}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use membound_cuda::CudaSlice;
 use membound_spec::DType;
 
 use crate::stream::StreamBackend;
-use crate::verify::{check_close, check_close_scaled};
+use crate::verify::check_close;
 use crate::{CpuBackend, GpuBackend};
 
 /// GEMV on one backend. A "matrix" is one copy of W on the device; "vectors" hold x and y.
@@ -376,9 +376,4 @@ pub fn check_cuda_gemv(
         .map_err(cuda_err)?;
     let got: Vec<f32> = sample.iter().map(|&r| y[r]).collect();
     membound_cuda::gemv::check_rows(&format!("{dtype} {rows}x{cols}"), &got, &want).map(|_| ())
-}
-
-/// Checks a peer's y against ours at the output's scale.
-pub fn check_peer(case: &str, theirs: &[f32], ours: &[f32], tol: f32) -> Result<(), String> {
-    check_close_scaled(case, theirs, ours, tol)
 }

@@ -277,7 +277,6 @@ impl Run {
         let mut out = String::new();
         let mut backends: Vec<&str> = self.results.iter().map(|r| r.backend.as_str()).collect();
         backends.extend(self.failures.iter().map(|f| f.backend.as_str()));
-        backends.dedup();
         let mut seen = std::collections::HashSet::new();
         backends.retain(|b| seen.insert(*b));
         for b in backends {

@@ -12,10 +12,11 @@ use membound_spec::DType;
 use membound_spec::traffic::{gemm_bytes, gemv_bytes};
 
 use crate::Scale;
-use crate::gemv::{GemvBackend, check_peer};
+use crate::gemv::GemvBackend;
 use crate::harness::{Kind, Run, sample_read};
 use crate::rotation::{Rotation, copies_for, is_cache_resident};
 use crate::stream::{StreamBackend, arrays_held};
+use crate::verify::check_close_scaled;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -376,7 +377,9 @@ fn gemv_case<B: GemvBackend>(
             }
         };
         let theirs = b.peer_gemv(peer, &pm[0], &mut v).and_then(|_| b.output(&v));
-        if let Err(e) = theirs.and_then(|y| check_peer(&pcase, &y, &ours, b.peer_tolerance(peer))) {
+        if let Err(e) =
+            theirs.and_then(|y| check_close_scaled(&pcase, &y, &ours, b.peer_tolerance(peer)))
+        {
             run.fail(
                 &pcase,
                 b.id(),

@@ -44,15 +44,6 @@ pub fn check_close_scaled(case: &str, got: &[f32], want: &[f32], tol: f32) -> Re
     Ok(())
 }
 
-/// Stops the run with a clear message when a case fails its check (a bench must not time a
-/// wrong kernel).
-pub fn require(result: Result<(), String>) {
-    if let Err(e) = result {
-        eprintln!("membound: verification failed, not timing: {e}");
-        std::process::exit(1);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -215,25 +215,6 @@ impl Gpu {
             .memcpy_dtod(src, dst)
             .map_err(self.err("cuMemcpyDtoDAsync"))
     }
-
-    /// Runs `op` once on arrays `a`, `b`, `c` (read: `a`; write: `a`; copy and driver copy:
-    /// `a` into `b`; triad: `a = b + s*c`), so a suite can loop over [`StreamOp::ALL`].
-    pub fn stream_op(
-        &self,
-        op: StreamOp,
-        a: &mut CudaSlice<f32>,
-        b: &mut CudaSlice<f32>,
-        c: &CudaSlice<f32>,
-        s: f32,
-    ) -> Result<()> {
-        match op {
-            StreamOp::Read => self.read(a),
-            StreamOp::Write => self.write(a, s),
-            StreamOp::Copy => self.copy(a, b),
-            StreamOp::Triad => self.triad(a, b, c, s),
-            StreamOp::DriverCopy => self.dtod_copy(a, b),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -410,6 +410,8 @@ fn read_ffn(r: &Reader<'_>) -> Result<Ffn> {
                 .map_or(1.0, f32_to_decimal_f64),
             expert_bias: r.has(&blk("ffn_gate_exps.bias")) || r.has(&blk("ffn_up_exps.bias")),
             router_bias: r.has(&blk("ffn_gate_inp.bias")) || r.has(&blk("exp_probs_b.bias")),
+            n_group: r.opt_u64("expert_group_count")?,
+            topk_group: r.opt_u64("expert_group_used_count")?,
         }),
     })
 }

@@ -4,7 +4,7 @@
 //! included. Per token at batch 1 a decode step reads every resident weight once, except the
 //! token embeddings (one row; a model with tied embeddings also reads the whole matrix as its
 //! output projection) and the routed experts (`top_k` of `n_experts` per MoE layer, the
-//! expectation for one token); plus the whole KV cache up to the current depth (sliding layers:
+//! expectation for one token, their biases included: llama.cpp reads only the selected rows); plus the whole KV cache up to the current depth (sliding layers:
 //! their window; linear layers: their state, read and written). Activations are a few
 //! kilobytes per layer and are not counted.
 
@@ -47,7 +47,7 @@ fn active_fraction(m: &ModelSpec, t: &TensorDesc) -> (u64, u64) {
         // One row per token; a tied model also reads the whole matrix as its output projection.
         TensorClass::TokenEmbd if m.tied_embeddings => (m.vocab + 1, m.vocab),
         TensorClass::TokenEmbd => (1, m.vocab),
-        TensorClass::Experts => m
+        TensorClass::Experts | TensorClass::ExpertBias => m
             .ffn
             .moe
             .as_ref()
@@ -146,6 +146,20 @@ impl Weights {
     /// towards active, but not embeddings").
     pub fn params_active_published(&self, m: &ModelSpec) -> u64 {
         self.totals(m).params_active - m.hidden
+    }
+
+    /// Bytes one token reads from layer `layer`'s FFN (dense FFN, or router, experts, their
+    /// biases and the shared expert; the `ffn_norm` vector excluded).
+    pub fn ffn_active_bytes(&self, layer: u32) -> u64 {
+        self.tensors
+            .iter()
+            .filter(|t| {
+                t.desc.layer == Some(layer)
+                    && t.desc.base.starts_with("ffn_")
+                    && t.desc.class != TensorClass::Norm
+            })
+            .map(|t| t.active_bytes)
+            .sum()
     }
 }
 

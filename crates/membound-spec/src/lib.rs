@@ -2,7 +2,8 @@
 //! runs — tensor storage types ([`dtype`]), model architectures ([`model`], loaded by
 //! [`registry`] from `models/*.toml`), the tensors a GGUF file of the model holds
 //! ([`tensors`]) and the types a quantization recipe gives them ([`recipe`]), KV-cache layouts
-//! ([`kv`]), per-token byte accounting and the roofline ([`bytes`]), the hardware table
+//! ([`kv`]), per-token byte accounting and the roofline ([`bytes`]), one MoE layer as the kernels
+//! run it ([`moe`]), the hardware table
 //! ([`hardware`]) and the memory-fit planner ([`fit`]).
 //!
 //! Siblings: `membound-quant` (ggml block layouts and quantization), `membound-gguf` (GGUF files
@@ -15,6 +16,7 @@ pub mod fit;
 pub mod hardware;
 pub mod kv;
 pub mod model;
+pub mod moe;
 pub mod recipe;
 pub mod registry;
 pub mod tensors;

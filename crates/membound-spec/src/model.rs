@@ -189,6 +189,13 @@ pub struct Moe {
     /// Router carries a bias (gpt-oss) or a selection-correction bias (sigmoid routers).
     #[serde(default)]
     pub router_bias: bool,
+    /// Group-limited routing (`n_group`, DeepSeek-V3: 8): the experts form this many equal
+    /// groups and only the best `topk_group` groups are eligible. Absent or 1: no groups.
+    #[serde(default)]
+    pub n_group: Option<u64>,
+    /// Groups kept by group-limited routing (`topk_group`).
+    #[serde(default)]
+    pub topk_group: Option<u64>,
 }
 
 fn one() -> f64 {
@@ -325,6 +332,10 @@ impl ModelSpec {
             if m.dense_first == 0 {
                 a.ffn.intermediate = None;
             }
+            if m.n_group.unwrap_or(1) == 1 {
+                m.n_group = None;
+                m.topk_group = None;
+            }
         }
         let p = a.layer_pattern.clone();
         let n = p.len();
@@ -454,6 +465,28 @@ impl ModelSpec {
                     return Err(err(
                         "ffn.moe.top_k",
                         format!("{} exceeds n_experts {}", m.top_k, m.n_experts),
+                    ));
+                }
+                let groups = m.n_group.unwrap_or(1);
+                let kept = m.topk_group.unwrap_or(groups);
+                positive("ffn.moe.n_group", groups)?;
+                if !m.n_experts.is_multiple_of(groups) || kept == 0 || kept > groups {
+                    return Err(err(
+                        "ffn.moe.n_group",
+                        format!(
+                            "{groups} groups (keeping {kept}) do not split {} experts evenly",
+                            m.n_experts
+                        ),
+                    ));
+                }
+                if m.top_k > kept * (m.n_experts / groups) {
+                    return Err(err(
+                        "ffn.moe.topk_group",
+                        format!(
+                            "{kept} groups of {} experts cannot hold top_k {}",
+                            m.n_experts / groups,
+                            m.top_k
+                        ),
                     ));
                 }
                 if m.dense_first > self.n_layers {

@@ -165,7 +165,7 @@ fn quantizable(t: &TensorDesc) -> bool {
         && t.name.ends_with(".weight")
         && !matches!(
             t.class,
-            TensorClass::Norm | TensorClass::Vector | TensorClass::Router
+            TensorClass::Norm | TensorClass::Vector | TensorClass::Router | TensorClass::ExpertBias
         )
 }
 

@@ -34,6 +34,9 @@ pub enum TensorClass {
     Experts,
     /// Shared expert matrices (always active).
     SharedExpert,
+    /// Per-expert biases stacked over experts (gpt-oss `ffn_*_exps.bias`, F32): llama.cpp adds
+    /// them with `ggml_add_id`, so only the selected experts' rows are read.
+    ExpertBias,
 }
 
 /// One tensor of the model.
@@ -206,9 +209,9 @@ fn ffn(b: &mut Builder, m: &ModelSpec, i: u32) {
             b.weight("ffn_up_exps", Experts, &[d, ei, e]);
             b.weight("ffn_down_exps", Experts, &[ei, d, e]);
             if moe.expert_bias {
-                b.bias("ffn_gate_exps", &[ei, e]);
-                b.bias("ffn_up_exps", &[ei, e]);
-                b.bias("ffn_down_exps", &[d, e]);
+                b.push("ffn_gate_exps", "bias", ExpertBias, &[ei, e]);
+                b.push("ffn_up_exps", "bias", ExpertBias, &[ei, e]);
+                b.push("ffn_down_exps", "bias", ExpertBias, &[d, e]);
             }
             if moe.n_shared > 0 {
                 let si = moe.n_shared * moe.shared_intermediate.unwrap_or(ei);

@@ -85,8 +85,8 @@ fn gpt_oss_active_params_and_file_size() {
     assert_within(
         "active params",
         w.params_active_published(&m) as f64,
-        5.1e9,
-        0.05,
+        5.13e9, // the card's Table 1; counting the expert biases whole made it 5.171 B
+        0.002,
     );
     assert_within("total params", w.totals(&m).params as f64, 116.83e9, 0.01);
     assert_within("MXFP4_MOE file", w.totals(&m).bytes as f64, 63.37e9, 0.03);

@@ -5,6 +5,8 @@
 //!   [`rayon::ThreadPool`], with one byte convention ([`bandwidth::bytes_moved`]).
 //! - [`CpuGemv`]: GEMV and GEMM over ggml-layout weights (F32, F16, BF16, Q8_0, Q4_K, Q6_K,
 //!   MXFP4; blocks from `membound-quant`), activations quantized as ggml does.
+//! - [`moe`]: one MoE layer (router, top-k, the selected experts of stacked tensors, shared
+//!   expert) for a batch of decode tokens, and the router every backend follows.
 //! - [`DotKernel`]: the row dot products, AVX2 on x86-64, NEON (with `sdot` where present) on
 //!   aarch64, portable scalar everywhere; [`Isa`] picks one at run time
 //!   (`MEMBOUND_CPU_ISA=scalar` forces the portable path), [`simd_level`] names it.
@@ -13,6 +15,7 @@ pub mod bandwidth;
 mod dot;
 mod isa;
 mod matmul;
+pub mod moe;
 
 pub use dot::{DotKernel, SUPPORTED_DTYPES, act_dtype};
 pub use isa::{ISA_ENV, Isa, simd_level};
@@ -48,6 +51,9 @@ pub enum CpuError {
         /// Elements it holds.
         got: usize,
     },
+    /// Weights that do not match the layer shape they are given for.
+    #[error("{0}")]
+    Shape(String),
     /// Quantizing weights or activations failed.
     #[error("quantization failed: {0}")]
     Quant(#[from] QuantError),

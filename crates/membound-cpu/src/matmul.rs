@@ -220,9 +220,9 @@ impl<'a> Activations<'a> {
     }
 }
 
-/// The output pointer of a GEMM, shared by tasks that write disjoint elements.
+/// The output pointer of a GEMM (or a MoE pass), shared by tasks that write disjoint elements.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 
 // SAFETY: tasks write disjoint elements only (see `run_batch_with`).
 unsafe impl Send for OutPtr {}
@@ -232,7 +232,7 @@ unsafe impl Sync for OutPtr {}
 impl OutPtr {
     /// # Safety
     /// `i` must be in bounds of the borrowed output and written by no other thread.
-    unsafe fn write(self, i: usize, v: f32) {
+    pub(crate) unsafe fn write(self, i: usize, v: f32) {
         // SAFETY: the caller's contract.
         unsafe { self.0.add(i).write(v) }
     }

@@ -397,7 +397,7 @@ impl CpuMoe {
     ) -> Result<Routing, CpuError> {
         let l = &self.layer;
         let h = l.hidden;
-        if xs.is_empty() || xs.len() % h != 0 {
+        if xs.is_empty() || !xs.len().is_multiple_of(h) {
             return bad_len("MoE input (a multiple of hidden)", h, xs.len());
         }
         let tokens = xs.len() / h;
@@ -653,7 +653,8 @@ impl MoeWeights {
     pub fn generate(layer: &MoeLayer, seed: u64) -> Result<MoeWeights, CpuError> {
         layer.validate().map_err(CpuError::Shape)?;
         let (h, e, f, t) = (layer.hidden, layer.n_experts, layer.expert_ff, layer.types);
-        let normal = |s: u64, n: usize, scale: f32| membound_quant::data::normal_f32(seed ^ s, n, scale);
+        let normal =
+            |s: u64, n: usize, scale: f32| membound_quant::data::normal_f32(seed ^ s, n, scale);
         let router_rows = e + usize::from(layer.shared_gate);
         let vec_if = |on: bool, s: u64, n: usize| if on { normal(s, n, 0.1) } else { Vec::new() };
         let shared = if layer.shared_ff > 0 {

@@ -7,7 +7,10 @@ use membound_spec::model::RouterScoring;
 use membound_spec::moe::{Activation, MoeLayer, MoeTypes};
 
 fn pool() -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap()
 }
 
 /// A small layer: hidden 256, 8 experts of width 256, top-2.
@@ -99,7 +102,10 @@ fn router_sigmoid_with_selection_bias_and_scaling() {
     assert_eq!(ids, [0, 1]);
     let s = |v: f32| 1.0 / (1.0 + (-v).exp());
     let sum = s(0.0) + s(3.0);
-    assert!(close(&w, &[2.5 * s(0.0) / sum, 2.5 * s(3.0) / sum]), "{w:?}");
+    assert!(
+        close(&w, &[2.5 * s(0.0) / sum, 2.5 * s(3.0) / sum]),
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -158,7 +164,14 @@ fn check_layer(layer: MoeLayer, tokens: usize, steer: &[f32], tol: f32) -> Routi
 
 #[test]
 fn forward_matches_the_reference_for_every_type() {
-    for dtype in [DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::MXFP4, DType::BF16, DType::F16] {
+    for dtype in [
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q6_K,
+        DType::MXFP4,
+        DType::BF16,
+        DType::F16,
+    ] {
         check_layer(small(MoeTypes::all(dtype)), 1, &[], 2e-2);
     }
     let mixed = MoeTypes {

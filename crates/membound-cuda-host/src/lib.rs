@@ -15,12 +15,14 @@
 //! Siblings: `membound-cuda` (the GPU backend), `membound-quant` and `membound-cpu` (references).
 
 mod buffer;
+pub mod moe;
 pub mod ops;
 
 use std::ffi::{CString, c_char, c_void};
 
 pub use buffer::HostBuffer;
 pub use membound_cuda::LaunchConfig;
+pub use moe::HostMoe;
 pub use ops::HostGpu;
 
 /// Global-load figures of one or more launches (see the crate docs).

@@ -29,11 +29,26 @@ pub enum Kernel {
     GemvQ4K,
     GemvQ6K,
     GemvMxfp4,
+    MoeRouter,
+    MoeRoute,
+    MoeCombine,
+    MoeGateUpQ8_0,
+    MoeGateUpQ4K,
+    MoeGateUpQ6K,
+    MoeGateUpMxfp4,
+    MoeGateUpF16,
+    MoeGateUpBf16,
+    MoeDownQ8_0,
+    MoeDownQ4K,
+    MoeDownQ6K,
+    MoeDownMxfp4,
+    MoeDownF16,
+    MoeDownBf16,
 }
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 26] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -45,6 +60,21 @@ impl Kernel {
         Kernel::GemvQ4K,
         Kernel::GemvQ6K,
         Kernel::GemvMxfp4,
+        Kernel::MoeRouter,
+        Kernel::MoeRoute,
+        Kernel::MoeCombine,
+        Kernel::MoeGateUpQ8_0,
+        Kernel::MoeGateUpQ4K,
+        Kernel::MoeGateUpQ6K,
+        Kernel::MoeGateUpMxfp4,
+        Kernel::MoeGateUpF16,
+        Kernel::MoeGateUpBf16,
+        Kernel::MoeDownQ8_0,
+        Kernel::MoeDownQ4K,
+        Kernel::MoeDownQ6K,
+        Kernel::MoeDownMxfp4,
+        Kernel::MoeDownF16,
+        Kernel::MoeDownBf16,
     ];
 
     /// The `extern "C"` name in the kernel file.
@@ -61,6 +91,21 @@ impl Kernel {
             Kernel::GemvQ4K => "mb_gemv_q4_k",
             Kernel::GemvQ6K => "mb_gemv_q6_k",
             Kernel::GemvMxfp4 => "mb_gemv_mxfp4",
+            Kernel::MoeRouter => "mb_moe_router",
+            Kernel::MoeRoute => "mb_moe_route",
+            Kernel::MoeCombine => "mb_moe_combine",
+            Kernel::MoeGateUpQ8_0 => "mb_moe_gate_up_q8_0",
+            Kernel::MoeGateUpQ4K => "mb_moe_gate_up_q4_k",
+            Kernel::MoeGateUpQ6K => "mb_moe_gate_up_q6_k",
+            Kernel::MoeGateUpMxfp4 => "mb_moe_gate_up_mxfp4",
+            Kernel::MoeGateUpF16 => "mb_moe_gate_up_f16",
+            Kernel::MoeGateUpBf16 => "mb_moe_gate_up_bf16",
+            Kernel::MoeDownQ8_0 => "mb_moe_down_q8_0",
+            Kernel::MoeDownQ4K => "mb_moe_down_q4_k",
+            Kernel::MoeDownQ6K => "mb_moe_down_q6_k",
+            Kernel::MoeDownMxfp4 => "mb_moe_down_mxfp4",
+            Kernel::MoeDownF16 => "mb_moe_down_f16",
+            Kernel::MoeDownBf16 => "mb_moe_down_bf16",
         }
     }
 
@@ -68,6 +113,7 @@ impl Kernel {
     pub fn file(self) -> &'static str {
         match self {
             Kernel::Read | Kernel::Write | Kernel::Copy | Kernel::Triad => "bandwidth.cu",
+            k if k.name().starts_with("mb_moe_") => "moe.cu",
             _ => "gemv.cu",
         }
     }
@@ -161,19 +207,22 @@ impl Gpu {
                 .map_err(driver_err(&label, &format!("load function {}", k.name())))?;
             functions.insert(k, f);
         }
-        // The GEMV kernels stage tiles in shared memory: ask for the largest carveout (a hint;
-        // the driver may ignore it) and record how many blocks of each fit on an SM.
+        // The GEMV and MoE kernels stage tiles in shared memory: ask for the largest carveout (a
+        // hint; the driver may ignore it) and record how many GEMV blocks fit on an SM.
         let warps = crate::gemv::gemv_warps();
         let mut gemv_residency = Vec::new();
         for k in Kernel::ALL
             .into_iter()
-            .filter(|k| k.name().starts_with("mb_gemv_"))
+            .filter(|k| k.name().starts_with("mb_gemv_") || k.name().starts_with("mb_moe_"))
         {
             let f = &functions[&k];
             let _ = f.set_attribute(
                 sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
                 100,
             );
+            if !k.name().starts_with("mb_gemv_") {
+                continue;
+            }
             let blocks = f
                 .occupancy_max_active_blocks_per_multiprocessor(warps * 32, 0, None)
                 .map_err(driver_err(&label, &format!("occupancy of {}", k.name())))?;

@@ -9,6 +9,8 @@
 //!   [`bytes_moved`].
 //! - [`gemv`]: `y = W·x` for F16, BF16, Q8_0, Q4_K, Q6_K, MXFP4 (llama.cpp's mmvq scheme for the
 //!   quantized types) and the cuBLAS peer.
+//! - [`moe`]: one MoE layer for a batch of decode tokens (router, top-k, the selected experts of
+//!   stacked tensors, shared expert), its launch sequence as data ([`moe::moe_launches`]).
 //! - [`nvrtc`]: the NVRTC build; [`compile_all`] checks every kernel for an architecture without
 //!   a GPU (`scripts/nvrtc-check.sh`).
 //!
@@ -20,6 +22,7 @@ pub mod bandwidth;
 mod error;
 pub mod gemv;
 mod gpu;
+pub mod moe;
 pub mod nvrtc;
 pub mod nvtx;
 pub mod params;

@@ -29,6 +29,10 @@ const HEADERS: &[(&str, &str)] = &[
         "quant_blocks.cuh",
         include_str!("../../../kernels/quant_blocks.cuh"),
     ),
+    (
+        "gemv_tile.cuh",
+        include_str!("../../../kernels/gemv_tile.cuh"),
+    ),
 ];
 
 /// Every kernel file (name, source), each compiled as one NVRTC program and loaded as one
@@ -39,6 +43,7 @@ pub const KERNEL_FILES: &[(&str, &str)] = &[
         include_str!("../../../kernels/bandwidth.cu"),
     ),
     ("gemv.cu", include_str!("../../../kernels/gemv.cu")),
+    ("moe.cu", include_str!("../../../kernels/moe.cu")),
 ];
 
 /// The stand-in for `<cuda/std/cstdint>` when no CUDA headers are found (LP64 and LLP64 agree

@@ -35,7 +35,43 @@ pub struct QuantizeParams {
     pub n_blocks: u64,
 }
 
+/// Parameters of the MoE kernels (`kernels/moe.cu`); `flags` are the `MOE_*` bits of
+/// [`crate::moe`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MoeParams {
+    /// Tokens of the batch.
+    pub tokens: u32,
+    /// Routed experts.
+    pub n_experts: u32,
+    /// Choices per token (1 in the shared expert's pass).
+    pub top_k: u32,
+    /// Hidden size.
+    pub hidden: u32,
+    /// Width of this pass's experts.
+    pub ff: u32,
+    /// Router rows (experts, +1 with a shared-expert gate).
+    pub router_rows: u32,
+    /// `MOE_SOFTMAX`, `MOE_SIGMOID` or `MOE_TOPK_SOFTMAX`.
+    pub scoring: u32,
+    /// `MOE_*` flag bits.
+    pub flags: u32,
+    /// Expert groups (1: none).
+    pub n_group: u32,
+    /// Groups kept.
+    pub topk_group: u32,
+    /// Factor on the routed weights.
+    pub routed_scaling: f32,
+    /// Padding (as in the `.cuh`).
+    pub _pad: u32,
+    /// Bytes of one gate/up row.
+    pub gate_row_bytes: u64,
+    /// Bytes of one down row.
+    pub down_row_bytes: u64,
+}
+
 const _: () = assert!(std::mem::size_of::<StreamParams>() == 16);
+const _: () = assert!(std::mem::size_of::<MoeParams>() == 64);
 const _: () = assert!(std::mem::size_of::<GemvParams>() == 16);
 const _: () = assert!(std::mem::size_of::<QuantizeParams>() == 8);
 
@@ -46,6 +82,8 @@ unsafe impl DeviceRepr for StreamParams {}
 unsafe impl DeviceRepr for GemvParams {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for QuantizeParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for MoeParams {}
 
 #[cfg(test)]
 mod tests {
@@ -70,11 +108,21 @@ mod tests {
         );
         assert_eq!(offset_of!(GemvParams, row_bytes), 8);
         assert_eq!(offset_of!(QuantizeParams, n_blocks), 0);
+        assert_eq!(
+            (
+                offset_of!(MoeParams, flags),
+                offset_of!(MoeParams, routed_scaling),
+                offset_of!(MoeParams, gate_row_bytes),
+                offset_of!(MoeParams, down_row_bytes)
+            ),
+            (28, 40, 48, 56)
+        );
         let cuh = crate::nvrtc::header_source("params.cuh").expect("params.cuh is embedded");
         for (name, size) in [
             ("StreamParams", std::mem::size_of::<StreamParams>()),
             ("GemvParams", std::mem::size_of::<GemvParams>()),
             ("QuantizeParams", std::mem::size_of::<QuantizeParams>()),
+            ("MoeParams", std::mem::size_of::<MoeParams>()),
         ] {
             let assert = format!("static_assert(sizeof({name}) == {size},");
             assert!(cuh.contains(&assert), "params.cuh lacks `{assert}`");

@@ -1,0 +1,153 @@
+//! [`HostMoe`]: one MoE layer's launch plan (`membound_cuda::moe::moe_launches`, the plan a GPU
+//! runs) executed by the host build of the kernels, with each launch's load figures.
+
+use std::collections::BTreeMap;
+
+use membound_cuda::Kernel;
+use membound_cuda::moe::{
+    ALL_BUFS, MoeArg, MoeBuf, MoeLaunch, buffer_bytes, check_weights, moe_launches, shared_plan,
+};
+use membound_spec::moe::MoeLayer;
+
+use crate::{Arg, HostBuffer, HostError, LoadStats, launch};
+
+/// One MoE layer for batches of a fixed size, in host buffers (scratch poisoned, so a value a
+/// kernel should have written and did not is caught by the comparison with the reference).
+pub struct HostMoe {
+    layer: MoeLayer,
+    tokens: usize,
+    steer: bool,
+    launches: Vec<MoeLaunch>,
+    bufs: BTreeMap<MoeBuf, HostBuffer>,
+}
+
+fn err(e: membound_cuda::CudaError) -> HostError {
+    HostError(e.to_string())
+}
+
+impl HostMoe {
+    /// The layer's weights (`membound_cuda::moe::weight_bufs`) and scratch for batches of
+    /// `tokens` (with a steering input when `steer`).
+    pub fn new(
+        layer: &MoeLayer,
+        weights: &[(MoeBuf, std::borrow::Cow<'_, [u8]>)],
+        tokens: usize,
+        steer: bool,
+    ) -> Result<HostMoe, HostError> {
+        let launches = moe_launches(layer, tokens, steer).map_err(err)?;
+        check_weights(layer, weights).map_err(err)?;
+        let mut bufs: BTreeMap<MoeBuf, HostBuffer> = weights
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(k, b)| (*k, HostBuffer::from_slice(b)))
+            .collect();
+        for b in ALL_BUFS {
+            let n = buffer_bytes(layer, tokens, b);
+            if n > 0 && !bufs.contains_key(&b) {
+                bufs.insert(b, HostBuffer::poisoned(n));
+            }
+        }
+        if layer.shared_ff > 0 {
+            bufs.insert(
+                MoeBuf::SharedPlan,
+                HostBuffer::from_slice(&shared_plan(tokens)),
+            );
+        }
+        Ok(HostMoe {
+            layer: layer.clone(),
+            tokens,
+            steer,
+            launches,
+            bufs,
+        })
+    }
+
+    /// Sets the batch (`tokens × hidden`) and its steering (`tokens × n_experts`, or empty).
+    pub fn set_input(&mut self, xs: &[f32], steer: &[f32]) -> Result<(), HostError> {
+        let l = &self.layer;
+        if xs.len() != self.tokens * l.hidden
+            || (self.steer && steer.len() != self.tokens * l.n_experts)
+        {
+            return Err(HostError(format!(
+                "input of {} values (steering {}) for {} tokens",
+                xs.len(),
+                steer.len(),
+                self.tokens
+            )));
+        }
+        self.bufs.insert(MoeBuf::X, HostBuffer::from_slice(xs));
+        if self.steer {
+            self.bufs
+                .insert(MoeBuf::Steer, HostBuffer::from_slice(steer));
+        }
+        Ok(())
+    }
+
+    /// Runs the launches in order; returns each launch's kernel and load figures.
+    pub fn forward(&mut self) -> Result<Vec<(Kernel, LoadStats)>, HostError> {
+        let mut stats = Vec::with_capacity(self.launches.len());
+        let bufs = &mut self.bufs;
+        for l in &self.launches {
+            // Take the launch's buffers out of the map so inputs and outputs can be borrowed
+            // together; they go back whatever the launch returned.
+            let mut taken: Vec<(MoeBuf, bool, HostBuffer)> = Vec::new();
+            let mut values = Vec::new();
+            for a in &l.args {
+                match a {
+                    MoeArg::In(b) | MoeArg::Out(b) => {
+                        // A read-only buffer passed twice (the stand-in for unread arguments)
+                        // is passed as a copy the second time.
+                        let again = taken
+                            .iter()
+                            .find(|(t, out, _)| t == b && !out && matches!(a, MoeArg::In(_)))
+                            .map(|(_, _, h)| HostBuffer::from_slice(h.bytes()));
+                        let buf = again.or_else(|| bufs.remove(b)).ok_or_else(|| {
+                            HostError(format!(
+                                "{} needs {b:?} (absent or passed twice)",
+                                l.kernel.name()
+                            ))
+                        });
+                        match buf {
+                            Ok(buf) => taken.push((*b, matches!(a, MoeArg::Out(_)), buf)),
+                            Err(e) => {
+                                restore(bufs, taken);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    MoeArg::Moe(_) | MoeArg::Quantize(_) => values.push(*a),
+                }
+            }
+            let mut args: Vec<Arg<'_>> = taken
+                .iter_mut()
+                .map(|(_, out, b)| if *out { Arg::Out(b) } else { Arg::In(&*b) })
+                .collect();
+            for v in &values {
+                match v {
+                    MoeArg::Moe(p) => args.push(Arg::value(p)),
+                    MoeArg::Quantize(p) => args.push(Arg::value(p)),
+                    _ => {}
+                }
+            }
+            let r = launch(l.kernel.name(), l.config, &mut args);
+            drop(args);
+            restore(bufs, taken);
+            stats.push((l.kernel, r?));
+        }
+        Ok(stats)
+    }
+
+    /// A buffer's contents as values of `T` (`Out` and `Weights` as f32, `Ids` as u32, …).
+    pub fn read<T: crate::buffer::Plain>(&self, b: MoeBuf) -> Result<Vec<T>, HostError> {
+        self.bufs
+            .get(&b)
+            .map(|h| h.to_vec())
+            .ok_or_else(|| HostError(format!("{b:?} is not allocated")))
+    }
+}
+
+fn restore(bufs: &mut BTreeMap<MoeBuf, HostBuffer>, taken: Vec<(MoeBuf, bool, HostBuffer)>) {
+    for (b, _, buf) in taken {
+        bufs.entry(b).or_insert(buf);
+    }
+}

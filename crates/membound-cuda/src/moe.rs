@@ -711,7 +711,14 @@ mod tests {
             ] {
                 let l = MoeLayer::from_spec(&m, recipe, first).unwrap();
                 for tokens in [1, 4] {
-                    let launches = moe_launches(&l, tokens, true).unwrap();
+                    let launches = match moe_launches(&l, tokens, true) {
+                        Ok(v) => v,
+                        // llama.cpp's fallback types for rows that are not whole K blocks.
+                        Err(e) => {
+                            assert!(e.to_string().contains("no CUDA MoE kernel for q5_0"), "{e}");
+                            continue;
+                        }
+                    };
                     for launch in &launches {
                         assert!(matches!(launch.kernel.file(), "moe.cu" | "gemv.cu"));
                         for a in &launch.args {

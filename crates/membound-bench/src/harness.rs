@@ -57,7 +57,14 @@ pub enum Kind {
     Stream,
     /// One of membound's GEMV kernels (`dtype`, `shape` as in the id).
     Gemv { dtype: String, shape: String },
-    /// A peer (candle, cuBLAS) on the same shape and type as the GEMV case `of`.
+    /// One MoE layer (`sweep`: model, top_k, experts, routing, batch) on `tokens` tokens that
+    /// read `distinct_experts` experts on average.
+    Moe {
+        sweep: String,
+        tokens: usize,
+        distinct_experts: f64,
+    },
+    /// A peer (candle, cuBLAS, a dense GEMV chain) of the case `of`.
     Peer { peer: String, of: String },
     /// Anything else (GEMM).
     Other,

@@ -7,8 +7,8 @@
 //!   cache, so a small case streams from memory the way a decode step across layers does.
 //! - [`verify`]: output checks every case passes before it is timed.
 //! - [`harness`]: [`Backend`] (a device's facts and timing) and [`Run`] (fail-soft cases, the
-//!   paired read reference, the summary); [`stream`] and [`gemv`] give each suite's operations
-//!   per backend, and [`suites`] the drivers written once over them.
+//!   paired read reference, the summary); [`stream`], [`gemv`] and [`moe`] give each suite's
+//!   operations per backend, and [`suites`] and [`moe_suite`] the drivers written once over them.
 //! - [`machine`]: `machine.json` written beside Criterion's output.
 //!
 //! Byte counts come from `membound_spec::traffic` (one convention), reported as
@@ -18,6 +18,8 @@ pub mod backend;
 pub mod gemv;
 pub mod harness;
 pub mod machine;
+pub mod moe;
+pub mod moe_suite;
 pub mod rotation;
 pub mod scale;
 pub mod stream;

@@ -7,12 +7,19 @@ use std::time::Duration;
 use criterion::Criterion;
 use membound_bench::gemv::{GemvBackend, check_cuda_gemv};
 use membound_bench::harness::{Backend, Kind, wall_time};
+use membound_bench::moe::{MoeBackend, Pattern, kernel_weights};
+use membound_bench::moe_suite::{self, MoeCase, Sweep};
 use membound_bench::stream::{StreamBackend, pattern};
 use membound_bench::{Run, Scale, suites};
+use membound_cpu::moe::{MoeWeights, Routing};
 use membound_cuda::StreamOp;
 use membound_cuda::bandwidth::read_checksum;
+use membound_cuda::moe::MoeBuf;
+use membound_cuda_host::HostMoe;
 use membound_cuda_host::{HostBuffer, HostGpu};
 use membound_spec::DType;
+use membound_spec::model::RouterScoring;
+use membound_spec::moe::{Activation, MoeLayer, MoeTypes};
 
 /// The emulated GPU as a backend (times are host times of emulated kernels: meaningless as
 /// performance, exercised as a path).
@@ -125,21 +132,136 @@ impl GemvBackend for Emulated {
     }
 }
 
+/// A short Criterion writing under one temporary folder (set once for the tests of this binary,
+/// which run on parallel threads).
+fn criterion() -> Criterion {
+    static HOME: std::sync::Once = std::sync::Once::new();
+    HOME.call_once(|| {
+        let dir = std::env::temp_dir().join(format!("membound-emulated-{}", std::process::id()));
+        // SAFETY: set once, before any test of this binary reads the environment here.
+        unsafe { std::env::set_var("CRITERION_HOME", &dir) };
+    });
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(10))
+        .without_plots()
+}
+
+impl MoeBackend for Emulated {
+    type Moe = HostMoe;
+    fn moe_dtypes(&self) -> Vec<DType> {
+        membound_cuda::gemv::GEMV_DTYPES.to_vec()
+    }
+    fn moe(
+        &self,
+        layer: &MoeLayer,
+        w: &MoeWeights,
+        xs: &[f32],
+        steer: &[f32],
+    ) -> Result<HostMoe, String> {
+        let tokens = xs.len() / layer.hidden;
+        let mut m =
+            HostMoe::new(layer, &kernel_weights(w), tokens, true).map_err(|e| e.to_string())?;
+        m.set_input(xs, steer).map_err(|e| e.to_string())?;
+        Ok(m)
+    }
+    fn moe_forward(&self, m: &mut HostMoe) -> Result<(), String> {
+        m.forward().map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn moe_result(&self, m: &HostMoe) -> Result<(Vec<f32>, Routing), String> {
+        let e = |e: membound_cuda_host::HostError| e.to_string();
+        Ok((
+            m.read(MoeBuf::Out).map_err(e)?,
+            Routing {
+                ids: m.read(MoeBuf::Ids).map_err(e)?,
+                weights: m.read(MoeBuf::Weights).map_err(e)?,
+                shared: m.read(MoeBuf::SharedW).map_err(e)?,
+            },
+        ))
+    }
+}
+
+/// The moe driver on the emulated kernels: a Qwen3-like and a gpt-oss-like small layer (shared
+/// expert, biases, batch of 3), the GPU-side check, rotation, the dense chain peer, pairing.
+#[test]
+fn moe_suite_runs_on_emulated_cuda_kernels() {
+    if let Err(e) = membound_cuda_host::available() {
+        println!("skipped: {e}");
+        return;
+    }
+    let mut run = Run::with_criterion("moe", Scale::Quick, criterion());
+    let small = MoeLayer {
+        hidden: 256,
+        n_experts: 8,
+        top_k: 2,
+        expert_ff: 256,
+        shared_ff: 0,
+        shared_gate: false,
+        router: RouterScoring::Softmax,
+        norm_topk: true,
+        routed_scaling: 1.0,
+        n_group: 1,
+        topk_group: 1,
+        router_bias: false,
+        expert_bias: false,
+        activation: Activation::Silu,
+        types: MoeTypes::all(DType::Q4_K),
+    };
+    let oss = MoeLayer {
+        router: RouterScoring::TopkSoftmax,
+        norm_topk: false,
+        router_bias: true,
+        expert_bias: true,
+        activation: Activation::SwigluOai,
+        shared_ff: 64,
+        shared_gate: true,
+        types: MoeTypes::all(DType::MXFP4),
+        ..small.clone()
+    };
+    let plan = [
+        MoeCase {
+            case: "small-q4_k".into(),
+            layer: small,
+            pattern: Pattern::Uniform,
+            tokens: 1,
+            sweep: Sweep::Model,
+            dense_peer: true,
+        },
+        MoeCase {
+            case: "oss-mxfp4-b3".into(),
+            layer: oss,
+            pattern: Pattern::Zipf,
+            tokens: 3,
+            sweep: Sweep::Batch,
+            dense_peer: false,
+        },
+    ];
+    let v = moe_suite::moe_cases(&mut run, &Emulated(HostGpu::default()), &plan);
+    assert!(run.failures.is_empty(), "{:?}", run.failures);
+    let ran: Vec<&str> = run.results.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ran,
+        [
+            "moe/small-q4_k/gpu0",
+            "moe/small-q4_k-dense/gpu0",
+            "moe/oss-mxfp4-b3/gpu0"
+        ]
+    );
+    for r in &run.results {
+        assert!(r.mean_ns.is_some() && r.paired_read_gbs.is_some(), "{r:?}");
+    }
+    assert_eq!(v.dense_ratio.len(), 1);
+    assert_eq!(v.verdict, "not measured", "two cases are no fit");
+}
+
 #[test]
 fn dense_suite_runs_on_emulated_cuda_kernels() {
     if let Err(e) = membound_cuda_host::available() {
         println!("skipped: {e}");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("membound-emulated-{}", std::process::id()));
-    // SAFETY: set before any thread of this test binary reads the environment here.
-    unsafe { std::env::set_var("CRITERION_HOME", &dir) };
-    let c = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(1))
-        .measurement_time(Duration::from_millis(10))
-        .without_plots();
-    let mut run = Run::with_criterion("dense", Scale::Quick, c);
+    let mut run = Run::with_criterion("dense", Scale::Quick, criterion());
     // Rows not a multiple of the rows per block; 512 columns fit every block size.
     suites::dense_shapes_on(&mut run, &Emulated(HostGpu::default()), &[(37, 512)]);
     assert!(run.failures.is_empty(), "{:?}", run.failures);
@@ -150,5 +272,4 @@ fn dense_suite_runs_on_emulated_cuda_kernels() {
         assert!(r.mean_ns.is_some() && r.paired_read_gbs.is_some(), "{r:?}");
     }
     assert!(ran.contains(&"dense/q4_k-37x512/gpu0"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -565,13 +565,12 @@ impl Pass<'_> {
 /// `r`): every selected row dequantized and dotted in f64, no activation quantization. Tests
 /// and the benches' checks compare every backend's output against it.
 pub fn reference_forward(
-    moe: &CpuMoe,
+    l: &MoeLayer,
+    w: &MoeWeights,
     x: &[f32],
     r: &Routing,
     t: usize,
 ) -> Result<Vec<f32>, CpuError> {
-    let l = &moe.layer;
-    let w = &moe.w;
     let (h, k) = (l.hidden, l.top_k);
     let dot = |s: &ExpertStack, e: usize, row: usize, v: &[f64]| -> Result<f64, CpuError> {
         let wr = ops::dequantize(s.dtype, s.row(e, row))?;
@@ -681,4 +680,26 @@ impl MoeWeights {
             shared,
         })
     }
+}
+
+/// The router logits of one token in f64 (rounded to f32), the logit bias added: the
+/// reference a backend's routing is checked against. Rows: experts, then the shared gate.
+pub fn reference_logits(l: &MoeLayer, w: &MoeWeights, x: &[f32]) -> Vec<f32> {
+    w.router
+        .chunks_exact(l.hidden)
+        .enumerate()
+        .map(|(r, row)| {
+            let dot: f64 = row
+                .iter()
+                .zip(x)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            let bias = if l.logit_bias() && r < l.n_experts {
+                f64::from(w.router_bias[r])
+            } else {
+                0.0
+            };
+            (dot + bias) as f32
+        })
+        .collect()
 }

@@ -145,7 +145,8 @@ fn check_layer(layer: MoeLayer, tokens: usize, steer: &[f32], tol: f32) -> Routi
     let mut out = vec![f32::NAN; tokens * h];
     let r = moe.forward(&pool(), &xs, steer, &mut out).unwrap();
     for t in 0..tokens {
-        let want = reference_forward(&moe, &xs[t * h..(t + 1) * h], &r, t).unwrap();
+        let want =
+            reference_forward(moe.layer(), moe.weights(), &xs[t * h..(t + 1) * h], &r, t).unwrap();
         let got = &out[t * h..(t + 1) * h];
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(scale > 0.0);

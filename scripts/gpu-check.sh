@@ -3,7 +3,7 @@
 # run from the repo root on the GPU machine; everything lands in $OUT (or ./gpu-out):
 #   provenance.txt   date, nvidia-smi (before and after), driver, toolkit, NVTX libraries
 #   gpu-tests.log    every CUDA test (crates/membound-cuda/tests/gpu.rs) against the CPU reference
-#   bench.log        the bandwidth and dense suites on the GPU backends (criterion.tgz beside it)
+#   bench.log        the bandwidth, dense and moe suites on the GPU backends (criterion.tgz beside it)
 #   memcheck.log     compute-sanitizer memcheck over the kernel tests
 #   ncu.txt          one Nsight Compute profile of a GEMV (scripts/profile.sh), per-kernel summary
 # Each step has its own time limit (TEST_S, BENCH_S, MEMCHECK_S, NCU_S seconds) so the whole stays
@@ -34,7 +34,7 @@ echo "== gpu tests"
 echo "gpu tests rc=$?"; grep -E '^test |test result|panicked' "$out/gpu-tests.log"
 
 echo "== benches"
-MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${BENCH_S:-270}" .gpu/run benches --noplot > "$out/bench.log" 2>&1
+MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${BENCH_S:-360}" .gpu/run benches --noplot > "$out/bench.log" 2>&1
 echo "benches rc=$?"; sed -n '/^## membound/,/^Criterion output/p' "$out/bench.log"; grep -E 'FAILED|skipped' "$out/bench.log" | head -20
 
 echo "== memcheck"

@@ -36,6 +36,18 @@ pub fn layer_summary(m: &ModelSpec) -> String {
     .join(", ")
 }
 
+/// Bytes one token reads from the first MoE layer's FFN under each recipe (none for a dense
+/// model): the bytes of the moe suite's model cases, less x and y.
+fn moe_layer_bytes(m: &ModelSpec, recipes: &[Recipe]) -> Vec<(Recipe, u64)> {
+    let Some(e) = &m.ffn.moe else {
+        return Vec::new();
+    };
+    recipes
+        .iter()
+        .map(|r| (*r, weights(m, *r).ffn_active_bytes(e.dense_first)))
+        .collect()
+}
+
 /// Runs `membound spec`.
 pub fn run(a: &Args) -> Result<()> {
     let m = find(&a.model)?;
@@ -60,6 +72,7 @@ pub fn run(a: &Args) -> Result<()> {
             "params_total": totals.params,
             "params_active": w16.params_active_published(&m),
             "bytes_per_token": rows.iter().map(|(r, t)| json!({"recipe": r.name(), "bytes": t.bytes, "active_bytes": t.active_bytes})).collect::<Vec<_>>(),
+            "moe_layer_bytes_per_token": moe_layer_bytes(&m, &recipes).iter().map(|(r, b)| json!({"recipe": r.name(), "bytes": b})).collect::<Vec<_>>(),
             "kv_f16_bytes_per_token": kv.iter().map(|(l, k)| json!({"layout": l.name(), "bytes": k.total})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -107,6 +120,19 @@ pub fn run(a: &Args) -> Result<()> {
             e.router
         ),
         None => println!("  FFN: dense, width {}", m.ffn.intermediate.unwrap_or(0)),
+    }
+    if let Some(e) = &m.ffn.moe {
+        // What the moe suite's `moe/{model}-{recipe}` case reads per token, less x and y.
+        let per_recipe: Vec<String> = moe_layer_bytes(&m, &recipes)
+            .iter()
+            .map(|(r, b)| format!("{} {}", r.name(), human(*b)))
+            .collect();
+        println!(
+            "  one MoE layer per token (layer {}: router, top-{} experts and their biases, shared expert): {}",
+            e.dense_first,
+            e.top_k,
+            per_recipe.join(", ")
+        );
     }
     if m.count_layers(LayerKind::Linear) > 0 {
         println!(

@@ -242,3 +242,23 @@ fn compare_reads_results_with_their_paired_ratios() {
         "{text}"
     );
 }
+
+/// `spec` says what one MoE layer reads per token: for Qwen3-30B-A3B at Q8_0, 8 experts of
+/// (2 × 768 × 64 + 2048 × 24) blocks of 34 bytes plus the F32 router (128 × 2048 × 4) — the
+/// bytes of `moe/qwen3-30b-a3b-q8_0` less its x and y.
+#[test]
+fn spec_says_what_one_moe_layer_reads() {
+    let out = membound(&["spec", "qwen3-30b-a3b", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let q8 = v["moe_layer_bytes_per_token"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["recipe"] == "Q8_0")
+        .unwrap();
+    assert_eq!(q8["bytes"], 8 * (2 * 768 * 64 + 2048 * 24) * 34 + 128 * 2048 * 4);
+    let text = String::from_utf8(membound(&["spec", "qwen3-30b-a3b"]).stdout).unwrap();
+    assert!(text.contains("one MoE layer per token (layer 0"), "{text}");
+    assert!(text.contains("Q8_0 39.25 MiB"), "{text}");
+}

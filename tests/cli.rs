@@ -257,7 +257,10 @@ fn spec_says_what_one_moe_layer_reads() {
         .iter()
         .find(|r| r["recipe"] == "Q8_0")
         .unwrap();
-    assert_eq!(q8["bytes"], 8 * (2 * 768 * 64 + 2048 * 24) * 34 + 128 * 2048 * 4);
+    assert_eq!(
+        q8["bytes"],
+        8 * (2 * 768 * 64 + 2048 * 24) * 34 + 128 * 2048 * 4
+    );
     let text = String::from_utf8(membound(&["spec", "qwen3-30b-a3b"]).stdout).unwrap();
     assert!(text.contains("one MoE layer per token (layer 0"), "{text}");
     assert!(text.contains("Q8_0 39.25 MiB"), "{text}");

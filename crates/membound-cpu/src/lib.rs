@@ -5,12 +5,15 @@
 //!   [`rayon::ThreadPool`], with one byte convention ([`bandwidth::bytes_moved`]).
 //! - [`CpuGemv`]: GEMV and GEMM over ggml-layout weights (F32, F16, BF16, Q8_0, Q4_K, Q6_K,
 //!   MXFP4; blocks from `membound-quant`), activations quantized as ggml does.
+//! - [`attention`]: decode attention over a KV cache in any layout (GQA, MLA latent / split,
+//!   expanded MHA; F32, F16, BF16, Q8_0 rows), split-K across the pool, and its f64 reference.
 //! - [`moe`]: one MoE layer (router, top-k, the selected experts of stacked tensors, shared
 //!   expert) for a batch of decode tokens, and the router every backend follows.
 //! - [`DotKernel`]: the row dot products, AVX2 on x86-64, NEON (with `sdot` where present) on
 //!   aarch64, portable scalar everywhere; [`Isa`] picks one at run time
 //!   (`MEMBOUND_CPU_ISA=scalar` forces the portable path), [`simd_level`] names it.
 
+pub mod attention;
 pub mod bandwidth;
 mod dot;
 mod isa;

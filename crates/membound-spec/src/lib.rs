@@ -3,13 +3,14 @@
 //! [`registry`] from `models/*.toml`), the tensors a GGUF file of the model holds
 //! ([`tensors`]) and the types a quantization recipe gives them ([`recipe`]), KV-cache layouts
 //! ([`kv`]), per-token byte accounting and the roofline ([`bytes`]), one MoE layer as the kernels
-//! run it ([`moe`]), the hardware table
+//! run it ([`moe`]), one decode-attention layer in a KV layout ([`attention`]), the hardware table
 //! ([`hardware`]) and the memory-fit planner ([`fit`]).
 //!
 //! Siblings: `membound-quant` (ggml block layouts and quantization), `membound-gguf` (GGUF files
 //! to specs), `membound-cpu` / `membound-cuda` (kernels), `membound-bench` (the harness).
 //! This crate runs no kernels; the only machine it reads is the host CPU entry of [`hardware`].
 
+pub mod attention;
 pub mod bytes;
 pub mod dtype;
 pub mod fit;

@@ -1,0 +1,374 @@
+//! Decode attention on the CPU — one new token's queries against a KV cache in any layout of
+//! `membound_spec::attention` — the reference of the CUDA attention kernels and the CPU backend
+//! of the attention suite.
+//!
+//! [`KvCacheBuf`] holds the cache head-major (`[kv_heads][tokens][row]`, rows in F32, F16, BF16
+//! or ggml Q8_0). [`attend`] splits the attended tokens of each cached head into chunks across
+//! the rayon pool (flash-decoding's split-K): a chunk converts each K row once for all the query
+//! heads of its group, keeps an online softmax per head, and the chunks' partial results are
+//! merged in order. [`reference_attend`] is the naive f64 softmax(q·Kᵀ·scale)·V.
+
+use half::{bf16, f16};
+use membound_quant::ops;
+use membound_spec::DType;
+use membound_spec::attention::AttnShape;
+use rayon::ThreadPool;
+use rayon::prelude::*;
+
+use crate::CpuError;
+
+/// Distinct rows a generated cache cycles through (a prime).
+pub const GENERATED_ROWS: usize = 1021;
+
+/// A KV cache of one layer for up to `tokens` tokens.
+#[derive(Debug, Clone)]
+pub struct KvCacheBuf {
+    shape: AttnShape,
+    tokens: usize,
+    k: Vec<u8>,
+    v: Vec<u8>,
+}
+
+fn err(s: String) -> CpuError {
+    CpuError::Shape(s)
+}
+
+/// Rows of `values` values as `dtype` bytes (F32 as little-endian bytes).
+fn encode(dtype: DType, values: &[f32]) -> Result<Vec<u8>, CpuError> {
+    Ok(match dtype {
+        DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F16 | DType::BF16 | DType::Q8_0 => ops::quantize(dtype, values)?,
+        other => return Err(CpuError::Unsupported(other)),
+    })
+}
+
+impl KvCacheBuf {
+    /// A cache from f32 rows: `k` is `kv_heads × tokens × d_k` values, `v` `kv_heads × tokens ×
+    /// d_v` (empty when V is in K).
+    pub fn from_f32(
+        shape: &AttnShape,
+        tokens: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<Self, CpuError> {
+        shape.validate().map_err(err)?;
+        let (h, dk, dv) = (shape.kv_heads, shape.d_k, shape.d_v);
+        if k.len() != h * tokens * dk || (!shape.v_in_k && v.len() != h * tokens * dv) {
+            return Err(err(format!(
+                "cache of {} K and {} V values for {tokens} tokens",
+                k.len(),
+                v.len()
+            )));
+        }
+        Ok(KvCacheBuf {
+            shape: shape.clone(),
+            tokens,
+            k: encode(shape.dtype, k)?,
+            v: if shape.v_in_k {
+                Vec::new()
+            } else {
+                encode(shape.dtype, v)?
+            },
+        })
+    }
+
+    /// A random cache of `tokens` tokens, fast at any depth: row `i` of each cache is distinct
+    /// row `i mod` [`GENERATED_ROWS`] of a generated set.
+    pub fn generate(shape: &AttnShape, tokens: usize, seed: u64) -> Result<Self, CpuError> {
+        shape.validate().map_err(err)?;
+        let rows = shape.kv_heads * tokens;
+        let make = |d: usize, s: u64| -> Result<Vec<u8>, CpuError> {
+            let pool_rows = GENERATED_ROWS.min(rows.max(1));
+            let pool = encode(
+                shape.dtype,
+                &membound_quant::data::normal_f32(s, pool_rows * d, 1.0),
+            )?;
+            let total = rows * (pool.len() / pool_rows);
+            let mut out = Vec::with_capacity(total);
+            while out.len() < total {
+                let take = (total - out.len()).min(pool.len());
+                out.extend_from_slice(&pool[..take]);
+            }
+            Ok(out)
+        };
+        Ok(KvCacheBuf {
+            shape: shape.clone(),
+            tokens,
+            k: make(shape.d_k, seed)?,
+            v: if shape.v_in_k {
+                Vec::new()
+            } else {
+                make(shape.d_v, seed ^ 0x5a5a)?
+            },
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &AttnShape {
+        &self.shape
+    }
+
+    /// Tokens held.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// The K cache bytes (`[kv_heads][tokens][row]`).
+    pub fn k_bytes(&self) -> &[u8] {
+        &self.k
+    }
+
+    /// The V cache bytes (empty when V is in K).
+    pub fn v_bytes(&self) -> &[u8] {
+        &self.v
+    }
+
+    /// K row of cached head `h`, token `t`.
+    pub fn k_row(&self, h: usize, t: usize) -> &[u8] {
+        let (kb, _) = self.shape.row_bytes();
+        let at = (h * self.tokens + t) * kb;
+        &self.k[at..at + kb]
+    }
+
+    /// V row of cached head `h`, token `t` (the first `d_v` values of the K row when V is in K).
+    pub fn v_row(&self, h: usize, t: usize) -> &[u8] {
+        let (_, vb) = self.shape.row_bytes();
+        if self.shape.v_in_k {
+            let n = self
+                .shape
+                .dtype
+                .bytes_for(self.shape.d_v as u64)
+                .unwrap_or(0) as usize;
+            return &self.k_row(h, t)[..n];
+        }
+        let at = (h * self.tokens + t) * vb;
+        &self.v[at..at + vb]
+    }
+}
+
+/// Row bytes as f32 values into `out` (its length is the row's values).
+fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
+    match dtype {
+        DType::F32 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::F16 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        DType::BF16 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        _ => {
+            // Q8_0: 34-byte blocks, an f16 scale then 32 int8.
+            for (o, b) in out.chunks_exact_mut(32).zip(row.chunks_exact(34)) {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                for (v, &q) in o.iter_mut().zip(&b[2..]) {
+                    *v = d * f32::from(q as i8);
+                }
+            }
+        }
+    }
+}
+
+/// `Σ a·b` with eight independent accumulators (vectorises).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The online-softmax state of one query head over a run of tokens.
+#[derive(Clone, Debug)]
+struct Partial {
+    m: f32,
+    l: f32,
+    acc: Vec<f32>,
+}
+
+impl Partial {
+    fn new(d_v: usize) -> Partial {
+        Partial {
+            m: f32::NEG_INFINITY,
+            l: 0.0,
+            acc: vec![0.0; d_v],
+        }
+    }
+
+    /// Merges `o` (a later run) into `self`.
+    fn merge(&mut self, o: &Partial) {
+        let m = self.m.max(o.m);
+        if m == f32::NEG_INFINITY {
+            return;
+        }
+        let (a, b) = ((self.m - m).exp(), (o.m - m).exp());
+        self.l = self.l * a + o.l * b;
+        for (x, y) in self.acc.iter_mut().zip(&o.acc) {
+            *x = *x * a + y * b;
+        }
+        self.m = m;
+    }
+}
+
+/// Tokens per chunk (one rayon task per cached head and chunk) of [`attend`].
+pub const CHUNK_TOKENS: usize = 256;
+
+/// The attention of one decode step: `q` holds `n_heads × d_k` values, `sinks` `n_heads`
+/// logits (or is empty), `depth` ≤ the cache's tokens are cached; writes `n_heads × d_v`
+/// outputs. Each query head attends to the last `attended(depth)` tokens.
+pub fn attend(
+    pool: &ThreadPool,
+    cache: &KvCacheBuf,
+    q: &[f32],
+    sinks: &[f32],
+    depth: usize,
+    out: &mut [f32],
+) -> Result<(), CpuError> {
+    let s = &cache.shape;
+    let (nh, dk, dv, g) = (s.n_heads, s.d_k, s.d_v, s.group());
+    crate::dot::check_len("queries", nh * dk, q.len())?;
+    crate::dot::check_len("outputs", nh * dv, out.len())?;
+    if depth > cache.tokens || depth == 0 {
+        return Err(err(format!(
+            "depth {depth} of a cache of {} tokens",
+            cache.tokens
+        )));
+    }
+    if s.sinks {
+        crate::dot::check_len("sinks", nh, sinks.len())?;
+    }
+    let first = depth - s.attended(depth);
+    let n = depth - first;
+    let chunks = n.div_ceil(CHUNK_TOKENS);
+    let tasks: Vec<(usize, usize)> = (0..s.kv_heads)
+        .flat_map(|h| (0..chunks).map(move |c| (h, c)))
+        .collect();
+    let partials: Vec<Vec<Partial>> = pool.install(|| {
+        tasks
+            .par_iter()
+            .map(|&(h, c)| {
+                let t0 = first + c * CHUNK_TOKENS;
+                let t1 = (t0 + CHUNK_TOKENS).min(depth);
+                let mut st = vec![Partial::new(dv); g];
+                let (mut kr, mut vr) = (vec![0f32; dk], vec![0f32; dv]);
+                let mut p = vec![0f32; g];
+                for t in t0..t1 {
+                    decode_row(s.dtype, cache.k_row(h, t), &mut kr);
+                    for (j, st) in st.iter_mut().enumerate() {
+                        let qh = &q[(h * g + j) * dk..(h * g + j + 1) * dk];
+                        let score = dot(qh, &kr) * s.scale;
+                        let m = st.m.max(score);
+                        let a = (st.m - m).exp();
+                        p[j] = (score - m).exp();
+                        st.l = st.l * a + p[j];
+                        if a != 1.0 {
+                            st.acc.iter_mut().for_each(|x| *x *= a);
+                        }
+                        st.m = m;
+                    }
+                    decode_row(s.dtype, cache.v_row(h, t), &mut vr);
+                    for (j, st) in st.iter_mut().enumerate() {
+                        let pj = p[j];
+                        st.acc.iter_mut().zip(&vr).for_each(|(x, v)| *x += pj * v);
+                    }
+                }
+                st
+            })
+            .collect()
+    });
+    for h in 0..s.kv_heads {
+        for j in 0..g {
+            let head = h * g + j;
+            let mut total = Partial::new(dv);
+            for c in 0..chunks {
+                total.merge(&partials[h * chunks + c][j]);
+            }
+            if s.sinks {
+                // The sink joins the denominator only.
+                let sink = Partial {
+                    m: sinks[head],
+                    l: 1.0,
+                    acc: vec![0.0; dv],
+                };
+                total.merge(&sink);
+            }
+            let o = &mut out[head * dv..(head + 1) * dv];
+            let inv = if total.l > 0.0 { 1.0 / total.l } else { 0.0 };
+            o.iter_mut().zip(&total.acc).for_each(|(o, a)| *o = a * inv);
+        }
+    }
+    Ok(())
+}
+
+/// The naive f64 attention (every row dequantized by `membound_quant`, softmax with the sink
+/// in the denominator): the definition every backend is checked against.
+pub fn reference_attend(
+    cache: &KvCacheBuf,
+    q: &[f32],
+    sinks: &[f32],
+    depth: usize,
+) -> Result<Vec<f32>, CpuError> {
+    let s = &cache.shape;
+    let (dk, dv, g) = (s.d_k, s.d_v, s.group());
+    let first = depth - s.attended(depth);
+    let row = |b: &[u8], n: usize| -> Result<Vec<f64>, CpuError> {
+        let v = match s.dtype {
+            DType::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            d => ops::dequantize(d, b)?,
+        };
+        Ok(v[..n].iter().map(|&x| f64::from(x)).collect())
+    };
+    let mut out = vec![0f32; s.n_heads * dv];
+    for head in 0..s.n_heads {
+        let h = head / g;
+        let qh = &q[head * dk..(head + 1) * dk];
+        let mut scores = Vec::with_capacity(depth - first);
+        for t in first..depth {
+            let k = row(cache.k_row(h, t), dk)?;
+            scores.push(
+                k.iter()
+                    .zip(qh)
+                    .map(|(a, b)| a * f64::from(*b))
+                    .sum::<f64>()
+                    * f64::from(s.scale),
+            );
+        }
+        let sink = if s.sinks {
+            f64::from(sinks[head])
+        } else {
+            f64::NEG_INFINITY
+        };
+        let m = scores.iter().fold(sink, |a, &b| a.max(b));
+        let mut den = (sink - m).exp();
+        let mut acc = vec![0f64; dv];
+        for (i, t) in (first..depth).enumerate() {
+            let p = (scores[i] - m).exp();
+            den += p;
+            let v = row(cache.v_row(h, t), dv)?;
+            acc.iter_mut().zip(&v).for_each(|(a, x)| *a += p * x);
+        }
+        for (o, a) in out[head * dv..(head + 1) * dv].iter_mut().zip(&acc) {
+            *o = (a / den) as f32;
+        }
+    }
+    Ok(out)
+}

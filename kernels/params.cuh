@@ -61,3 +61,32 @@ struct MoeParams {
 #define MOE_SHARED_OUT 128u     // combine adds the shared expert's output
 
 static_assert(sizeof(MoeParams) == 64, "MoeParams must be 64 bytes");
+
+// Decode attention (attention.cu). Query head h reads cached head h / group; a block takes
+// heads_per_block query heads of one cached head (head_groups blocks per cached head) and
+// `chunk` tokens of [first, end); caches hold `tokens` rows per head; tiles of `tile` rows.
+struct AttnParams {
+    u32 n_heads;
+    u32 kv_heads;
+    u32 d_k;
+    u32 d_v;
+    u32 group;
+    u32 heads_per_block;
+    u32 head_groups;
+    u32 tokens;
+    u32 first;
+    u32 end;
+    u32 chunk;
+    u32 splits;
+    u32 tile;
+    u32 flags;  // ATTN_* bits below
+    float scale;
+    u32 _pad;
+    u64 k_row_bytes;
+    u64 v_row_bytes;
+};
+
+#define ATTN_V_IN_K 1u  // V rows are the first d_v values of the K rows (MLA latent)
+#define ATTN_SINKS 2u   // one sink logit per query head joins the softmax denominator
+
+static_assert(sizeof(AttnParams) == 80, "AttnParams must be 80 bytes");

@@ -44,11 +44,15 @@ pub enum Kernel {
     MoeDownMxfp4,
     MoeDownF16,
     MoeDownBf16,
+    AttnF16,
+    AttnBf16,
+    AttnQ8_0,
+    AttnReduce,
 }
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 26] = [
+    pub const ALL: [Kernel; 30] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -75,6 +79,10 @@ impl Kernel {
         Kernel::MoeDownMxfp4,
         Kernel::MoeDownF16,
         Kernel::MoeDownBf16,
+        Kernel::AttnF16,
+        Kernel::AttnBf16,
+        Kernel::AttnQ8_0,
+        Kernel::AttnReduce,
     ];
 
     /// The `extern "C"` name in the kernel file.
@@ -106,6 +114,10 @@ impl Kernel {
             Kernel::MoeDownMxfp4 => "mb_moe_down_mxfp4",
             Kernel::MoeDownF16 => "mb_moe_down_f16",
             Kernel::MoeDownBf16 => "mb_moe_down_bf16",
+            Kernel::AttnF16 => "mb_attn_f16",
+            Kernel::AttnBf16 => "mb_attn_bf16",
+            Kernel::AttnQ8_0 => "mb_attn_q8_0",
+            Kernel::AttnReduce => "mb_attn_reduce",
         }
     }
 
@@ -114,6 +126,7 @@ impl Kernel {
         match self {
             Kernel::Read | Kernel::Write | Kernel::Copy | Kernel::Triad => "bandwidth.cu",
             k if k.name().starts_with("mb_moe_") => "moe.cu",
+            k if k.name().starts_with("mb_attn_") => "attention.cu",
             _ => "gemv.cu",
         }
     }

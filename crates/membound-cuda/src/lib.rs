@@ -9,6 +9,8 @@
 //!   [`bytes_moved`].
 //! - [`gemv`]: `y = W·x` for F16, BF16, Q8_0, Q4_K, Q6_K, MXFP4 (llama.cpp's mmvq scheme for the
 //!   quantized types) and the cuBLAS peer.
+//! - [`attention`]: decode attention over a KV cache in any layout, split over the context
+//!   (flash-decoding) with a reduction; [`attention::attn_plan`] fixes its geometry.
 //! - [`moe`]: one MoE layer for a batch of decode tokens (router, top-k, the selected experts of
 //!   stacked tensors, shared expert), its launch sequence as data ([`moe::moe_launches`]).
 //! - [`nvrtc`]: the NVRTC build; [`compile_all`] checks every kernel for an architecture without
@@ -18,6 +20,7 @@
 //! host quantization), `membound-cpu` (the CPU reference every kernel here is tested against),
 //! `membound-bench` (the harness that times these operations).
 
+pub mod attention;
 pub mod bandwidth;
 mod error;
 pub mod gemv;

@@ -44,6 +44,10 @@ pub const KERNEL_FILES: &[(&str, &str)] = &[
     ),
     ("gemv.cu", include_str!("../../../kernels/gemv.cu")),
     ("moe.cu", include_str!("../../../kernels/moe.cu")),
+    (
+        "attention.cu",
+        include_str!("../../../kernels/attention.cu"),
+    ),
 ];
 
 /// The stand-in for `<cuda/std/cstdint>` when no CUDA headers are found (LP64 and LLP64 agree

@@ -70,7 +70,51 @@ pub struct MoeParams {
     pub down_row_bytes: u64,
 }
 
+/// Parameters of the decode-attention kernels (`kernels/attention.cu`); `flags` are the
+/// `ATTN_*` bits of [`crate::attention`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AttnParams {
+    /// Query heads.
+    pub n_heads: u32,
+    /// Cached heads.
+    pub kv_heads: u32,
+    /// Values of a K row.
+    pub d_k: u32,
+    /// Values of a V row.
+    pub d_v: u32,
+    /// Query heads per cached head.
+    pub group: u32,
+    /// Query heads (warps) per block.
+    pub heads_per_block: u32,
+    /// Blocks per cached head.
+    pub head_groups: u32,
+    /// Rows per head the caches hold.
+    pub tokens: u32,
+    /// First attended token.
+    pub first: u32,
+    /// One past the last attended token (the depth).
+    pub end: u32,
+    /// Tokens per split.
+    pub chunk: u32,
+    /// Splits of the context.
+    pub splits: u32,
+    /// Rows per shared-memory tile.
+    pub tile: u32,
+    /// `ATTN_*` flag bits.
+    pub flags: u32,
+    /// Softmax scale.
+    pub scale: f32,
+    /// Padding (as in the `.cuh`).
+    pub _pad: u32,
+    /// Bytes of a K row.
+    pub k_row_bytes: u64,
+    /// Bytes of a V row.
+    pub v_row_bytes: u64,
+}
+
 const _: () = assert!(std::mem::size_of::<StreamParams>() == 16);
+const _: () = assert!(std::mem::size_of::<AttnParams>() == 80);
 const _: () = assert!(std::mem::size_of::<MoeParams>() == 64);
 const _: () = assert!(std::mem::size_of::<GemvParams>() == 16);
 const _: () = assert!(std::mem::size_of::<QuantizeParams>() == 8);
@@ -84,6 +128,8 @@ unsafe impl DeviceRepr for GemvParams {}
 unsafe impl DeviceRepr for QuantizeParams {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for MoeParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for AttnParams {}
 
 #[cfg(test)]
 mod tests {
@@ -117,12 +163,22 @@ mod tests {
             ),
             (28, 40, 48, 56)
         );
+        assert_eq!(
+            (
+                offset_of!(AttnParams, tile),
+                offset_of!(AttnParams, scale),
+                offset_of!(AttnParams, k_row_bytes),
+                offset_of!(AttnParams, v_row_bytes)
+            ),
+            (48, 56, 64, 72)
+        );
         let cuh = crate::nvrtc::header_source("params.cuh").expect("params.cuh is embedded");
         for (name, size) in [
             ("StreamParams", std::mem::size_of::<StreamParams>()),
             ("GemvParams", std::mem::size_of::<GemvParams>()),
             ("QuantizeParams", std::mem::size_of::<QuantizeParams>()),
             ("MoeParams", std::mem::size_of::<MoeParams>()),
+            ("AttnParams", std::mem::size_of::<AttnParams>()),
         ] {
             let assert = format!("static_assert(sizeof({name}) == {size},");
             assert!(cuh.contains(&assert), "params.cuh lacks `{assert}`");

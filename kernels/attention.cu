@@ -1,0 +1,181 @@
+// attention.cu: decode attention (one new token's queries against `end` cached tokens) over a
+// KV cache in any layout of membound_spec::attention, split over the context (flash-decoding).
+//
+// Layouts (host: membound_cuda::attention): q [n_heads][d_k] f32; the K cache
+// [kv_heads][tokens][k_row_bytes] and the V cache [kv_heads][tokens][v_row_bytes], rows of
+// F16, BF16 or ggml Q8_0 (34-byte blocks of 32); with ATTN_V_IN_K the V rows are the first d_v
+// values of the K rows (MLA latent: no V cache). Query head h reads cached head h / group.
+//
+// mb_attn_<type>: grid (kv_heads * head_groups, splits), ATTN_WARPS(p) = heads_per_block warps.
+// Block (x, s) takes cached head x / head_groups, query heads of group part x % head_groups (one
+// warp each) and the tokens [first + s*chunk, first + (s+1)*chunk) ∩ [first, end). The block
+// copies tiles of `tile` consecutive rows (one contiguous span per cache: head-major) to shared
+// memory with 16-byte words consecutive across its threads, then each warp scores the tile's
+// tokens for its head (lane l holds q values l, l+32, ...; a warp sum per token), updates its
+// online softmax once per tile, and accumulates V (lane l owns output values l, l+32, ...).
+// Each block writes its partial (max, sum, accumulator) per head.
+// mb_attn_reduce: one block per query head merges the splits' partials (and the sink logit,
+// which joins the denominator only) and writes the output.
+
+#include "common.cuh"
+#include "params.cuh"
+#include "gemv_tile.cuh"
+
+#define ATTN_MAX_HG 16                 // query heads (warps) per block
+#define ATTN_MAX_DK 576                // values of a K row
+#define ATTN_MAX_DV 512                // values of a V row
+#define ATTN_TILE_BYTES (36 * 1024)    // shared memory for one tile of K and V rows
+#define ATTN_MAX_TILE 32               // tokens per tile (one per lane)
+
+static __device__ __forceinline__ float mb_attn_neg_inf() { return __uint_as_float(0xff800000u); }
+
+// Element e of a row in shared memory, per cache type.
+struct KvF16 {
+    static __device__ __forceinline__ float at(const u8* row, u32 e) {
+        return mb_f16_to_f32(reinterpret_cast<const u16*>(row)[e]);
+    }
+};
+struct KvBF16 {
+    static __device__ __forceinline__ float at(const u8* row, u32 e) {
+        return mb_bf16_to_f32(reinterpret_cast<const u16*>(row)[e]);
+    }
+};
+struct KvQ8_0 {
+    static __device__ __forceinline__ float at(const u8* row, u32 e) {
+        const u8* b = row + 34 * (e / 32);
+        return mb_f16_to_f32(reinterpret_cast<const u16*>(b)[0]) * (float)(i8)b[2 + e % 32];
+    }
+};
+
+template <typename T>
+static __device__ __forceinline__ void mb_attn_split(const float* __restrict__ q,
+                                                     const u8* __restrict__ kc,
+                                                     const u8* __restrict__ vc,
+                                                     float* __restrict__ part_ml,
+                                                     float* __restrict__ part_acc,
+                                                     const AttnParams& p) {
+    __shared__ uint4 tile_mem[ATTN_TILE_BYTES / 16];
+    u8* tile = reinterpret_cast<u8*>(tile_mem);
+    const u32 warp = threadIdx.x / MB_WARP_SIZE;
+    const u32 lane = threadIdx.x % MB_WARP_SIZE;
+    const u32 kvh = blockIdx.x / p.head_groups;
+    const u32 part = blockIdx.x % p.head_groups;
+    const u32 in_group = part * p.heads_per_block + warp;
+    const bool active = in_group < p.group;  // warp-uniform
+    const u32 head = kvh * p.group + (active ? in_group : 0);
+    const u32 split = blockIdx.y;
+    const bool v_in_k = (p.flags & ATTN_V_IN_K) != 0;
+
+    float qv[ATTN_MAX_DK / MB_WARP_SIZE];
+#pragma unroll
+    for (u32 i = 0; i < ATTN_MAX_DK / MB_WARP_SIZE; ++i) {
+        const u32 e = lane + MB_WARP_SIZE * i;
+        qv[i] = e < p.d_k ? mb_ld(q + (u64)head * p.d_k + e) * p.scale : 0.0f;
+    }
+    float acc[ATTN_MAX_DV / MB_WARP_SIZE];
+#pragma unroll
+    for (u32 i = 0; i < ATTN_MAX_DV / MB_WARP_SIZE; ++i) acc[i] = 0.0f;
+    float m = mb_attn_neg_inf(), l = 0.0f;
+
+    const u32 t_begin = p.first + split * p.chunk;
+    const u32 t_end = t_begin + p.chunk < p.end ? t_begin + p.chunk : p.end;
+    const u64 head_base = (u64)kvh * p.tokens;
+    const u32 v_off = (p.tile * (u32)p.k_row_bytes + 15) / 16 * 16;
+    for (u32 t0 = t_begin; t0 < t_end; t0 += p.tile) {
+        const u32 nt = t_end - t0 < p.tile ? t_end - t0 : p.tile;
+        __syncthreads();  // the previous tile is done
+        mb_stage(tile, kc + (head_base + t0) * p.k_row_bytes, nt * (u32)p.k_row_bytes, threadIdx.x,
+                 blockDim.x);
+        if (!v_in_k)
+            mb_stage(tile + v_off, vc + (head_base + t0) * p.v_row_bytes, nt * (u32)p.v_row_bytes,
+                     threadIdx.x, blockDim.x);
+        __syncthreads();
+        if (!active) continue;
+        // Scores: lane t keeps token t's.
+        float s = mb_attn_neg_inf();
+        for (u32 t = 0; t < nt; ++t) {
+            const u8* row = tile + t * p.k_row_bytes;
+            float d = 0.0f;
+#pragma unroll
+            for (u32 i = 0; i < ATTN_MAX_DK / MB_WARP_SIZE; ++i) {
+                const u32 e = lane + MB_WARP_SIZE * i;
+                if (e < p.d_k) d += qv[i] * T::at(row, e);
+            }
+            d = mb_warp_sum(d);
+            if (lane == t) s = d;
+        }
+        const float m_new = fmaxf(m, mb_warp_max(s));
+        const float a = expf(m - m_new);  // 0 on the first tile (m = -inf)
+        const float pr = lane < nt ? expf(s - m_new) : 0.0f;
+        l = l * a + mb_warp_sum(pr);
+        m = m_new;
+#pragma unroll
+        for (u32 i = 0; i < ATTN_MAX_DV / MB_WARP_SIZE; ++i) acc[i] *= a;
+        const u8* vt = v_in_k ? tile : tile + v_off;
+        const u32 vb = v_in_k ? (u32)p.k_row_bytes : (u32)p.v_row_bytes;
+        for (u32 t = 0; t < nt; ++t) {
+            const float pt = __shfl_sync(MB_FULL_MASK, pr, t);
+            const u8* row = vt + t * vb;
+#pragma unroll
+            for (u32 i = 0; i < ATTN_MAX_DV / MB_WARP_SIZE; ++i) {
+                const u32 e = lane + MB_WARP_SIZE * i;
+                if (e < p.d_v) acc[i] += pt * T::at(row, e);
+            }
+        }
+    }
+    if (!active) return;
+    const u64 at = (u64)head * p.splits + split;
+    if (lane == 0) {
+        part_ml[2 * at] = m;
+        part_ml[2 * at + 1] = l;
+    }
+#pragma unroll
+    for (u32 i = 0; i < ATTN_MAX_DV / MB_WARP_SIZE; ++i) {
+        const u32 e = lane + MB_WARP_SIZE * i;
+        if (e < p.d_v) part_acc[at * p.d_v + e] = acc[i];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_HG * MB_WARP_SIZE)
+mb_attn_f16(const float* __restrict__ q, const u8* __restrict__ kc, const u8* __restrict__ vc,
+            float* __restrict__ part_ml, float* __restrict__ part_acc, AttnParams p) {
+    mb_attn_split<KvF16>(q, kc, vc, part_ml, part_acc, p);
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_HG * MB_WARP_SIZE)
+mb_attn_bf16(const float* __restrict__ q, const u8* __restrict__ kc, const u8* __restrict__ vc,
+             float* __restrict__ part_ml, float* __restrict__ part_acc, AttnParams p) {
+    mb_attn_split<KvBF16>(q, kc, vc, part_ml, part_acc, p);
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_MAX_HG * MB_WARP_SIZE)
+mb_attn_q8_0(const float* __restrict__ q, const u8* __restrict__ kc, const u8* __restrict__ vc,
+             float* __restrict__ part_ml, float* __restrict__ part_acc, AttnParams p) {
+    mb_attn_split<KvQ8_0>(q, kc, vc, part_ml, part_acc, p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One block per query head: merge the splits (and the sink) and normalise.
+extern "C" __global__ void __launch_bounds__(128)
+mb_attn_reduce(const float* __restrict__ part_ml, const float* __restrict__ part_acc,
+               const float* __restrict__ sinks, float* __restrict__ out, AttnParams p) {
+    const u32 head = blockIdx.x;
+    const u64 base = (u64)head * p.splits;
+    const float sink = (p.flags & ATTN_SINKS) ? mb_ld(sinks + head) : mb_attn_neg_inf();
+    float m = sink;
+    for (u32 s = 0; s < p.splits; ++s) m = fmaxf(m, mb_ld(part_ml + 2 * (base + s)));
+    float den = m == mb_attn_neg_inf() ? 0.0f : expf(sink - m);
+    for (u32 s = 0; s < p.splits; ++s) {
+        const float ms = mb_ld(part_ml + 2 * (base + s));
+        if (ms != mb_attn_neg_inf()) den += expf(ms - m) * mb_ld(part_ml + 2 * (base + s) + 1);
+    }
+    const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+    for (u32 e = threadIdx.x; e < p.d_v; e += blockDim.x) {
+        float o = 0.0f;
+        for (u32 s = 0; s < p.splits; ++s) {
+            const float ms = mb_ld(part_ml + 2 * (base + s));
+            if (ms != mb_attn_neg_inf()) o += expf(ms - m) * mb_ld(part_acc + (base + s) * p.d_v + e);
+        }
+        out[(u64)head * p.d_v + e] = o * inv;
+    }
+}

@@ -21,7 +21,7 @@ use crate::bytes::{Weights, weights};
 use crate::dtype::DType;
 use crate::hardware::{Device, DeviceKind};
 use crate::kv::{KvCache, KvError, KvLayout, kv_cache};
-use crate::model::ModelSpec;
+use crate::model::{MAX_CONTEXT, ModelSpec};
 use crate::recipe::Recipe;
 use crate::tensors::TensorClass;
 
@@ -130,11 +130,10 @@ struct Unit {
 
 /// Plans `m` under `req`.
 pub fn plan(m: &ModelSpec, req: &FitRequest) -> Result<Plan, FitError> {
-    const MAX_CTX: u64 = 16 << 20;
-    if req.ctx == 0 || req.ctx > MAX_CTX {
+    if req.ctx == 0 || req.ctx > MAX_CONTEXT {
         return Err(FitError::BadContext {
             ctx: req.ctx,
-            max: MAX_CTX,
+            max: MAX_CONTEXT,
             supported: m.max_context,
         });
     }

@@ -62,11 +62,11 @@ pub fn run(a: &Args) -> Result<()> {
             "bytes_per_token": rows.iter().map(|(r, t)| json!({"recipe": r.name(), "bytes": t.bytes, "active_bytes": t.active_bytes})).collect::<Vec<_>>(),
             "kv_f16_bytes_per_token": kv.iter().map(|(l, k)| json!({"layout": l.name(), "bytes": k.total})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{} ({}, arch {})", m.display_name, m.name, m.arch);
-    println!(
+    outln!("{} ({}, arch {})", m.display_name, m.name, m.arch);
+    outln!(
         "  layers {} ({}), hidden {}, vocab {}, max context {}",
         m.n_layers,
         layer_summary(&m),
@@ -76,7 +76,7 @@ pub fn run(a: &Args) -> Result<()> {
     );
     let at = &m.attention;
     match at.kind {
-        membound_spec::model::AttentionKind::Gqa => println!(
+        membound_spec::model::AttentionKind::Gqa => outln!(
             "  attention: GQA, {} heads, {} KV heads, head dim {}{}",
             at.n_heads,
             m.kv_heads(),
@@ -85,7 +85,7 @@ pub fn run(a: &Args) -> Result<()> {
                 .map(|w| format!(", sliding window {w}"))
                 .unwrap_or_default()
         ),
-        membound_spec::model::AttentionKind::Mla => println!(
+        membound_spec::model::AttentionKind::Mla => outln!(
             "  attention: MLA, {} heads, q_lora {}, kv_lora {}, qk nope {} + rope {}, v {}",
             at.n_heads,
             at.q_lora_rank.map_or("-".into(), |v| v.to_string()),
@@ -96,7 +96,7 @@ pub fn run(a: &Args) -> Result<()> {
         ),
     }
     match &m.ffn.moe {
-        Some(e) => println!(
+        Some(e) => outln!(
             "  FFN: MoE, {} experts, top-{}, expert width {}, {} shared, first {} layers dense ({}), router {:?}",
             e.n_experts,
             e.top_k,
@@ -106,10 +106,10 @@ pub fn run(a: &Args) -> Result<()> {
             m.ffn.intermediate.unwrap_or(0),
             e.router
         ),
-        None => println!("  FFN: dense, width {}", m.ffn.intermediate.unwrap_or(0)),
+        None => outln!("  FFN: dense, width {}", m.ffn.intermediate.unwrap_or(0)),
     }
     if m.count_layers(LayerKind::Linear) > 0 {
-        println!(
+        outln!(
             "  linear-attention state: {} per layer (constant)",
             human(linear_state_bytes(&m))
         );
@@ -124,12 +124,12 @@ pub fn run(a: &Args) -> Result<()> {
         .params_active
         .map(|p| format!(" (published {})", count(p as u64)))
         .unwrap_or_default();
-    println!(
+    outln!(
         "  parameters: {} total{pub_total}, {} active per token{pub_active}",
         count(totals.params),
         count(w16.params_active_published(&m))
     );
-    println!();
+    outln!();
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|(r, t)| {
@@ -148,7 +148,7 @@ pub fn run(a: &Args) -> Result<()> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &[
@@ -161,7 +161,7 @@ pub fn run(a: &Args) -> Result<()> {
             &body
         )
     );
-    println!();
+    outln!();
     let body: Vec<Vec<String>> = kv
         .iter()
         .map(|(l, k)| {
@@ -172,7 +172,7 @@ pub fn run(a: &Args) -> Result<()> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &[
@@ -190,7 +190,7 @@ pub fn run(a: &Args) -> Result<()> {
 pub fn models(json_out: bool) -> Result<()> {
     let all = embedded()?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = all
@@ -209,7 +209,7 @@ pub fn models(json_out: bool) -> Result<()> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &["name", "model", "arch", "ffn", "params", "active", "layers"],

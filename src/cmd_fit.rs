@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use membound_spec::bytes::weights;
 use membound_spec::fit::{DEFAULT_RESERVE_BYTES, DeviceShare, FitRequest, Plan, plan};
 use membound_spec::hardware::{Device, DeviceKind, device, host_cpu, table as hw_table};
-use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes};
+use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes, swa_cells};
 use membound_spec::model::LayerKind;
 use membound_spec::registry::find;
 use membound_spec::{DType, ModelSpec, Recipe};
@@ -280,14 +280,15 @@ fn print_plan(
     if sliding + linear > 0 {
         let mut why = format!("only the {full} full-attention layers grow with context");
         if sliding > 0 {
+            let window = m.sliding_window.unwrap_or(0);
             why += &format!(
-                "; {sliding} sliding-window layers keep at most {} tokens",
-                m.sliding_window.unwrap_or(0)
+                "; {sliding} sliding-window layers keep at most {} cells (window {window} + a 512-token micro-batch, as llama.cpp)",
+                swa_cells(window, u64::MAX)
             );
         }
         if linear > 0 {
             why += &format!(
-                "; {linear} linear-attention layers keep a constant {} state each",
+                "; {linear} linear-attention layers keep a constant {} state each, read and written every token",
                 human(linear_state_bytes(m))
             );
         }

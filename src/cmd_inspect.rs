@@ -213,7 +213,7 @@ pub fn run(a: &Args) -> Result<()> {
             .add(r);
         total.add(r);
     }
-    let kv_bytes = kv.as_ref().map_or(0, |k| k.total);
+    let kv_bytes = kv.as_ref().map_or(0, |k| k.traffic);
     let file_type = f
         .meta_u64("general.file_type")
         .ok()
@@ -231,6 +231,7 @@ pub fn run(a: &Args) -> Result<()> {
             "weights_read_per_token": total.active_bytes,
             "kv": kv.as_ref().map(|k| json!({"ctx": k.ctx, "type": k.dtype.name(), "layout": k.layout.name(), "bytes": k.total})),
             "bytes_per_token": total.active_bytes + kv_bytes,
+            "kv_traffic_per_token": kv.as_ref().map(|k| k.traffic),
             "by_class": by_class,
             "by_type": by_type,
             "spec": spec.as_ref().ok(),
@@ -306,7 +307,7 @@ pub fn run(a: &Args) -> Result<()> {
             k.dtype,
             k.ctx,
             gib(k.total),
-            (total.active_bytes + k.total) as f64 / 1e9
+            (total.active_bytes + k.traffic) as f64 / 1e9
         );
     }
     Ok(())

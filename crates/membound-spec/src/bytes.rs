@@ -5,7 +5,8 @@
 //! token embeddings (one row; a model with tied embeddings also reads the whole matrix as its
 //! output projection) and the routed experts (`top_k` of `n_experts` per MoE layer, the
 //! expectation for one token); plus the whole KV cache up to the current depth (sliding layers:
-//! their window; linear layers: their state, read and written). Activations are a few
+//! the cells llama.cpp keeps, window plus a micro-batch; linear layers: their state, read and
+//! written, counted twice). Activations are a few
 //! kilobytes per layer and are not counted.
 
 use std::collections::BTreeMap;
@@ -154,7 +155,7 @@ impl Weights {
 pub struct TokenBytes {
     /// Weight bytes read per token.
     pub weights: u64,
-    /// KV-cache (and recurrent-state) bytes read per token at this depth.
+    /// KV-cache bytes read, and recurrent-state bytes read and written, per token at this depth.
     pub kv: u64,
     /// Their sum.
     pub total: u64,
@@ -165,8 +166,8 @@ pub fn per_token(m: &ModelSpec, w: &Weights, kv: &KvCache) -> TokenBytes {
     let weights = w.totals(m).active_bytes;
     TokenBytes {
         weights,
-        kv: kv.total,
-        total: weights + kv.total,
+        kv: kv.traffic,
+        total: weights + kv.traffic,
     }
 }
 

@@ -229,14 +229,14 @@ fn units(m: &ModelSpec, w: &Weights, kv: &KvCache) -> Vec<Unit> {
     let mut units: Vec<Unit> = (0..m.n_layers)
         .map(|i| {
             let t = w.layer(m, Some(i));
-            let kv_i = kv.per_layer[i as usize];
+            let i_ = i as usize;
             Unit {
                 first: i,
                 end: i + 1,
                 output: false,
                 bytes: t.bytes,
-                kv: kv_i,
-                read: t.active_bytes + kv_i,
+                kv: kv.per_layer[i_],
+                read: t.active_bytes + kv.per_layer_traffic[i_],
             }
         })
         .collect();

@@ -10,9 +10,12 @@
 //! - [`KvLayout::ExpandedMha`]: K and V per head after the up-projection, what an engine
 //!   without MLA support stores: `n_heads × (qk_nope + qk_rope + v_head_dim)`.
 //!
-//! Sliding-window layers keep at most `sliding_window` tokens; linear-attention layers keep a
-//! constant recurrent state (`n_v_heads × k_head_dim × v_head_dim` plus the short-convolution
-//! tail, in F32 as llama.cpp stores it) however long the context.
+//! Sliding-window layers keep, as llama.cpp's `llama_kv_cache_iswa` sizes them,
+//! `window + n_ubatch` cells rounded up to 256 ([`swa_cells`]: gemma-3's 1024 → 1536, gpt-oss's
+//! 128 → 768), or the context if it is shorter, and a decode step reads every cell it keeps;
+//! linear-attention layers keep a constant recurrent state (`n_v_heads × k_head_dim ×
+//! v_head_dim` plus the short-convolution tail, in F32 as llama.cpp stores it) however long the
+//! context, which each token reads and writes back.
 //!
 //! **Why the seed saw ~2× more KV in Ollama than in llama.cpp for GLM-4.7-Flash.**
 //! GLM-4.7-Flash has 47 MLA layers with `kv_lora_rank` 512 and `qk_rope_head_dim` 64.
@@ -152,8 +155,29 @@ pub struct KvCache {
     pub bytes_per_token_layer: u64,
     /// Bytes of each layer's cache (softmax: grows with context; sliding: capped; linear: constant state).
     pub per_layer: Vec<u64>,
-    /// Sum over layers.
+    /// Sum over layers: the memory the cache holds.
     pub total: u64,
+    /// Bytes of each layer's cache one decode token moves: the cache read, and a linear
+    /// layer's state read and written back.
+    pub per_layer_traffic: Vec<u64>,
+    /// Sum over layers: the cache bytes one token moves.
+    pub traffic: u64,
+}
+
+/// llama.cpp's default micro-batch (`n_ubatch`), which sliding-window caches hold on top of
+/// the window.
+pub const UBATCH: u64 = 512;
+/// llama.cpp's cache-size padding, in cells.
+pub const CELL_PAD: u64 = 256;
+
+/// Cells a sliding-window layer keeps at context `ctx`: `window + UBATCH` rounded up to
+/// [`CELL_PAD`], at most `ctx` (llama.cpp's `llama_kv_cache_iswa`).
+pub fn swa_cells(window: u64, ctx: u64) -> u64 {
+    window
+        .saturating_add(UBATCH)
+        .div_ceil(CELL_PAD)
+        .saturating_mul(CELL_PAD)
+        .min(ctx)
 }
 
 /// Bytes of `values` cache elements of `dtype`, requiring whole blocks.
@@ -209,7 +233,7 @@ pub fn kv_cache(
     let per_token = row_bytes(dtype, k, m)?
         .checked_add(v_bytes)
         .ok_or_else(too_large)?;
-    let window = m.sliding_window.unwrap_or(ctx).min(ctx);
+    let window = m.sliding_window.map_or(ctx, |w| swa_cells(w, ctx));
     let state = checked_linear_state(m).ok_or_else(too_large)?;
     let per_layer: Vec<u64> = m
         .layer_kinds()
@@ -220,10 +244,18 @@ pub fn kv_cache(
         })
         .collect::<Option<_>>()
         .ok_or_else(too_large)?;
-    let total = per_layer
-        .iter()
-        .try_fold(0u64, |a, b| a.checked_add(*b))
+    let per_layer_traffic: Vec<u64> = m
+        .layer_kinds()
+        .zip(&per_layer)
+        .map(|(kind, b)| match kind {
+            LayerKind::Linear => b.checked_mul(2),
+            _ => Some(*b),
+        })
+        .collect::<Option<_>>()
         .ok_or_else(too_large)?;
+    let sum = |v: &[u64]| v.iter().try_fold(0u64, |a, b| a.checked_add(*b));
+    let total = sum(&per_layer).ok_or_else(too_large)?;
+    let traffic = sum(&per_layer_traffic).ok_or_else(too_large)?;
     Ok(KvCache {
         layout,
         dtype,
@@ -231,6 +263,8 @@ pub fn kv_cache(
         bytes_per_token_layer: per_token,
         per_layer,
         total,
+        per_layer_traffic,
+        traffic,
     })
 }
 

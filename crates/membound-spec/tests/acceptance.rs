@@ -204,3 +204,42 @@ fn tied_embeddings_are_read_whole_as_the_output() {
     // Dense and tied: every parameter is active except the input-embedding row lookup.
     assert_eq!(w.params_active_published(&m), w.totals(&m).params);
 }
+
+/// llama.cpp's sliding-window caches hold window + n_ubatch (512) cells rounded up to 256, and
+/// a decode step reads them all; linear-attention state is read and written every token.
+#[test]
+fn sliding_cells_and_linear_state_as_llama_cpp_moves_them() {
+    use membound_spec::kv::linear_state_bytes;
+    use membound_spec::kv::swa_cells;
+    const MIB: u64 = 1 << 20;
+    assert_eq!(swa_cells(1024, 1 << 20), 1536);
+    assert_eq!(swa_cells(128, 1 << 20), 768);
+    assert_eq!(swa_cells(128, 300), 300);
+    let ctx = 32_768;
+    for (name, window, extra) in [
+        ("gemma-3-27b", 1024, 208 * MIB),
+        ("gpt-oss-120b", 128, 45 * MIB / 2),
+    ] {
+        let m = find(name).unwrap();
+        let kv = kv_cache(&m, KvLayout::Gqa, DType::F16, ctx).unwrap();
+        let full = u64::from(m.count_layers(membound_spec::model::LayerKind::Full));
+        let sliding = u64::from(m.count_layers(membound_spec::model::LayerKind::Sliding));
+        let per = kv.bytes_per_token_layer;
+        assert_eq!(
+            kv.total,
+            per * (full * ctx + sliding * swa_cells(window, ctx)),
+            "{name}"
+        );
+        assert_eq!(
+            kv.total - per * (full * ctx + sliding * window),
+            extra,
+            "{name}"
+        );
+        assert_eq!(kv.traffic, kv.total, "{name}");
+    }
+    let m = find("qwen3-coder-next").unwrap();
+    let kv = kv_cache(&m, KvLayout::Gqa, DType::F16, 4096).unwrap();
+    let state = 36 * linear_state_bytes(&m);
+    assert_eq!(kv.traffic, kv.total + state);
+    assert_within("state written per token", state as f64, 79e6, 0.01);
+}

@@ -243,3 +243,20 @@ fn sliding_cells_and_linear_state_as_llama_cpp_moves_them() {
     assert_eq!(kv.traffic, kv.total + state);
     assert_within("state written per token", state as f64, 79e6, 0.01);
 }
+
+/// Q4_K_S keeps Q5_K for `ffn_down` in the first eighth of the layers and the first four
+/// `attn_v`: Llama-3.1-8B is 4.363 GiB (llama-bench prints 4.38 GiB with its own rounding).
+#[test]
+fn llama_8b_q4_k_s_size() {
+    let m = find("llama-3.1-8b").unwrap();
+    let w = weights(&m, Recipe::Q4_K_S);
+    let q5: Vec<&str> = w
+        .tensors
+        .iter()
+        .filter(|t| t.dtype == DType::Q5_K)
+        .map(|t| t.desc.name.as_str())
+        .collect();
+    assert_eq!(q5.len(), 8, "{q5:?}");
+    assert!(q5.contains(&"blk.3.ffn_down.weight") && q5.contains(&"blk.3.attn_v.weight"));
+    assert_within("Q4_K_S GiB", w.totals(&m).bytes as f64 / GIB, 4.363, 0.001);
+}

@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result, bail};
 use membound_spec::bytes::weights;
-use membound_spec::fit::{DEFAULT_RESERVE_BYTES, DeviceShare, FitRequest, Plan, plan};
+use membound_spec::fit::{
+    DEFAULT_RESERVE_BYTES, DeviceShare, FitRequest, Plan, plan, roofline_at_depth,
+};
 use membound_spec::hardware::{Device, DeviceKind, device, host_cpu, table as hw_table};
 use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes, swa_cells};
 use membound_spec::model::LayerKind;
@@ -174,28 +176,44 @@ pub fn run(a: &Args) -> Result<()> {
                     .eq(device_ids.iter().map(|s| s.to_string()))
         })
         .collect();
+    // Each measurement against the roofline at its own depth (the planned context when the
+    // depth is not published).
+    let against: Vec<_> = published
+        .iter()
+        .map(|d| {
+            let depth = d.ctx.unwrap_or(req.ctx);
+            roofline_at_depth(&m, &req, &p, depth).map(|r| (d, depth, r))
+        })
+        .collect::<Result<_, _>>()?;
     if a.json {
         let v = json!({
             "plan": p,
             "weights_by_class": w.by_class(&m),
             "weights_by_type": w.by_dtype().iter().map(|(k, v)| (k.name().to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
             "kv_by_layout": layouts.iter().map(|(l, k)| json!({"layout": l.name(), "bytes": k.total, "bytes_per_token_layer": k.bytes_per_token_layer})).collect::<Vec<_>>(),
-            "published_decode": published.iter().map(|d| json!({"measurement": d, "fraction_of_roofline": p.roofline_tps.map(|r| d.tps / r)})).collect::<Vec<_>>(),
+            "published_decode": against.iter().map(|(d, depth, r)| json!({"measurement": d, "roofline_depth": depth, "roofline_tps": r, "fraction_of_roofline": r.map(|r| d.tps / r)})).collect::<Vec<_>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     print_plan(&m, &p, &req, &w, &layouts)?;
-    for d in published {
-        let frac = p
-            .roofline_tps
-            .map(|r| format!(" = {:.0} % of this roofline", 100.0 * d.tps / r))
+    for (d, depth, r) in against {
+        let frac = r
+            .map(|r| {
+                format!(
+                    " = {:.0} % of the roofline at depth {depth} ({r:.1} t/s)",
+                    100.0 * d.tps / r
+                )
+            })
             .unwrap_or_default();
+        let at = match d.ctx {
+            Some(c) => format!(" at depth {c}"),
+            None => ", depth not published".into(),
+        };
         outln!(
-            "published: {:.2} t/s with {}{} ({}){frac}",
+            "published: {:.2} t/s with {}{at} ({}){frac}",
             d.tps,
             d.runtime,
-            d.ctx.map(|c| format!(" at depth {c}")).unwrap_or_default(),
             d.source
         );
     }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use membound_spec::bytes::weights;
-use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes};
+use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes, swa_cells};
 use membound_spec::model::LayerKind;
 use membound_spec::registry::{embedded, find};
 use membound_spec::{DType, ModelSpec, Recipe};
@@ -36,6 +36,31 @@ pub fn layer_summary(m: &ModelSpec) -> String {
     .join(", ")
 }
 
+/// A KV layout's cost as it grows: bytes per token per full layer, per token over all the
+/// full layers, the sliding layers' cap and the linear layers' constant state.
+struct KvGrowth {
+    layout: KvLayout,
+    per_token_layer: u64,
+    per_token: u64,
+    sliding_cap: u64,
+    state: u64,
+}
+
+fn kv_growth(m: &ModelSpec, layout: KvLayout) -> Result<KvGrowth> {
+    let per_token_layer = kv_cache(m, layout, DType::F16, 1)?.bytes_per_token_layer;
+    let count = |k| u64::from(m.count_layers(k));
+    let cells = m
+        .sliding_window
+        .map_or(0, |w| swa_cells(w, membound_spec::model::MAX_CONTEXT));
+    Ok(KvGrowth {
+        layout,
+        per_token_layer,
+        per_token: per_token_layer * count(LayerKind::Full),
+        sliding_cap: per_token_layer * cells * count(LayerKind::Sliding),
+        state: linear_state_bytes(m) * count(LayerKind::Linear),
+    })
+}
+
 /// Runs `membound spec`.
 pub fn run(a: &Args) -> Result<()> {
     let m = find(&a.model)?;
@@ -48,10 +73,10 @@ pub fn run(a: &Args) -> Result<()> {
             (r, t)
         })
         .collect();
-    let kv: Vec<_> = KvLayout::applicable(&m)
+    let kv: Vec<KvGrowth> = KvLayout::applicable(&m)
         .iter()
-        .map(|l| kv_cache(&m, *l, DType::F16, 1).map(|k| (*l, k)))
-        .collect::<Result<_, _>>()?;
+        .map(|l| kv_growth(&m, *l))
+        .collect::<Result<_>>()?;
     let w16 = weights(&m, Recipe::BF16);
     let totals = w16.totals(&m);
     if a.json {
@@ -60,7 +85,7 @@ pub fn run(a: &Args) -> Result<()> {
             "params_total": totals.params,
             "params_active": w16.params_active_published(&m),
             "bytes_per_token": rows.iter().map(|(r, t)| json!({"recipe": r.name(), "bytes": t.bytes, "active_bytes": t.active_bytes})).collect::<Vec<_>>(),
-            "kv_f16_bytes_per_token": kv.iter().map(|(l, k)| json!({"layout": l.name(), "bytes": k.total})).collect::<Vec<_>>(),
+            "kv_f16_bytes_per_token": kv.iter().map(|k| json!({"layout": k.layout.name(), "bytes": k.per_token, "per_full_layer": k.per_token_layer, "sliding_cap_bytes": k.sliding_cap, "linear_state_bytes": k.state})).collect::<Vec<_>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -164,11 +189,13 @@ pub fn run(a: &Args) -> Result<()> {
     outln!();
     let body: Vec<Vec<String>> = kv
         .iter()
-        .map(|(l, k)| {
+        .map(|k| {
             vec![
-                l.name().to_string(),
-                human(k.bytes_per_token_layer),
-                human(k.total),
+                k.layout.name().to_string(),
+                human(k.per_token_layer),
+                human(k.per_token),
+                human(k.sliding_cap),
+                human(k.state),
             ]
         })
         .collect();
@@ -178,7 +205,9 @@ pub fn run(a: &Args) -> Result<()> {
             &[
                 "KV layout (f16)",
                 "per token per full layer",
-                "per token, all layers"
+                "per token, full layers",
+                "sliding layers (capped)",
+                "linear state (constant)"
             ],
             &body
         )

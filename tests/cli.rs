@@ -222,3 +222,51 @@ fn compare_reads_results_with_their_paired_ratios() {
         "{text}"
     );
 }
+
+/// `spec`'s KV columns grow per token over the full layers only; sliding layers are capped and
+/// linear state is constant, each shown apart.
+#[test]
+fn spec_kv_is_growth_per_token_and_constant_state_apart() {
+    let out = membound(&["spec", "qwen3-coder-next", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kv = &v["kv_f16_bytes_per_token"][0];
+    assert_eq!(kv["bytes"], 24 * 1024, "{kv}");
+    assert_eq!(kv["linear_state_bytes"], 36 * 2_195_456, "{kv}");
+    let out = membound(&["spec", "gemma-3-27b", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kv = &v["kv_f16_bytes_per_token"][0];
+    assert_eq!(kv["bytes"], 10 * 8192, "{kv}");
+    assert_eq!(kv["sliding_cap_bytes"], 52 * 1536 * 8192, "{kv}");
+}
+
+/// A published rate measured at a 49-token prompt is compared with the roofline at that depth,
+/// not with one that reads the whole planned context.
+#[test]
+fn published_rates_are_compared_at_their_depth() {
+    let args = [
+        "fit",
+        "glm-4.7-flash",
+        "--devices",
+        "4090,5070ti",
+        "--quant",
+        "Q8_0",
+        "--ctx",
+        "112k",
+        "--kv-type",
+        "q8_0",
+        "--host",
+        "5800x3d",
+        "--json",
+    ];
+    let out = membound(&args);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let planned = v["plan"]["roofline_tps"].as_f64().unwrap();
+    for d in v["published_decode"].as_array().unwrap() {
+        assert_eq!(d["roofline_depth"], 49, "{d}");
+        let r = d["roofline_tps"].as_f64().unwrap();
+        assert!(r > planned, "{d}");
+        assert!(d["fraction_of_roofline"].as_f64().unwrap() < 1.0, "{d}");
+    }
+    let text = String::from_utf8_lossy(&membound(&args[..args.len() - 1]).stdout).to_string();
+    assert!(text.contains("of the roofline at depth 49"), "{text}");
+}

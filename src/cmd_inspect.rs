@@ -320,48 +320,38 @@ mod tests {
 
     #[test]
     fn rows_without_a_spec_use_names() {
-        let mut w = GgufWriter::new();
-        w.add_meta("general.architecture", "mamba").unwrap();
-        w.add_meta("mamba.expert_used_count", 2u32).unwrap();
-        w.add_tensor("token_embd.weight", &[4, 8], DType::F32, vec![0u8; 128])
+        // expert_used_count beyond the 4 experts: the whole tensor, and a note, not 250/4 of it.
+        for (top_k, experts_read) in [(2u32, 64), (250, 128)] {
+            let mut w = GgufWriter::new();
+            w.add_meta("general.architecture", "mamba").unwrap();
+            w.add_meta("mamba.expert_used_count", top_k).unwrap();
+            w.add_tensor("token_embd.weight", &[4, 8], DType::F32, vec![0u8; 128])
+                .unwrap();
+            w.add_tensor(
+                "blk.0.ffn_up_exps.weight",
+                &[4, 2, 4],
+                DType::F32,
+                vec![0u8; 128],
+            )
             .unwrap();
-        w.add_tensor(
-            "blk.0.ffn_up_exps.weight",
-            &[4, 2, 4],
-            DType::F32,
-            vec![0u8; 128],
-        )
-        .unwrap();
-        w.add_f32("blk.0.attn_norm.weight", &[4], &[1.0; 4])
-            .unwrap();
-        let f = GgufFile::from_vec(w.to_bytes().unwrap()).unwrap();
-        assert!(spec_from_gguf(&f).is_err());
-        let r = rows(&f, None);
-        let active: Vec<(&str, u64)> = r
-            .iter()
-            .map(|r| (r.class.as_str(), r.active_bytes))
-            .collect();
-        assert_eq!(
-            active,
-            [("token_embd", 16), ("ffn_up_exps", 64), ("attn_norm", 16)]
-        );
-    }
-
-    #[test]
-    fn expert_used_count_beyond_the_experts_reads_at_most_the_tensor() {
-        let mut w = GgufWriter::new();
-        w.add_meta("general.architecture", "mamba").unwrap();
-        w.add_meta("mamba.expert_used_count", 250u32).unwrap();
-        w.add_tensor(
-            "blk.0.ffn_up_exps.weight",
-            &[4, 2, 4],
-            DType::F32,
-            vec![0u8; 128],
-        )
-        .unwrap();
-        let f = GgufFile::from_vec(w.to_bytes().unwrap()).unwrap();
-        let r = rows(&f, None);
-        assert_eq!((r[0].bytes, r[0].active_bytes), (128, 128));
-        assert!(top_k_note(&f).unwrap().contains("250"));
+            w.add_f32("blk.0.attn_norm.weight", &[4], &[1.0; 4])
+                .unwrap();
+            let f = GgufFile::from_vec(w.to_bytes().unwrap()).unwrap();
+            assert!(spec_from_gguf(&f).is_err());
+            let r = rows(&f, None);
+            let active: Vec<(&str, u64)> = r
+                .iter()
+                .map(|r| (r.class.as_str(), r.active_bytes))
+                .collect();
+            assert_eq!(
+                active,
+                [
+                    ("token_embd", 16),
+                    ("ffn_up_exps", experts_read),
+                    ("attn_norm", 16)
+                ]
+            );
+            assert_eq!(top_k_note(&f).is_some(), top_k > 4);
+        }
     }
 }

@@ -34,44 +34,48 @@ fn rejects(text: &str, field: &str) {
 
 #[test]
 fn counts_and_dims_are_bounded() {
-    let llama = "llama-3.1-8b.toml";
-    rejects(
-        &edited(llama, "n_layers = 32", "n_layers = 1000000"),
-        "n_layers",
-    );
-    rejects(
-        &edited(llama, "hidden = 4096", "hidden = 1099511627776"),
-        "hidden",
-    );
-    rejects(
-        &edited(llama, "head_dim = 128", "head_dim = 1073741824"),
-        "head_dim",
-    );
-    rejects(
-        &edited(
+    let (llama, next) = ("llama-3.1-8b.toml", "qwen3-coder-next.toml");
+    let pattern = format!("layer_pattern = \"{}F\"", "L".repeat(5000));
+    let cases = [
+        (llama, "n_layers = 32", "n_layers = 1000000", "n_layers"),
+        (llama, "hidden = 4096", "hidden = 1099511627776", "hidden"),
+        (llama, "head_dim = 128", "head_dim = 1073741824", "head_dim"),
+        (
             llama,
             "max_context = 131072",
             "max_context = 9223372036854775807",
+            "max_context",
         ),
-        "max_context",
-    );
-    let next = "qwen3-coder-next.toml";
-    rejects(
-        &edited(next, "n_shared = 1 ", "n_shared = 9223372036854775807 "),
-        "n_shared",
-    );
-    rejects(
-        &edited(next, "n_experts = 512", "n_experts = 100000000"),
-        "n_experts",
-    );
-    rejects(
-        &edited(
+        (
             next,
-            "layer_pattern = \"LLLF\"",
-            &format!("layer_pattern = \"{}F\"", "L".repeat(5000)),
+            "n_shared = 1 ",
+            "n_shared = 9223372036854775807 ",
+            "n_shared",
         ),
-        "layer_pattern",
-    );
+        (
+            next,
+            "n_experts = 512",
+            "n_experts = 100000000",
+            "n_experts",
+        ),
+        (next, "layer_pattern = \"LLLF\"", &pattern, "layer_pattern"),
+        // Published figures: finite and positive.
+        (
+            next,
+            "params_total = 79.67e9",
+            "params_total = -30.5e9",
+            "published.params_total",
+        ),
+        (
+            next,
+            "params_total = 79.67e9",
+            "params_total = nan",
+            "published.params_total",
+        ),
+    ];
+    for (file, from, to, field) in cases {
+        rejects(&edited(file, from, to), field);
+    }
     // Each field within bounds, the whole beyond what fits in memory anywhere.
     let huge = edited(llama, "hidden = 4096", "hidden = 262144");
     let huge = huge.replacen("intermediate = 14336", "intermediate = 262144", 1);
@@ -82,16 +86,7 @@ fn counts_and_dims_are_bounded() {
 }
 
 #[test]
-fn published_figures_are_finite_and_positive() {
-    let next = "qwen3-coder-next.toml";
-    rejects(
-        &edited(next, "params_total = 79.67e9", "params_total = -30.5e9"),
-        "published.params_total",
-    );
-    rejects(
-        &edited(next, "params_total = 79.67e9", "params_total = nan"),
-        "published.params_total",
-    );
+fn published_rates_are_finite_and_positive() {
     let glm = "glm-4.7-flash.toml";
     let (_, text) = EMBEDDED.iter().find(|(f, _)| *f == glm).unwrap();
     let tps = text

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::units::table;
+use crate::units::{clean, table};
 
 /// Arguments of `membound compare`.
 #[derive(clap::Args)]
@@ -35,6 +35,9 @@ pub struct Args {
 /// One measured case.
 #[derive(Debug, Clone, serde::Serialize)]
 struct Case {
+    /// Where it was read from (duplicate ids are named by their folders).
+    #[serde(skip)]
+    dir: PathBuf,
     mean_ns: f64,
     bytes: Option<u64>,
     /// GB/s as a fraction of the read measured around it in the same process.
@@ -53,16 +56,40 @@ struct Machine {
     cases: BTreeMap<String, Case>,
 }
 
+/// The largest JSON file read (Criterion's are a few KiB).
+const MAX_JSON_BYTES: u64 = 16 << 20;
+/// The deepest folder nesting walked below a Criterion folder.
+const MAX_DEPTH: usize = 16;
+
 fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    use std::io::Read as _;
+    let cannot = || format!("cannot read {}", path.display());
+    let meta = std::fs::metadata(path).with_context(cannot)?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .with_context(cannot)?
+        .take(MAX_JSON_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(cannot)?;
+    if text.len() as u64 > MAX_JSON_BYTES {
+        bail!("{} is larger than {MAX_JSON_BYTES} bytes", path.display());
+    }
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
-fn walk(dir: &Path, baseline: &str, out: &mut BTreeMap<String, Case>) -> Result<()> {
+/// Reads the cases below `dir`, not following symbolic links (a link loop would never end),
+/// at most [`MAX_DEPTH`] folders deep; the same id twice is an error naming both folders.
+fn walk(dir: &Path, baseline: &str, depth: usize, out: &mut BTreeMap<String, Case>) -> Result<()> {
+    if depth > MAX_DEPTH {
+        bail!("{}: folders nested deeper than {MAX_DEPTH}", dir.display());
+    }
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
-        if !path.is_dir() {
+        let entry = entry?;
+        let path = entry.path();
+        if !entry.file_type()?.is_dir() {
             continue;
         }
         let bench = path.join(baseline).join("benchmark.json");
@@ -76,18 +103,30 @@ fn walk(dir: &Path, baseline: &str, out: &mut BTreeMap<String, Case>) -> Result<
             let mean_ns = e["mean"]["point_estimate"]
                 .as_f64()
                 .with_context(|| format!("{}: no mean", path.display()))?;
+            if !(mean_ns.is_finite() && mean_ns > 0.0) {
+                bail!(
+                    "{}: mean time {mean_ns} ns is not a positive number",
+                    path.display()
+                );
+            }
             let t = &b["throughput"];
             let bytes = t["BytesDecimal"].as_u64().or_else(|| t["Bytes"].as_u64());
-            out.insert(
-                id,
-                Case {
-                    mean_ns,
-                    bytes,
-                    paired: None,
-                },
-            );
+            if let Some(first) = out.get(&id) {
+                bail!(
+                    "benchmark id `{id}` appears twice: in {} and in {}",
+                    first.dir.display(),
+                    path.display()
+                );
+            }
+            let case = Case {
+                dir: path.clone(),
+                mean_ns,
+                bytes,
+                paired: None,
+            };
+            out.insert(id, case);
         } else if path.file_name().is_some_and(|n| n != "report") {
-            walk(&path, baseline, out)?;
+            walk(&path, baseline, depth + 1, out)?;
         }
     }
     Ok(())
@@ -108,7 +147,7 @@ fn load(dir: &Path, baseline: &str) -> Result<Machine> {
         bail!("{} is not a directory", dir.display());
     }
     let mut cases = BTreeMap::new();
-    walk(dir, baseline, &mut cases)?;
+    walk(dir, baseline, 0, &mut cases)?;
     add_paired(dir, &mut cases);
     if cases.is_empty() {
         bail!(
@@ -186,13 +225,13 @@ pub fn run(a: &Args) -> Result<()> {
                 json!({"id": id, "machines": per})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     for (i, m) in machines.iter().enumerate() {
-        println!("[{}] {}", i + 1, m.label);
+        outln!("[{}] {}", i + 1, clean(&m.label));
     }
-    println!();
+    outln!();
     let mut header = vec!["id".to_string()];
     for i in 1..=machines.len() {
         header.push(format!("[{i}] time"));
@@ -235,7 +274,7 @@ pub fn run(a: &Args) -> Result<()> {
         })
         .collect();
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    println!("{}", table(&header, &rows));
+    outln!("{}", table(&header, &rows));
     Ok(())
 }
 

@@ -12,7 +12,7 @@ pub fn run(json_out: bool) -> Result<()> {
     let host = host_cpu();
     let cuda = probe();
     if json_out {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &json!({"cpu": host, "simd": membound_cpu::simd_level(), "cuda": cuda})
@@ -42,7 +42,7 @@ pub fn run(json_out: bool) -> Result<()> {
             ),
         ]);
     }
-    println!(
+    outln!(
         "{}",
         table(
             &[
@@ -57,7 +57,7 @@ pub fn run(json_out: bool) -> Result<()> {
         )
     );
     if let Probe::Unavailable { reason } = &cuda {
-        println!("\nno GPU backend: {reason}");
+        outln!("\nno GPU backend: {reason}");
     }
     Ok(())
 }

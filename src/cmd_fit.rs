@@ -2,9 +2,11 @@
 
 use anyhow::{Context, Result, bail};
 use membound_spec::bytes::weights;
-use membound_spec::fit::{DEFAULT_RESERVE_BYTES, DeviceShare, FitRequest, Plan, plan};
+use membound_spec::fit::{
+    DEFAULT_RESERVE_BYTES, DeviceShare, FitRequest, Plan, plan, roofline_at_depth,
+};
 use membound_spec::hardware::{Device, DeviceKind, device, host_cpu, table as hw_table};
-use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes};
+use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes, swa_cells};
 use membound_spec::model::LayerKind;
 use membound_spec::registry::find;
 use membound_spec::{DType, ModelSpec, Recipe};
@@ -49,9 +51,9 @@ pub struct Args {
     pub json: bool,
 }
 
-fn request(a: &Args, m: &ModelSpec) -> Result<FitRequest> {
-    let recipe: Recipe = a.quant.parse()?;
-    let kv_dtype: DType = a.kv_type.parse()?;
+/// Parses a KV-cache element type, refusing types no runtime caches KV in.
+pub fn kv_dtype(s: &str) -> Result<DType> {
+    let kv_dtype: DType = s.parse()?;
     if !matches!(
         kv_dtype,
         DType::F32
@@ -69,6 +71,12 @@ fn request(a: &Args, m: &ModelSpec) -> Result<FitRequest> {
             "KV type {kv_dtype} is not a KV-cache type (use f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, f32, f8_e4m3)"
         );
     }
+    Ok(kv_dtype)
+}
+
+fn request(a: &Args, m: &ModelSpec) -> Result<FitRequest> {
+    let recipe: Recipe = a.quant.parse()?;
+    let kv_dtype = kv_dtype(&a.kv_type)?;
     let kv_layout = a
         .kv_layout
         .as_deref()
@@ -102,10 +110,10 @@ fn request(a: &Args, m: &ModelSpec) -> Result<FitRequest> {
         Some(g) => bail!("--reserve-gib {g} is out of range (0..1024)"),
     };
     if a.ctx > m.max_context {
-        eprintln!(
+        crate::warn(&format!(
             "note: context {} exceeds {}'s max_position_embeddings {}",
             a.ctx, m.name, m.max_context
-        );
+        ));
     }
     Ok(FitRequest {
         recipe,
@@ -168,28 +176,44 @@ pub fn run(a: &Args) -> Result<()> {
                     .eq(device_ids.iter().map(|s| s.to_string()))
         })
         .collect();
+    // Each measurement against the roofline at its own depth (the planned context when the
+    // depth is not published).
+    let against: Vec<_> = published
+        .iter()
+        .map(|d| {
+            let depth = d.ctx.unwrap_or(req.ctx);
+            roofline_at_depth(&m, &req, &p, depth).map(|r| (d, depth, r))
+        })
+        .collect::<Result<_, _>>()?;
     if a.json {
         let v = json!({
             "plan": p,
             "weights_by_class": w.by_class(&m),
             "weights_by_type": w.by_dtype().iter().map(|(k, v)| (k.name().to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
             "kv_by_layout": layouts.iter().map(|(l, k)| json!({"layout": l.name(), "bytes": k.total, "bytes_per_token_layer": k.bytes_per_token_layer})).collect::<Vec<_>>(),
-            "published_decode": published.iter().map(|d| json!({"measurement": d, "fraction_of_roofline": p.roofline_tps.map(|r| d.tps / r)})).collect::<Vec<_>>(),
+            "published_decode": against.iter().map(|(d, depth, r)| json!({"measurement": d, "roofline_depth": depth, "roofline_tps": r, "fraction_of_roofline": r.map(|r| d.tps / r)})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    print_plan(&m, &p, &req, &w, &layouts);
-    for d in published {
-        let frac = p
-            .roofline_tps
-            .map(|r| format!(" = {:.0} % of this roofline", 100.0 * d.tps / r))
+    print_plan(&m, &p, &req, &w, &layouts)?;
+    for (d, depth, r) in against {
+        let frac = r
+            .map(|r| {
+                format!(
+                    " = {:.0} % of the roofline at depth {depth} ({r:.1} t/s)",
+                    100.0 * d.tps / r
+                )
+            })
             .unwrap_or_default();
-        println!(
-            "published: {:.2} t/s with {}{} ({}){frac}",
+        let at = match d.ctx {
+            Some(c) => format!(" at depth {c}"),
+            None => ", depth not published".into(),
+        };
+        outln!(
+            "published: {:.2} t/s with {}{at} ({}){frac}",
             d.tps,
             d.runtime,
-            d.ctx.map(|c| format!(" at depth {c}")).unwrap_or_default(),
             d.source
         );
     }
@@ -202,8 +226,8 @@ fn print_plan(
     req: &FitRequest,
     w: &membound_spec::bytes::Weights,
     layouts: &[(KvLayout, membound_spec::kv::KvCache)],
-) {
-    println!(
+) -> Result<()> {
+    outln!(
         "{} {} — KV {} {} at {} tokens ({} layers: {})",
         m.display_name,
         req.recipe,
@@ -213,7 +237,7 @@ fn print_plan(
         m.n_layers,
         layer_summary(m)
     );
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = w
         .by_class(m)
         .iter()
@@ -226,7 +250,7 @@ fn print_plan(
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &["weights by class", "params", "stored", "read per token"],
@@ -239,14 +263,14 @@ fn print_plan(
         .map(|(t, b)| format!("{t} {}", gib(*b)))
         .collect();
     let t = w.totals(m);
-    println!(
+    outln!(
         "total {} ({:.2} GB) = {}; read per token {:.3} GB",
         gib(t.bytes),
         t.bytes as f64 / 1e9,
         types.join(", "),
         t.active_bytes as f64 / 1e9
     );
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = layouts
         .iter()
         .map(|(l, k)| {
@@ -257,7 +281,7 @@ fn print_plan(
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &[
@@ -274,20 +298,21 @@ fn print_plan(
     if sliding + linear > 0 {
         let mut why = format!("only the {full} full-attention layers grow with context");
         if sliding > 0 {
+            let window = m.sliding_window.unwrap_or(0);
             why += &format!(
-                "; {sliding} sliding-window layers keep at most {} tokens",
-                m.sliding_window.unwrap_or(0)
+                "; {sliding} sliding-window layers keep at most {} cells (window {window} + a 512-token micro-batch, as llama.cpp)",
+                swa_cells(window, u64::MAX)
             );
         }
         if linear > 0 {
             why += &format!(
-                "; {linear} linear-attention layers keep a constant {} state each",
+                "; {linear} linear-attention layers keep a constant {} state each, read and written every token",
                 human(linear_state_bytes(m))
             );
         }
-        println!("{why}");
+        outln!("{why}");
     }
-    println!();
+    outln!();
     let header = [
         "device",
         "layers",
@@ -305,33 +330,34 @@ fn print_plan(
         .chain(std::iter::once(&p.host))
         .map(share_row)
         .collect();
-    println!("{}", table(&header, &rows));
-    println!();
+    outln!("{}", table(&header, &rows));
+    outln!();
     if p.spilled_layers == 0 {
-        println!(
+        outln!(
             "fits: every layer on the GPUs (the token embeddings stay in host memory, as in llama.cpp)"
         );
     } else {
-        println!(
+        outln!(
             "spills: {} of {} layers (output counted as one) stay in host memory",
             p.spilled_layers,
             m.n_layers + 1
         );
     }
     if !p.fits {
-        println!(
+        outln!(
             "does NOT fit: host memory {} is too small for its share",
             gib(p.host.device.memory_bytes)
         );
     }
     match p.roofline_tps {
-        Some(t) => println!(
+        Some(t) => outln!(
             "roofline: {t:.1} t/s best case (each device streams its bytes per token at spec bandwidth)"
         ),
-        None => println!(
+        None => outln!(
             "roofline: unknown — the host's bandwidth is not known; pass --host-bw GB/s or --host 5800x3d"
         ),
     }
+    Ok(())
 }
 
 /// Runs `membound hardware`.
@@ -339,7 +365,7 @@ pub fn hardware(json_out: bool) -> Result<()> {
     let mut all: Vec<Device> = hw_table();
     all.push(host_cpu());
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = all
@@ -357,7 +383,7 @@ pub fn hardware(json_out: bool) -> Result<()> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &[

@@ -16,8 +16,9 @@ use membound_spec::{DType, ModelSpec, Recipe};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::cmd_fit::kv_dtype;
 use crate::cmd_spec::layer_summary;
-use crate::units::{count, gib, human, parse_ctx, table};
+use crate::units::{clean, count, gib, human, parse_ctx, table};
 
 /// Arguments of `membound inspect`.
 #[derive(clap::Args)]
@@ -83,15 +84,32 @@ fn spec_classes(m: &ModelSpec) -> HashMap<String, (String, u64, u64)> {
         .collect()
 }
 
+/// `expert_used_count` (1 when absent).
+fn top_k(f: &GgufFile) -> u64 {
+    f.arch_meta("expert_used_count")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1)
+}
+
+/// A note when `expert_used_count` exceeds the experts of a stacked expert tensor, which
+/// [`rows`] then counts whole.
+fn top_k_note(f: &GgufFile) -> Option<String> {
+    let k = top_k(f);
+    let t = f.tensors().iter().find(|t| {
+        tensor_class(&t.name).1.ends_with("_exps") && t.dims.get(2).is_some_and(|e| *e < k)
+    })?;
+    Some(format!(
+        "note: expert_used_count {k} exceeds the {} experts of {}; counted as reading all of them",
+        t.dims[2], t.name
+    ))
+}
+
 /// Classifies the file's tensors and counts what a token reads from each: matched tensors by
 /// the spec's rule; others by name — `token_embd` one row, stacked `*_exps` experts
-/// `expert_used_count` of them, everything else whole.
+/// `expert_used_count` of them (at most all of them), everything else whole.
 fn rows(f: &GgufFile, spec: Option<&ModelSpec>) -> Vec<Row> {
     let classes = spec.map(spec_classes).unwrap_or_default();
-    let top_k = f
-        .arch_meta("expert_used_count")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(1);
+    let top_k = top_k(f);
     f.tensors()
         .iter()
         .map(|t: &TensorInfo| {
@@ -101,7 +119,9 @@ fn rows(f: &GgufFile, spec: Option<&ModelSpec>) -> Vec<Row> {
                 None => {
                     let (num, den) = match (base, t.dims.as_slice()) {
                         ("token_embd", [_, rows, ..]) => (1, *rows),
-                        (b, [_, _, experts]) if b.ends_with("_exps") => (top_k, *experts),
+                        (b, [_, _, experts]) if b.ends_with("_exps") => {
+                            (top_k.min(*experts), *experts)
+                        }
                         _ => (1, 1),
                     };
                     (base.to_string(), num, den)
@@ -130,7 +150,7 @@ fn kv(a: &Args, spec: &Result<ModelSpec, String>) -> Result<Option<KvCache>> {
     let m = spec
         .as_ref()
         .map_err(|e| anyhow::anyhow!("--ctx needs the model spec, which cannot be read: {e}"))?;
-    let dtype: DType = a.kv_type.parse()?;
+    let dtype = kv_dtype(&a.kv_type)?;
     Ok(Some(kv_cache(m, KvLayout::native(m), dtype, ctx)?))
 }
 
@@ -172,9 +192,15 @@ fn arch_line(m: &ModelSpec) -> String {
 
 /// Runs `membound inspect`.
 pub fn run(a: &Args) -> Result<()> {
+    kv_dtype(&a.kv_type)?;
     let f = GgufFile::open(&a.file)?;
     let spec = spec_from_gguf(&f).map_err(|e| e.to_string());
     let rows = rows(&f, spec.as_ref().ok());
+    if spec.is_err()
+        && let Some(note) = top_k_note(&f)
+    {
+        crate::warn(&note);
+    }
     let kv = kv(a, &spec)?;
     let mut by_class = BTreeMap::<String, Sum>::new();
     let mut by_type = BTreeMap::<String, Sum>::new();
@@ -187,7 +213,7 @@ pub fn run(a: &Args) -> Result<()> {
             .add(r);
         total.add(r);
     }
-    let kv_bytes = kv.as_ref().map_or(0, |k| k.total);
+    let kv_bytes = kv.as_ref().map_or(0, |k| k.traffic);
     let file_type = f
         .meta_u64("general.file_type")
         .ok()
@@ -205,20 +231,21 @@ pub fn run(a: &Args) -> Result<()> {
             "weights_read_per_token": total.active_bytes,
             "kv": kv.as_ref().map(|k| json!({"ctx": k.ctx, "type": k.dtype.name(), "layout": k.layout.name(), "bytes": k.total})),
             "bytes_per_token": total.active_bytes + kv_bytes,
+            "kv_traffic_per_token": kv.as_ref().map(|k| k.traffic),
             "by_class": by_class,
             "by_type": by_type,
             "spec": spec.as_ref().ok(),
             "spec_error": spec.as_ref().err(),
             "tensors": rows,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{}: GGUF v{}, arch {}, {} tensors, {} ({:.2} GB){}",
-        f.source(),
+        clean(f.source()),
         f.version(),
-        arch.unwrap_or("?"),
+        clean(arch.unwrap_or("?")),
         rows.len(),
         gib(total.bytes),
         total.bytes as f64 / 1e9,
@@ -227,10 +254,10 @@ pub fn run(a: &Args) -> Result<()> {
             .unwrap_or_default()
     );
     match &spec {
-        Ok(m) => println!("  spec: {}", arch_line(m)),
-        Err(e) => println!("  spec: not derivable ({e})"),
+        Ok(m) => outln!("  spec: {}", arch_line(m)),
+        Err(e) => outln!("  spec: not derivable ({})", clean(e)),
     }
-    println!();
+    outln!();
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -243,11 +270,11 @@ pub fn run(a: &Args) -> Result<()> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(&["tensor", "type", "shape", "bytes", "class"], &body)
     );
-    println!();
+    outln!();
     let sums = |map: &BTreeMap<String, Sum>| -> Vec<Vec<String>> {
         map.iter()
             .map(|(k, s)| {
@@ -262,11 +289,11 @@ pub fn run(a: &Args) -> Result<()> {
             .collect()
     };
     let header = |first| [first, "tensors", "params", "stored", "read per token"];
-    println!("{}", table(&header("class"), &sums(&by_class)));
-    println!();
-    println!("{}", table(&header("type"), &sums(&by_type)));
-    println!();
-    println!(
+    outln!("{}", table(&header("class"), &sums(&by_class)));
+    outln!();
+    outln!("{}", table(&header("type"), &sums(&by_type)));
+    outln!();
+    outln!(
         "total {} ({:.2} GB), {} params; weights read per token {:.3} GB",
         gib(total.bytes),
         total.bytes as f64 / 1e9,
@@ -274,13 +301,13 @@ pub fn run(a: &Args) -> Result<()> {
         total.active_bytes as f64 / 1e9
     );
     if let Some(k) = &kv {
-        println!(
+        outln!(
             "KV {} {} at {} tokens: {}; bytes per token {:.3} GB",
             k.layout,
             k.dtype,
             k.ctx,
             gib(k.total),
-            (total.active_bytes + k.total) as f64 / 1e9
+            (total.active_bytes + k.traffic) as f64 / 1e9
         );
     }
     Ok(())
@@ -293,30 +320,38 @@ mod tests {
 
     #[test]
     fn rows_without_a_spec_use_names() {
-        let mut w = GgufWriter::new();
-        w.add_meta("general.architecture", "mamba").unwrap();
-        w.add_meta("mamba.expert_used_count", 2u32).unwrap();
-        w.add_tensor("token_embd.weight", &[4, 8], DType::F32, vec![0u8; 128])
+        // expert_used_count beyond the 4 experts: the whole tensor, and a note, not 250/4 of it.
+        for (top_k, experts_read) in [(2u32, 64), (250, 128)] {
+            let mut w = GgufWriter::new();
+            w.add_meta("general.architecture", "mamba").unwrap();
+            w.add_meta("mamba.expert_used_count", top_k).unwrap();
+            w.add_tensor("token_embd.weight", &[4, 8], DType::F32, vec![0u8; 128])
+                .unwrap();
+            w.add_tensor(
+                "blk.0.ffn_up_exps.weight",
+                &[4, 2, 4],
+                DType::F32,
+                vec![0u8; 128],
+            )
             .unwrap();
-        w.add_tensor(
-            "blk.0.ffn_up_exps.weight",
-            &[4, 2, 4],
-            DType::F32,
-            vec![0u8; 128],
-        )
-        .unwrap();
-        w.add_f32("blk.0.attn_norm.weight", &[4], &[1.0; 4])
-            .unwrap();
-        let f = GgufFile::from_vec(w.to_bytes().unwrap()).unwrap();
-        assert!(spec_from_gguf(&f).is_err());
-        let r = rows(&f, None);
-        let active: Vec<(&str, u64)> = r
-            .iter()
-            .map(|r| (r.class.as_str(), r.active_bytes))
-            .collect();
-        assert_eq!(
-            active,
-            [("token_embd", 16), ("ffn_up_exps", 64), ("attn_norm", 16)]
-        );
+            w.add_f32("blk.0.attn_norm.weight", &[4], &[1.0; 4])
+                .unwrap();
+            let f = GgufFile::from_vec(w.to_bytes().unwrap()).unwrap();
+            assert!(spec_from_gguf(&f).is_err());
+            let r = rows(&f, None);
+            let active: Vec<(&str, u64)> = r
+                .iter()
+                .map(|r| (r.class.as_str(), r.active_bytes))
+                .collect();
+            assert_eq!(
+                active,
+                [
+                    ("token_embd", 16),
+                    ("ffn_up_exps", experts_read),
+                    ("attn_norm", 16)
+                ]
+            );
+            assert_eq!(top_k_note(&f).is_some(), top_k > 4);
+        }
     }
 }

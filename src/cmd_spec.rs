@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use membound_spec::bytes::weights;
-use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes};
+use membound_spec::kv::{KvLayout, kv_cache, linear_state_bytes, swa_cells};
 use membound_spec::model::LayerKind;
 use membound_spec::registry::{embedded, find};
 use membound_spec::{DType, ModelSpec, Recipe};
@@ -48,6 +48,31 @@ fn moe_layer_bytes(m: &ModelSpec, recipes: &[Recipe]) -> Vec<(Recipe, u64)> {
         .collect()
 }
 
+/// A KV layout's cost as it grows: bytes per token per full layer, per token over all the
+/// full layers, the sliding layers' cap and the linear layers' constant state.
+struct KvGrowth {
+    layout: KvLayout,
+    per_token_layer: u64,
+    per_token: u64,
+    sliding_cap: u64,
+    state: u64,
+}
+
+fn kv_growth(m: &ModelSpec, layout: KvLayout) -> Result<KvGrowth> {
+    let per_token_layer = kv_cache(m, layout, DType::F16, 1)?.bytes_per_token_layer;
+    let count = |k| u64::from(m.count_layers(k));
+    let cells = m
+        .sliding_window
+        .map_or(0, |w| swa_cells(w, membound_spec::model::MAX_CONTEXT));
+    Ok(KvGrowth {
+        layout,
+        per_token_layer,
+        per_token: per_token_layer * count(LayerKind::Full),
+        sliding_cap: per_token_layer * cells * count(LayerKind::Sliding),
+        state: linear_state_bytes(m) * count(LayerKind::Linear),
+    })
+}
+
 /// Runs `membound spec`.
 pub fn run(a: &Args) -> Result<()> {
     let m = find(&a.model)?;
@@ -60,10 +85,10 @@ pub fn run(a: &Args) -> Result<()> {
             (r, t)
         })
         .collect();
-    let kv: Vec<_> = KvLayout::applicable(&m)
+    let kv: Vec<KvGrowth> = KvLayout::applicable(&m)
         .iter()
-        .map(|l| kv_cache(&m, *l, DType::F16, 1).map(|k| (*l, k)))
-        .collect::<Result<_, _>>()?;
+        .map(|l| kv_growth(&m, *l))
+        .collect::<Result<_>>()?;
     let w16 = weights(&m, Recipe::BF16);
     let totals = w16.totals(&m);
     if a.json {
@@ -73,13 +98,13 @@ pub fn run(a: &Args) -> Result<()> {
             "params_active": w16.params_active_published(&m),
             "bytes_per_token": rows.iter().map(|(r, t)| json!({"recipe": r.name(), "bytes": t.bytes, "active_bytes": t.active_bytes})).collect::<Vec<_>>(),
             "moe_layer_bytes_per_token": moe_layer_bytes(&m, &recipes).iter().map(|(r, b)| json!({"recipe": r.name(), "bytes": b})).collect::<Vec<_>>(),
-            "kv_f16_bytes_per_token": kv.iter().map(|(l, k)| json!({"layout": l.name(), "bytes": k.total})).collect::<Vec<_>>(),
+            "kv_f16_bytes_per_token": kv.iter().map(|k| json!({"layout": k.layout.name(), "bytes": k.per_token, "per_full_layer": k.per_token_layer, "sliding_cap_bytes": k.sliding_cap, "linear_state_bytes": k.state})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{} ({}, arch {})", m.display_name, m.name, m.arch);
-    println!(
+    outln!("{} ({}, arch {})", m.display_name, m.name, m.arch);
+    outln!(
         "  layers {} ({}), hidden {}, vocab {}, max context {}",
         m.n_layers,
         layer_summary(&m),
@@ -89,7 +114,7 @@ pub fn run(a: &Args) -> Result<()> {
     );
     let at = &m.attention;
     match at.kind {
-        membound_spec::model::AttentionKind::Gqa => println!(
+        membound_spec::model::AttentionKind::Gqa => outln!(
             "  attention: GQA, {} heads, {} KV heads, head dim {}{}",
             at.n_heads,
             m.kv_heads(),
@@ -98,7 +123,7 @@ pub fn run(a: &Args) -> Result<()> {
                 .map(|w| format!(", sliding window {w}"))
                 .unwrap_or_default()
         ),
-        membound_spec::model::AttentionKind::Mla => println!(
+        membound_spec::model::AttentionKind::Mla => outln!(
             "  attention: MLA, {} heads, q_lora {}, kv_lora {}, qk nope {} + rope {}, v {}",
             at.n_heads,
             at.q_lora_rank.map_or("-".into(), |v| v.to_string()),
@@ -109,7 +134,7 @@ pub fn run(a: &Args) -> Result<()> {
         ),
     }
     match &m.ffn.moe {
-        Some(e) => println!(
+        Some(e) => outln!(
             "  FFN: MoE, {} experts, top-{}, expert width {}, {} shared, first {} layers dense ({}), router {:?}",
             e.n_experts,
             e.top_k,
@@ -119,7 +144,7 @@ pub fn run(a: &Args) -> Result<()> {
             m.ffn.intermediate.unwrap_or(0),
             e.router
         ),
-        None => println!("  FFN: dense, width {}", m.ffn.intermediate.unwrap_or(0)),
+        None => outln!("  FFN: dense, width {}", m.ffn.intermediate.unwrap_or(0)),
     }
     if let Some(e) = &m.ffn.moe {
         // What the moe suite's `moe/{model}-{recipe}` case reads per token, less x and y.
@@ -127,7 +152,7 @@ pub fn run(a: &Args) -> Result<()> {
             .iter()
             .map(|(r, b)| format!("{} {}", r.name(), human(*b)))
             .collect();
-        println!(
+        outln!(
             "  one MoE layer per token (layer {}: router, top-{} experts and their biases, shared expert): {}",
             e.dense_first,
             e.top_k,
@@ -135,7 +160,7 @@ pub fn run(a: &Args) -> Result<()> {
         );
     }
     if m.count_layers(LayerKind::Linear) > 0 {
-        println!(
+        outln!(
             "  linear-attention state: {} per layer (constant)",
             human(linear_state_bytes(&m))
         );
@@ -150,12 +175,12 @@ pub fn run(a: &Args) -> Result<()> {
         .params_active
         .map(|p| format!(" (published {})", count(p as u64)))
         .unwrap_or_default();
-    println!(
+    outln!(
         "  parameters: {} total{pub_total}, {} active per token{pub_active}",
         count(totals.params),
         count(w16.params_active_published(&m))
     );
-    println!();
+    outln!();
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|(r, t)| {
@@ -174,7 +199,7 @@ pub fn run(a: &Args) -> Result<()> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &[
@@ -187,24 +212,28 @@ pub fn run(a: &Args) -> Result<()> {
             &body
         )
     );
-    println!();
+    outln!();
     let body: Vec<Vec<String>> = kv
         .iter()
-        .map(|(l, k)| {
+        .map(|k| {
             vec![
-                l.name().to_string(),
-                human(k.bytes_per_token_layer),
-                human(k.total),
+                k.layout.name().to_string(),
+                human(k.per_token_layer),
+                human(k.per_token),
+                human(k.sliding_cap),
+                human(k.state),
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &[
                 "KV layout (f16)",
                 "per token per full layer",
-                "per token, all layers"
+                "per token, full layers",
+                "sliding layers (capped)",
+                "linear state (constant)"
             ],
             &body
         )
@@ -216,7 +245,7 @@ pub fn run(a: &Args) -> Result<()> {
 pub fn models(json_out: bool) -> Result<()> {
     let all = embedded()?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = all
@@ -235,7 +264,7 @@ pub fn models(json_out: bool) -> Result<()> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &["name", "model", "arch", "ffn", "params", "active", "layers"],

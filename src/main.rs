@@ -1,6 +1,15 @@
 //! `membound`: the command line of the membound benchmarks — model specs, the memory-fit
 //! planner, GGUF inspection and machine facts. Benchmarks themselves run with `cargo bench`.
 
+/// `println!` that returns a [`StdoutError`] from the enclosing function instead of panicking
+/// when stdout is closed or full.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::StdoutError)?
+    }};
+}
+
 mod cmd_compare;
 mod cmd_devices;
 mod cmd_fit;
@@ -8,6 +17,7 @@ mod cmd_inspect;
 mod cmd_spec;
 mod units;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -52,8 +62,70 @@ enum Command {
     },
 }
 
+/// Writing to stdout failed (closed pipe, full disk).
+#[derive(Debug)]
+pub struct StdoutError(pub std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot write to stdout: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutError {}
+
+/// Prints `message` on stderr as one line, ignoring a closed stderr.
+pub fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{}", units::clean(message));
+}
+
+/// An error and its causes as one line, each cause once: a cause whose text the line already
+/// holds (a `source` that its parent's message repeats) is left out.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
+}
+
+/// Parses the command line. Help and version go to stdout as clap writes them (a closed stdout
+/// is ignored); a usage error is its first paragraph on one line, exit 2.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+        }
+        _ => {
+            let text = e.to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .flat_map(str::split_whitespace)
+                .collect();
+            warn(&first.join(" "));
+            ExitCode::from(2)
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let result = match cli.command {
         Command::Spec(a) => cmd_spec::run(&a),
         Command::Fit(a) => cmd_fit::run(&a),
@@ -62,11 +134,19 @@ fn main() -> ExitCode {
         Command::Models { json } => cmd_spec::models(json),
         Command::Hardware { json } => cmd_fit::hardware(json),
         Command::Devices { json } => cmd_devices::run(json),
-    };
+    }
+    .and_then(|()| std::io::stdout().flush().map_err(|e| StdoutError(e).into()));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`membound models | head -1`): nothing more to say.
+        Err(e)
+            if e.downcast_ref::<StdoutError>()
+                .is_some_and(|s| s.0.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            warn(&format!("error: {}", one_line(&e)));
             ExitCode::from(2)
         }
     }

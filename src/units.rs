@@ -1,6 +1,11 @@
 //! Parsing and printing sizes for the CLI.
 
-/// Parses a context length: `4096`, `64k` (×1024), `1m` (×1024²).
+use std::borrow::Cow;
+
+use membound_spec::model::MAX_CONTEXT;
+
+/// Parses a context length: `4096`, `64k` (×1024), `1m` (×1024²), from 1 token to
+/// [`MAX_CONTEXT`].
 pub fn parse_ctx(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mul) = match t.strip_suffix('k') {
@@ -13,9 +18,13 @@ pub fn parse_ctx(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a context length (e.g. 4096, 64k, 1m)"))?;
-    n.checked_mul(mul)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("context `{s}` must be at least 1 token"))
+    match n.checked_mul(mul) {
+        Some(0) => Err(format!("context `{s}` must be at least 1 token")),
+        Some(v) if v <= MAX_CONTEXT => Ok(v),
+        _ => Err(format!(
+            "context `{s}` is too large (at most {MAX_CONTEXT} tokens, 16m)"
+        )),
+    }
 }
 
 /// Bytes as GiB with two decimals.
@@ -49,10 +58,38 @@ pub fn count(n: u64) -> String {
     }
 }
 
-/// Renders rows as a left-aligned text table with a header rule.
+/// `s` safe for a terminal: control characters (escape sequences, newlines, carriage returns)
+/// and bidirectional-text overrides are written as `\u{..}` escapes, so text read from files
+/// cannot move the cursor, forge lines or reorder what is printed.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if unsafe_char(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Renders rows as a left-aligned text table with a header rule; every cell is [`clean`]ed.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clean(c).into_owned()).collect())
+        .collect();
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
+    for r in &rows {
         for (i, c) in r.iter().enumerate() {
             if i < width.len() {
                 width[i] = width[i].max(c.chars().count());
@@ -78,7 +115,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             .collect::<Vec<_>>()
             .join("  "),
     );
-    for r in rows {
+    for r in &rows {
         out.push('\n');
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
@@ -97,6 +134,21 @@ mod tests {
         assert!(parse_ctx("0").is_err());
         assert!(parse_ctx("lots").is_err());
         assert!(parse_ctx("99999999999999999999k").is_err());
+        assert_eq!(parse_ctx("16m"), Ok(MAX_CONTEXT));
+        for big in ["16385k", "18014398509481984k", "17m"] {
+            assert!(parse_ctx(big).unwrap_err().contains("too large"), "{big}");
+        }
+    }
+
+    #[test]
+    fn terminal_text_is_cleaned() {
+        assert_eq!(clean("blk.0.attn_q.weight"), "blk.0.attn_q.weight");
+        assert_eq!(
+            clean("a\x1b[2Jb\nc\u{202e}"),
+            "a\\u{1b}[2Jb\\u{a}c\\u{202e}"
+        );
+        let t = table(&["name"], &[vec!["x\nforged  row".into()]]);
+        assert_eq!(t.lines().count(), 3, "{t}");
     }
 
     #[test]

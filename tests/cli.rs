@@ -1,29 +1,9 @@
 //! The `membound` binary: answers for good input, and a clear message with exit code 2 for bad
 //! input, never a panic.
 
-use std::process::{Command, Output};
+mod common;
 
-fn membound(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_membound"))
-        .args(args)
-        .output()
-        .expect("runs membound")
-}
-
-fn fails_with(args: &[&str], needles: &[&str]) {
-    let out = membound(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{args:?}: exit {:?}, stderr {err}",
-        out.status.code()
-    );
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: stderr lacks `{n}`: {err}");
-    }
-}
+use common::{fails_with, membound};
 
 #[test]
 fn unknown_model_lists_the_known_ones() {
@@ -77,7 +57,7 @@ fn bad_fit_arguments() {
             "--ctx",
             "100000000",
         ],
-        &["out of range"],
+        &["too large"],
     );
     fails_with(
         &["fit", "glm-4.7-flash", "--devices", "4090", "--ctx", "lots"],
@@ -264,4 +244,52 @@ fn spec_says_what_one_moe_layer_reads() {
     let text = String::from_utf8(membound(&["spec", "qwen3-30b-a3b"]).stdout).unwrap();
     assert!(text.contains("one MoE layer per token (layer 0"), "{text}");
     assert!(text.contains("Q8_0 39.25 MiB"), "{text}");
+}
+
+/// `spec`'s KV columns grow per token over the full layers only; sliding layers are capped and
+/// linear state is constant, each shown apart.
+#[test]
+fn spec_kv_is_growth_per_token_and_constant_state_apart() {
+    let out = membound(&["spec", "qwen3-coder-next", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kv = &v["kv_f16_bytes_per_token"][0];
+    assert_eq!(kv["bytes"], 24 * 1024, "{kv}");
+    assert_eq!(kv["linear_state_bytes"], 36 * 2_195_456, "{kv}");
+    let out = membound(&["spec", "gemma-3-27b", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kv = &v["kv_f16_bytes_per_token"][0];
+    assert_eq!(kv["bytes"], 10 * 8192, "{kv}");
+    assert_eq!(kv["sliding_cap_bytes"], 52 * 1536 * 8192, "{kv}");
+}
+
+/// A published rate measured at a 49-token prompt is compared with the roofline at that depth,
+/// not with one that reads the whole planned context.
+#[test]
+fn published_rates_are_compared_at_their_depth() {
+    let args = [
+        "fit",
+        "glm-4.7-flash",
+        "--devices",
+        "4090,5070ti",
+        "--quant",
+        "Q8_0",
+        "--ctx",
+        "112k",
+        "--kv-type",
+        "q8_0",
+        "--host",
+        "5800x3d",
+        "--json",
+    ];
+    let out = membound(&args);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let planned = v["plan"]["roofline_tps"].as_f64().unwrap();
+    for d in v["published_decode"].as_array().unwrap() {
+        assert_eq!(d["roofline_depth"], 49, "{d}");
+        let r = d["roofline_tps"].as_f64().unwrap();
+        assert!(r > planned, "{d}");
+        assert!(d["fraction_of_roofline"].as_f64().unwrap() < 1.0, "{d}");
+    }
+    let text = String::from_utf8_lossy(&membound(&args[..args.len() - 1]).stdout).to_string();
+    assert!(text.contains("of the roofline at depth 49"), "{text}");
 }

@@ -1,8 +1,11 @@
 //! `membound inspect` on generated model files prints the totals `membound spec` and
 //! `membound fit` print for the same model and recipe; bad files exit 2 naming the file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+
+use common::{membound, temp_dir};
 
 use membound_gguf::synthetic::{Fill, write_model_file};
 use membound_spec::bytes::weights;
@@ -63,19 +66,6 @@ qk_norm = true
 [ffn]
 intermediate = 512
 "#;
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("membound-inspect-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("creates the temp dir");
-    dir
-}
-
-fn membound(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_membound"))
-        .args(args)
-        .output()
-        .expect("runs membound")
-}
 
 fn json_of(args: &[&str]) -> Value {
     let out = membound(args);

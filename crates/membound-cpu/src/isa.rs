@@ -71,16 +71,56 @@ impl Isa {
     }
 
     /// The path kernels use by default: [`ISA_ENV`] when it names an available path, else
-    /// [`Isa::best_available`]. Read once per process.
+    /// [`Isa::best_available`]. Read once per process; a value that is unknown or not
+    /// available here is reported once on stderr.
     pub fn detect() -> Isa {
         static DETECTED: OnceLock<Isa> = OnceLock::new();
         *DETECTED.get_or_init(|| {
-            std::env::var(ISA_ENV)
-                .ok()
-                .and_then(|v| Isa::from_name(&v))
-                .filter(|isa| isa.is_available())
-                .unwrap_or_else(Isa::best_available)
+            let (isa, warning) = Isa::choose(std::env::var(ISA_ENV).ok().as_deref());
+            if let Some(w) = warning {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "warning: {w}");
+            }
+            isa
         })
+    }
+
+    /// The path for a value of [`ISA_ENV`] (`None`: unset), and why the value was not taken.
+    pub fn choose(value: Option<&str>) -> (Isa, Option<String>) {
+        let best = Isa::best_available();
+        let Some(value) = value else {
+            return (best, None);
+        };
+        let names = || Isa::ALL.map(Isa::name).join(", ");
+        let available = || {
+            Isa::available()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let shown: String = value
+            .chars()
+            .flat_map(char::escape_default)
+            .take(64)
+            .collect();
+        match Isa::from_name(value) {
+            Some(isa) if isa.is_available() => (isa, None),
+            Some(isa) => (
+                best,
+                Some(format!(
+                    "{ISA_ENV}={isa} is not available on this CPU (available: {}); using {best}",
+                    available()
+                )),
+            ),
+            None => (
+                best,
+                Some(format!(
+                    "{ISA_ENV}=`{shown}` is not a path (known: {}); using {best}",
+                    names()
+                )),
+            ),
+        }
     }
 }
 
@@ -144,5 +184,25 @@ mod tests {
         assert!(!Isa::Neon.is_available());
         #[cfg(target_arch = "aarch64")]
         assert!(Isa::Neon.is_available() && !Isa::Avx2.is_available());
+    }
+
+    #[test]
+    fn unknown_or_unavailable_requests_are_reported() {
+        assert_eq!(Isa::choose(None), (Isa::best_available(), None));
+        assert_eq!(Isa::choose(Some("scalar")), (Isa::Scalar, None));
+        for bogus in ["avx512", "bogus", "\x1b[2J"] {
+            let (isa, w) = Isa::choose(Some(bogus));
+            let w = w.expect(bogus);
+            assert_eq!(isa, Isa::best_available());
+            assert!(w.contains("scalar, avx2, neon, neon-dotprod"), "{w}");
+            assert!(!w.contains('\x1b'), "{w}");
+        }
+        let missing = if Isa::Neon.is_available() {
+            Isa::Avx2
+        } else {
+            Isa::Neon
+        };
+        let w = Isa::choose(Some(missing.name())).1.unwrap();
+        assert!(w.contains("not available on this CPU"), "{w}");
     }
 }

@@ -39,6 +39,19 @@ pub enum ErrorKind {
     /// Opening or mapping the file failed.
     #[error("cannot open or map the file: {0}")]
     Io(#[from] std::io::Error),
+    /// The path is a directory, FIFO, device or socket: only regular files are read.
+    #[error("not a regular file")]
+    NotRegularFile,
+    /// More tensors or metadata entries than any model file has.
+    #[error("{what} {count} is more than {max}")]
+    TooMany {
+        what: &'static str,
+        count: u64,
+        max: u64,
+    },
+    /// A tensor name of `GGML_MAX_NAME` (64) bytes or more, which ggml cannot hold.
+    #[error("tensor name of {len} bytes is too long (ggml allows at most {max})")]
+    NameTooLong { len: u64, max: u64 },
     /// A fixed-size field runs past the end of the file.
     #[error("file is truncated: {what} needs {needed} bytes, only {available} remain")]
     Truncated {

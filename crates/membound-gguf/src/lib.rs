@@ -22,7 +22,8 @@ mod writer;
 
 pub use error::{ErrorKind, GgufError, Result, WriteError};
 pub use reader::{
-    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GgufFile, MAX_DIMS, MAX_NESTING, MEMORY, TensorInfo,
+    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GgufFile, MAX_DIMS, MAX_METADATA, MAX_NAME_BYTES,
+    MAX_NESTING, MAX_TENSORS, MEMORY, TensorInfo,
 };
 pub use value::{MetaArray, MetaValue, ValueType};
 pub use writer::{GgufWriter, WRITE_VERSION};

@@ -24,6 +24,13 @@ pub const ALIGNMENT_KEY: &str = "general.alignment";
 pub const MAX_DIMS: usize = 4;
 /// The deepest nesting of arrays the reader accepts (guards the stack against hostile files).
 pub const MAX_NESTING: usize = 64;
+/// The most tensors a file may have (real models have a few thousand at most).
+pub const MAX_TENSORS: u64 = 1 << 16;
+/// The most metadata entries a file may have (real models have under a hundred).
+pub const MAX_METADATA: u64 = 1 << 16;
+/// The longest tensor name, in bytes: ggml's `GGML_MAX_NAME` (64) less its terminating NUL, as
+/// llama.cpp's reader enforces.
+pub const MAX_NAME_BYTES: u64 = 63;
 /// The file name reported in errors for files read from memory.
 pub const MEMORY: &str = "<memory>";
 
@@ -143,6 +150,15 @@ impl GgufFile {
             offset: None,
             kind: ErrorKind::Io(e),
         };
+        // A FIFO would block `open`, a directory or device has no meaningful length: look first.
+        let meta = std::fs::metadata(path).map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(GgufError {
+                file: source,
+                offset: None,
+                kind: ErrorKind::NotRegularFile,
+            });
+        }
         let file = std::fs::File::open(path).map_err(io_err)?;
         // SAFETY: the map is read-only. If another process truncates or rewrites the file while
         // it is mapped, reads may fault or see new bytes; GGUF files are not modified in place
@@ -400,16 +416,28 @@ impl<'a> Cursor<'a> {
         Ok(len as usize)
     }
 
-    fn string(&mut self) -> Result<String> {
+    /// The raw bytes of a string (length, then bytes).
+    fn string_bytes(&mut self) -> Result<&'a [u8]> {
         let at = self.pos;
         let len = self.read::<u64>("string length")?;
         let len = self.check_len(at, "string", len, 1)?;
-        let start = self.pos;
-        let bytes = self.take(len, "string")?;
+        self.take(len, "string")
+    }
+
+    /// A key or tensor name: must be UTF-8.
+    fn string(&mut self) -> Result<String> {
+        let start = self.pos + 8;
+        let bytes = self.string_bytes()?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_string()),
             Err(e) => Err(self.err(start + e.valid_up_to(), ErrorKind::InvalidUtf8(e))),
         }
+    }
+
+    /// A string value: invalid UTF-8 becomes U+FFFD, as llama.cpp loads such vocabularies
+    /// (byte-level tokens) without complaint.
+    fn string_value(&mut self) -> Result<String> {
+        Ok(String::from_utf8_lossy(self.string_bytes()?).into_owned())
     }
 
     fn value_type(&mut self) -> Result<ValueType> {
@@ -440,7 +468,7 @@ impl<'a> Cursor<'a> {
             ValueType::I64 => MetaValue::I64(self.read("i64")?),
             ValueType::F64 => MetaValue::F64(self.read("f64")?),
             ValueType::Bool => MetaValue::Bool(self.bool()?),
-            ValueType::String => MetaValue::String(self.string()?),
+            ValueType::String => MetaValue::String(self.string_value()?),
             ValueType::Array => MetaValue::Array(self.array(0)?),
         })
     }
@@ -486,15 +514,25 @@ impl<'a> Cursor<'a> {
             ValueType::I64 => MetaArray::I64(self.numbers(len)?),
             ValueType::F64 => MetaArray::F64(self.numbers(len)?),
             ValueType::Bool => MetaArray::Bool(self.items(len, Self::bool)?),
-            ValueType::String => MetaArray::String(self.items(len, Self::string)?),
+            ValueType::String => MetaArray::String(self.items(len, Self::string_value)?),
             ValueType::Array => MetaArray::Array(self.items(len, |c| c.array(depth + 1))?),
         })
     }
 
-    /// A count field, checked against the bytes that remain.
-    fn count(&mut self, what: &'static str, min_each: u64) -> Result<(usize, usize)> {
+    /// A count field, checked against `max` and the bytes that remain.
+    fn count(&mut self, what: &'static str, min_each: u64, max: u64) -> Result<(usize, usize)> {
         let at = self.pos;
         let n = self.read::<u64>(what)?;
+        if n > max {
+            return Err(self.err(
+                at,
+                ErrorKind::TooMany {
+                    what,
+                    count: n,
+                    max,
+                },
+            ));
+        }
         Ok((at, self.check_len(at, what, n, min_each)?))
     }
 
@@ -517,8 +555,8 @@ impl<'a> Cursor<'a> {
             }
             v => return Err(self.err(4, ErrorKind::UnsupportedVersion(v))),
         }
-        let (_, n_tensors) = self.count("tensor count", MIN_TENSOR_INFO_BYTES)?;
-        let (kv_at, n_kv) = self.count("metadata kv count", MIN_KV_BYTES)?;
+        let (_, n_tensors) = self.count("tensor count", MIN_TENSOR_INFO_BYTES, MAX_TENSORS)?;
+        let (kv_at, n_kv) = self.count("metadata kv count", MIN_KV_BYTES, MAX_METADATA)?;
         // Both tables together must fit as well.
         let needed = n_tensors as u64 * MIN_TENSOR_INFO_BYTES + n_kv as u64 * MIN_KV_BYTES;
         self.check_len(kv_at, "metadata kv and tensor tables", needed, 1)?;
@@ -579,7 +617,12 @@ impl<'a> Cursor<'a> {
 
     /// One tensor info; also returns the position of its offset field.
     fn tensor_info(&mut self) -> Result<(TensorInfo, usize)> {
+        let name_at = self.pos;
         let name = self.string()?;
+        if name.len() as u64 > MAX_NAME_BYTES {
+            let (len, max) = (name.len() as u64, MAX_NAME_BYTES);
+            return Err(self.err(name_at, ErrorKind::NameTooLong { len, max }));
+        }
         let n_dims_at = self.pos;
         let n_dims = self.read::<u32>("n_dims")?;
         if n_dims as usize > MAX_DIMS {

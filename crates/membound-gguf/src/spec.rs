@@ -18,8 +18,10 @@
 
 use membound_spec::ModelSpec;
 use membound_spec::model::{
-    Attention, AttentionKind, Ffn, LinearAttention, Moe, Published, RouterScoring, SpecError,
+    Attention, AttentionKind, Ffn, LinearAttention, MAX_LAYERS, Moe, Published, RouterScoring,
+    SpecError,
 };
+use membound_spec::tensors::inventory;
 
 use crate::error::GgufError;
 use crate::reader::GgufFile;
@@ -211,7 +213,14 @@ pub fn spec_from_gguf(f: &GgufFile) -> Result<ModelSpec> {
     let n_blocks = r.u64("block_count")?;
     let nextn = r.opt_u64("nextn_predict_layers")?.unwrap_or(0);
     let n_layers = u32::try_from(n_blocks.saturating_sub(nextn))
-        .map_err(|_| r.inconsistent(format!("block_count {n_blocks} is too large")))?;
+        .ok()
+        .filter(|n| *n <= MAX_LAYERS)
+        .ok_or_else(|| {
+            r.inconsistent(format!(
+                "{} {n_blocks} is too large (at most {MAX_LAYERS})",
+                r.key("block_count")
+            ))
+        })?;
     let hidden = r.u64("embedding_length")?;
     let max_context = r.u64("context_length")?;
     let vocab = *r
@@ -221,6 +230,12 @@ pub fn spec_from_gguf(f: &GgufFile) -> Result<ModelSpec> {
     let tied_embeddings = !r.has("output.weight");
 
     let interval = r.opt_u64("full_attention_interval")?.unwrap_or(4);
+    if arch == "qwen3next" && !(1..=u64::from(MAX_LAYERS)).contains(&interval) {
+        return Err(r.inconsistent(format!(
+            "{} {interval} is out of range (1..={MAX_LAYERS})",
+            r.key("full_attention_interval")
+        )));
+    }
     let layer_pattern = arch_pattern(arch, interval);
     let sliding_window = if layer_pattern.contains('S') {
         Some(r.u64("attention.sliding_window")?)
@@ -286,7 +301,13 @@ pub fn spec_from_gguf(f: &GgufFile) -> Result<ModelSpec> {
 
     let ffn = read_ffn(&r)?;
     let general_name = f.meta("general.name").and_then(MetaValue::as_str);
-    let display_name = general_name.unwrap_or(arch).to_string();
+    // Shown on terminals: control characters dropped, length bounded.
+    let display_name: String = general_name
+        .unwrap_or(arch)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect();
     let name = Some(slug(&display_name))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| slug(arch));
@@ -312,7 +333,27 @@ pub fn spec_from_gguf(f: &GgufFile) -> Result<ModelSpec> {
             file: f.source().to_string(),
             source,
         })?;
+    check_shapes(f, &spec)?;
     Ok(spec)
+}
+
+/// Every tensor of the spec's inventory that the file holds must have the values the metadata
+/// implies: a file whose keys contradict its tensors gives no spec.
+fn check_shapes(f: &GgufFile, spec: &ModelSpec) -> Result<()> {
+    for t in inventory(spec) {
+        if let Some(have) = f.tensor(&t.name)
+            && have.n_elements() != t.values()
+        {
+            return Err(SpecFromGgufError::Inconsistent {
+                file: f.source().to_string(),
+                problem: format!(
+                    "the metadata implies {} of shape {:?}, the file has {:?}",
+                    t.name, t.dims, have.dims
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// DeepSeek-style MLA attention from `deepseek2` keys (new and old conversions).

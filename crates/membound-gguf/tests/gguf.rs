@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use membound_gguf::{
-    ErrorKind, GgufError, GgufFile, GgufWriter, MAX_NESTING, MEMORY, MetaArray, MetaValue,
-    ValueType, WriteError,
+    ErrorKind, GgufError, GgufFile, GgufWriter, MAX_NESTING, MAX_TENSORS, MEMORY, MetaArray,
+    MetaValue, ValueType, WriteError,
 };
 use membound_spec::DType;
 
@@ -390,7 +390,7 @@ fn absurd_counts_and_lengths_fail_before_allocating() {
         let e = read_err(bytes);
         assert_eq!(e.offset, Some(at as u64), "{e}");
         assert!(
-            matches!(e.kind, ErrorKind::LengthTooLarge { what: w, .. } if w == what),
+            matches!(e.kind, ErrorKind::LengthTooLarge { what: w, .. } | ErrorKind::TooMany { what: w, .. } if w == what),
             "{e}"
         );
     }
@@ -408,12 +408,23 @@ fn absurd_counts_and_lengths_fail_before_allocating() {
 
 #[test]
 fn invalid_utf8_unknown_value_type_and_bad_bool() {
+    // Keys and tensor names must be UTF-8.
     let mut bytes = model_bytes();
-    let at = find(&bytes, b"membound synthetic") + 3;
+    let at = find(&bytes, b"general.architecture") + 3;
     bytes[at] = 0xff;
     let e = read_err(bytes);
     assert_eq!(e.offset, Some(at as u64));
     assert!(matches!(e.kind, ErrorKind::InvalidUtf8(_)), "{e}");
+    // String values need not be (llama.cpp loads byte-level vocabularies): U+FFFD stands in.
+    let mut bytes = model_bytes();
+    let at = find(&bytes, b"membound synthetic") + 3;
+    bytes[at] = 0xff;
+    let f = GgufFile::from_vec(bytes).unwrap();
+    assert!(
+        f.metadata()
+            .iter()
+            .any(|(_, v)| v.as_str() == Some("mem\u{fffd}ound synthetic"))
+    );
 
     let mut bytes = model_bytes();
     let type_at = 24 + 8 + "general.architecture".len();
@@ -633,4 +644,58 @@ fn bad_alignment_values() {
             .alignment(),
         64
     );
+}
+
+#[test]
+fn only_regular_files_are_opened() {
+    let dir = std::env::temp_dir().join(format!("membound-gguf-special-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut paths = vec![dir.clone(), "/dev/zero".into(), "/dev/null".into()];
+    let fifo = dir.join("fifo.gguf");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        paths.push(fifo);
+    }
+    for path in paths {
+        if !path.exists() {
+            continue;
+        }
+        // A FIFO would block here forever if it were opened.
+        let e = GgufFile::open(&path).unwrap_err();
+        assert!(
+            matches!(e.kind, ErrorKind::NotRegularFile),
+            "{}: {e}",
+            path.display()
+        );
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tensor_counts_and_names_are_bounded() {
+    // Zero-size tensors cost no data bytes: only the count bounds them.
+    let mut w = GgufWriter::new();
+    for i in 0..=MAX_TENSORS {
+        w.add_tensor(&format!("t{i}"), &[0], DType::F32, vec![])
+            .unwrap();
+    }
+    let e = read_err(w.to_bytes().unwrap());
+    assert!(
+        matches!(e.kind, ErrorKind::TooMany { what: "tensor count", count, .. } if count == MAX_TENSORS + 1),
+        "{e}"
+    );
+    // ggml's GGML_MAX_NAME is 64 with the NUL: 63 bytes pass, 64 do not.
+    for (len, ok) in [(63, true), (64, false)] {
+        let mut w = GgufWriter::new();
+        w.add_f32(&"n".repeat(len), &[1], &[1.0]).unwrap();
+        let r = GgufFile::from_vec(w.to_bytes().unwrap());
+        assert_eq!(r.is_ok(), ok, "{len}");
+        if let Err(e) = r {
+            assert!(
+                matches!(e.kind, ErrorKind::NameTooLong { len: 64, max: 63 }),
+                "{e}"
+            );
+        }
+    }
 }

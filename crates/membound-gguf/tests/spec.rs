@@ -272,3 +272,60 @@ fn errors_name_the_arch_and_the_key() {
         Err(SpecFromGgufError::Unrepresentable { .. })
     ));
 }
+
+/// The spec error of `spec`'s file with `key` set to `value`, within a second.
+fn error_with(spec: &ModelSpec, key: &str, value: MetaValue) -> String {
+    let mut meta = gguf_metadata(spec).unwrap();
+    meta.retain(|(k, _)| k != key);
+    meta.push((key.into(), value));
+    let file = file_with(spec, meta, |n| Some(n.into()));
+    let start = std::time::Instant::now();
+    let msg = spec_from_gguf(&file).expect_err(key).to_string();
+    assert!(
+        start.elapsed().as_secs_f64() < 1.0,
+        "{key}: {:?}",
+        start.elapsed()
+    );
+    msg
+}
+
+#[test]
+fn hostile_counts_are_errors_not_panics_hangs_or_wrapped_sizes() {
+    let next = tiny(&find("qwen3-coder-next").unwrap(), 64);
+    for interval in [u64::MAX, 1 << 40, 0] {
+        let msg = error_with(
+            &next,
+            "qwen3next.full_attention_interval",
+            MetaValue::U64(interval),
+        );
+        assert!(msg.contains("full_attention_interval"), "{msg}");
+    }
+    let llama = tiny(&find("llama-3.1-8b").unwrap(), 64);
+    for blocks in [1_000_000, 30_000_000, u64::MAX] {
+        let msg = error_with(&llama, "llama.block_count", MetaValue::U64(blocks));
+        assert!(msg.contains("llama.block_count"), "{msg}");
+    }
+    let msg = error_with(&llama, "llama.embedding_length", MetaValue::U64(1 << 40));
+    assert!(msg.contains("hidden") && msg.contains("too large"), "{msg}");
+}
+
+#[test]
+fn metadata_that_contradicts_the_tensors_gives_no_spec() {
+    let llama = tiny(&find("llama-3.1-8b").unwrap(), 64);
+    let msg = error_with(&llama, "llama.attention.head_count_kv", MetaValue::U32(1));
+    assert!(
+        msg.contains("blk.0.attn_k.weight") && msg.contains("the file has"),
+        "{msg}"
+    );
+    let msg = error_with(&llama, "llama.feed_forward_length", MetaValue::U32(64));
+    assert!(msg.contains("ffn_gate"), "{msg}");
+}
+
+#[test]
+fn display_names_lose_control_characters() {
+    let llama = tiny(&find("llama-3.1-8b").unwrap(), 64);
+    let mut meta = gguf_metadata(&llama).unwrap();
+    meta[1].1 = MetaValue::from("Evil\x1b[2J\nname");
+    let spec = spec_from_gguf(&file_with(&llama, meta, |n| Some(n.into()))).unwrap();
+    assert_eq!(spec.display_name, "Evil[2Jname");
+}

@@ -4,8 +4,10 @@
 //! included. Per token at batch 1 a decode step reads every resident weight once, except the
 //! token embeddings (one row; a model with tied embeddings also reads the whole matrix as its
 //! output projection) and the routed experts (`top_k` of `n_experts` per MoE layer, the
-//! expectation for one token, their biases included: llama.cpp reads only the selected rows); plus the whole KV cache up to the current depth (sliding layers:
-//! their window; linear layers: their state, read and written). Activations are a few
+//! expectation for one token, their biases included: llama.cpp reads only the selected rows);
+//! plus the whole KV cache up to the current depth (sliding layers: the cells llama.cpp keeps,
+//! window plus a micro-batch; linear layers: their state, read and written, counted twice).
+//! Activations are a few
 //! kilobytes per layer and are not counted.
 
 use std::collections::BTreeMap;
@@ -168,7 +170,7 @@ impl Weights {
 pub struct TokenBytes {
     /// Weight bytes read per token.
     pub weights: u64,
-    /// KV-cache (and recurrent-state) bytes read per token at this depth.
+    /// KV-cache bytes read, and recurrent-state bytes read and written, per token at this depth.
     pub kv: u64,
     /// Their sum.
     pub total: u64,
@@ -179,8 +181,8 @@ pub fn per_token(m: &ModelSpec, w: &Weights, kv: &KvCache) -> TokenBytes {
     let weights = w.totals(m).active_bytes;
     TokenBytes {
         weights,
-        kv: kv.total,
-        total: weights + kv.total,
+        kv: kv.traffic,
+        total: weights + kv.traffic,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::bytes::{Weights, weights};
 use crate::dtype::DType;
 use crate::hardware::{Device, DeviceKind};
 use crate::kv::{KvCache, KvError, KvLayout, kv_cache};
-use crate::model::ModelSpec;
+use crate::model::{MAX_CONTEXT, ModelSpec};
 use crate::recipe::Recipe;
 use crate::tensors::TensorClass;
 
@@ -130,11 +130,10 @@ struct Unit {
 
 /// Plans `m` under `req`.
 pub fn plan(m: &ModelSpec, req: &FitRequest) -> Result<Plan, FitError> {
-    const MAX_CTX: u64 = 16 << 20;
-    if req.ctx == 0 || req.ctx > MAX_CTX {
+    if req.ctx == 0 || req.ctx > MAX_CONTEXT {
         return Err(FitError::BadContext {
             ctx: req.ctx,
-            max: MAX_CTX,
+            max: MAX_CONTEXT,
             supported: m.max_context,
         });
     }
@@ -199,17 +198,12 @@ pub fn plan(m: &ModelSpec, req: &FitRequest) -> Result<Plan, FitError> {
         .map(|gbs| host.read_per_token as f64 / (gbs * 1e9));
     let spilled_layers = placed.iter().filter(|p| p.is_none()).count() as u32;
     let host_fits = host.used() <= req.host.memory_bytes || req.host.memory_bytes == 0;
-    let seconds: Option<f64> = devices
-        .iter()
-        .chain(std::iter::once(&host))
-        .map(|s| {
-            if s.read_per_token == 0 {
-                Some(0.0)
-            } else {
-                s.seconds_per_token
-            }
-        })
-        .sum();
+    let roofline_tps = roofline(
+        devices
+            .iter()
+            .chain(std::iter::once(&host))
+            .map(|s| (s.read_per_token, s.device.bandwidth_gbs)),
+    );
     let totals = w.totals(m);
     Ok(Plan {
         model: m.name.clone(),
@@ -221,8 +215,44 @@ pub fn plan(m: &ModelSpec, req: &FitRequest) -> Result<Plan, FitError> {
         host,
         spilled_layers,
         fits: host_fits,
-        roofline_tps: seconds.filter(|s| *s > 0.0).map(|s| 1.0 / s),
+        roofline_tps,
     })
+}
+
+/// Best-case tokens per second when each device streams its `(bytes per token, GB/s)` one
+/// after another; `None` when a device that reads something has no known bandwidth.
+fn roofline(shares: impl Iterator<Item = (u64, Option<f64>)>) -> Option<f64> {
+    let seconds: Option<f64> = shares
+        .map(|(read, gbs)| match (read, gbs) {
+            (0, _) => Some(0.0),
+            (read, gbs) => gbs.map(|g| read as f64 / (g * 1e9)),
+        })
+        .sum();
+    seconds.filter(|s| *s > 0.0).map(|s| 1.0 / s)
+}
+
+/// The roofline of plan `p` (made for `req`) when the cache holds only `depth` tokens: the same
+/// placement, memory sized for `req.ctx`, but each token reads the KV at `depth` — how a
+/// measurement at a short prompt in a long context compares.
+pub fn roofline_at_depth(
+    m: &ModelSpec,
+    req: &FitRequest,
+    p: &Plan,
+    depth: u64,
+) -> Result<Option<f64>, FitError> {
+    let kv = kv_cache(m, p.kv.layout, req.kv_dtype, depth.clamp(1, MAX_CONTEXT))?;
+    let layers = |s: &DeviceShare, v: &[u64]| -> u64 {
+        v[s.layers.0 as usize..s.layers.1 as usize].iter().sum()
+    };
+    let read = |s: &DeviceShare| {
+        s.read_per_token - layers(s, &p.kv.per_layer_traffic) + layers(s, &kv.per_layer_traffic)
+    };
+    Ok(roofline(
+        p.devices
+            .iter()
+            .chain(std::iter::once(&p.host))
+            .map(|s| (read(s), s.device.bandwidth_gbs)),
+    ))
 }
 
 /// Blocks (weights + KV) and the output layer, in order.
@@ -230,14 +260,14 @@ fn units(m: &ModelSpec, w: &Weights, kv: &KvCache) -> Vec<Unit> {
     let mut units: Vec<Unit> = (0..m.n_layers)
         .map(|i| {
             let t = w.layer(m, Some(i));
-            let kv_i = kv.per_layer[i as usize];
+            let i_ = i as usize;
             Unit {
                 first: i,
                 end: i + 1,
                 output: false,
                 bytes: t.bytes,
-                kv: kv_i,
-                read: t.active_bytes + kv_i,
+                kv: kv.per_layer[i_],
+                read: t.active_bytes + kv.per_layer_traffic[i_],
             }
         })
         .collect();

@@ -72,6 +72,9 @@ fn gpu(
 }
 
 /// Every device of the table (the host CPU of this machine is [`host_cpu`]).
+/// H100 SXM5 memory as the device reports it (`cuDeviceTotalMem`), not the marketing 80 GiB.
+pub const H100_MEMORY_BYTES: u64 = 85_045_477_376;
+
 pub fn table() -> Vec<Device> {
     use DeviceKind::*;
     vec![
@@ -83,8 +86,8 @@ pub fn table() -> Vec<Device> {
             "NVIDIA RTX 5090 specifications (512-bit GDDR7 at 28 Gbps = 1792 GB/s, 170 SMs, 96 MB L2)"),
         gpu("gb10", "NVIDIA DGX Spark (GB10)", UnifiedGpu, 128 * GIB, 273.0, 24 * MIB, 48, "sm_121",
             "NVIDIA DGX Spark specifications (128 GB LPDDR5x unified, 273 GB/s); GB10 24 MB L2 (+16 MB system cache)"),
-        gpu("h100", "NVIDIA H100 SXM5 80GB", Gpu, 80 * GIB, 3350.0, 50 * MIB, 132, "sm_90",
-            "NVIDIA H100 datasheet (SXM: 80 GB HBM3, 3.35 TB/s, 132 SMs); Hopper whitepaper (50 MB L2)"),
+        gpu("h100", "NVIDIA H100 SXM5 80GB", Gpu, H100_MEMORY_BYTES, 3350.0, 50 * MIB, 132, "sm_90",
+            "NVIDIA H100 datasheet (SXM: 80 GB HBM3, 3.35 TB/s, 132 SMs); Hopper whitepaper (50 MB L2); memory as the device reports it (cuDeviceTotalMem: 85,045,477,376 bytes, 79.2 GiB)"),
         gpu("h100-pcie", "NVIDIA H100 PCIe 80GB", Gpu, 80 * GIB, 2000.0, 50 * MIB, 114, "sm_90",
             "NVIDIA H100 datasheet (PCIe: 80 GB HBM2e, 2 TB/s, 114 SMs); Hopper whitepaper (50 MB L2)"),
         gpu("h200", "NVIDIA H200 SXM 141GB", Gpu, 141 * GIB, 4800.0, 50 * MIB, 132, "sm_90",
@@ -108,10 +111,10 @@ pub fn table() -> Vec<Device> {
             kind: Cpu,
             memory_bytes: 128 * GIB,
             bandwidth_gbs: Some(273.0),
-            llc_bytes: 16 * MIB,
+            llc_bytes: 32 * MIB,
             units: 20,
             sm: None,
-            source: "NVIDIA DGX Spark specifications (20 Arm cores, 128 GB unified LPDDR5x at 273 GB/s shared with the GPU)".into(),
+            source: "NVIDIA DGX Spark specifications (20 Arm cores, 128 GB unified LPDDR5x at 273 GB/s shared with the GPU); two clusters of 16 MB L3 = 32 MB total L3, as the 5800X3D row counts its total L3 (plus a 16 MB system cache shared with the GPU, not counted)".into(),
         },
     ]
 }
@@ -259,6 +262,8 @@ mod tests {
         assert_eq!(device("5070-ti").unwrap().id, "5070ti");
         assert_eq!(device("dgx-spark").unwrap().bandwidth_gbs, Some(273.0));
         assert_eq!(device("H100").unwrap().llc_bytes, 50 * MIB);
+        assert_eq!(device("h100").unwrap().memory_bytes, 85_045_477_376);
+        assert_eq!(device("grace-gb10").unwrap().llc_bytes, 32 * MIB);
         let e = device("tpu-v9").unwrap_err().to_string();
         assert!(e.contains("tpu-v9") && e.contains("gb10"), "{e}");
         let host = device("host").unwrap();

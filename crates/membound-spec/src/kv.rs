@@ -10,9 +10,12 @@
 //! - [`KvLayout::ExpandedMha`]: K and V per head after the up-projection, what an engine
 //!   without MLA support stores: `n_heads × (qk_nope + qk_rope + v_head_dim)`.
 //!
-//! Sliding-window layers keep at most `sliding_window` tokens; linear-attention layers keep a
-//! constant recurrent state (`n_v_heads × k_head_dim × v_head_dim` plus the short-convolution
-//! tail, in F32 as llama.cpp stores it) however long the context.
+//! Sliding-window layers keep, as llama.cpp's `llama_kv_cache_iswa` sizes them,
+//! `window + n_ubatch` cells rounded up to 256 ([`swa_cells`]: gemma-3's 1024 → 1536, gpt-oss's
+//! 128 → 768), or the context if it is shorter, and a decode step reads every cell it keeps;
+//! linear-attention layers keep a constant recurrent state (`n_v_heads × k_head_dim ×
+//! v_head_dim` plus the short-convolution tail, in F32 as llama.cpp stores it) however long the
+//! context, which each token reads and writes back.
 //!
 //! **Why the seed saw ~2× more KV in Ollama than in llama.cpp for GLM-4.7-Flash.**
 //! GLM-4.7-Flash has 47 MLA layers with `kv_lora_rank` 512 and `qk_rope_head_dim` 64.
@@ -29,7 +32,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::dtype::DType;
-use crate::model::{AttentionKind, LayerKind, ModelSpec};
+use crate::model::{AttentionKind, LayerKind, MAX_CONTEXT, ModelSpec};
 
 /// How the softmax-attention layers' keys and values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -133,6 +136,10 @@ pub enum KvError {
         values: u64,
         model: String,
     },
+    /// The context is zero or longer than [`MAX_CONTEXT`], or the cache's size does not fit in
+    /// 64 bits.
+    #[error("KV cache of {model} at {ctx} tokens is out of range (1..={max} tokens, under 2^64 bytes)", max = MAX_CONTEXT)]
+    TooLarge { model: String, ctx: u64 },
 }
 
 /// The KV cache of one sequence at one context length.
@@ -148,8 +155,29 @@ pub struct KvCache {
     pub bytes_per_token_layer: u64,
     /// Bytes of each layer's cache (softmax: grows with context; sliding: capped; linear: constant state).
     pub per_layer: Vec<u64>,
-    /// Sum over layers.
+    /// Sum over layers: the memory the cache holds.
     pub total: u64,
+    /// Bytes of each layer's cache one decode token moves: the cache read, and a linear
+    /// layer's state read and written back.
+    pub per_layer_traffic: Vec<u64>,
+    /// Sum over layers: the cache bytes one token moves.
+    pub traffic: u64,
+}
+
+/// llama.cpp's default micro-batch (`n_ubatch`), which sliding-window caches hold on top of
+/// the window.
+pub const UBATCH: u64 = 512;
+/// llama.cpp's cache-size padding, in cells.
+pub const CELL_PAD: u64 = 256;
+
+/// Cells a sliding-window layer keeps at context `ctx`: `window + UBATCH` rounded up to
+/// [`CELL_PAD`], at most `ctx` (llama.cpp's `llama_kv_cache_iswa`).
+pub fn swa_cells(window: u64, ctx: u64) -> u64 {
+    window
+        .saturating_add(UBATCH)
+        .div_ceil(CELL_PAD)
+        .saturating_mul(CELL_PAD)
+        .min(ctx)
 }
 
 /// Bytes of `values` cache elements of `dtype`, requiring whole blocks.
@@ -162,36 +190,72 @@ fn row_bytes(dtype: DType, values: u64, m: &ModelSpec) -> Result<u64, KvError> {
     })
 }
 
-/// Constant recurrent state of one linear-attention layer, in bytes (F32, as llama.cpp keeps it).
-pub fn linear_state_bytes(m: &ModelSpec) -> u64 {
-    m.linear_attention.as_ref().map_or(0, |la| {
-        let ssm = la.n_v_heads * la.k_head_dim * la.v_head_dim;
-        let conv = (la.conv_kernel.saturating_sub(1))
-            * (2 * la.n_k_heads * la.k_head_dim + la.n_v_heads * la.v_head_dim);
-        (ssm + conv) * 4
-    })
+/// Constant recurrent state of one linear-attention layer, in bytes (F32, as llama.cpp keeps
+/// it); `None` if it does not fit in 64 bits (never for a validated spec).
+fn checked_linear_state(m: &ModelSpec) -> Option<u64> {
+    let Some(la) = m.linear_attention.as_ref() else {
+        return Some(0);
+    };
+    let ssm = la
+        .n_v_heads
+        .checked_mul(la.k_head_dim)?
+        .checked_mul(la.v_head_dim)?;
+    let qk = la.n_k_heads.checked_mul(la.k_head_dim)?.checked_mul(2)?;
+    let channels = qk.checked_add(la.n_v_heads.checked_mul(la.v_head_dim)?)?;
+    let conv = la.conv_kernel.saturating_sub(1).checked_mul(channels)?;
+    ssm.checked_add(conv)?.checked_mul(4)
 }
 
-/// The cache of `m` at `ctx` tokens in `layout` with elements of `dtype`.
+/// Constant recurrent state of one linear-attention layer, in bytes (F32, as llama.cpp keeps
+/// it); saturates at `u64::MAX` for specs that did not validate.
+pub fn linear_state_bytes(m: &ModelSpec) -> u64 {
+    checked_linear_state(m).unwrap_or(u64::MAX)
+}
+
+/// The cache of `m` at `ctx` tokens in `layout` with elements of `dtype`. Every size is
+/// computed with checked arithmetic: a context of 0 or past [`MAX_CONTEXT`], or a size past
+/// 64 bits, is [`KvError::TooLarge`].
 pub fn kv_cache(
     m: &ModelSpec,
     layout: KvLayout,
     dtype: DType,
     ctx: u64,
 ) -> Result<KvCache, KvError> {
+    let too_large = || KvError::TooLarge {
+        model: m.name.clone(),
+        ctx,
+    };
+    if ctx == 0 || ctx > MAX_CONTEXT {
+        return Err(too_large());
+    }
     let (k, v) = layout.values_per_token_layer(m)?;
-    let per_token = row_bytes(dtype, k, m)? + if v > 0 { row_bytes(dtype, v, m)? } else { 0 };
-    let window = m.sliding_window.unwrap_or(ctx).min(ctx);
-    let state = linear_state_bytes(m);
+    let v_bytes = if v > 0 { row_bytes(dtype, v, m)? } else { 0 };
+    let per_token = row_bytes(dtype, k, m)?
+        .checked_add(v_bytes)
+        .ok_or_else(too_large)?;
+    let window = m.sliding_window.map_or(ctx, |w| swa_cells(w, ctx));
+    let state = checked_linear_state(m).ok_or_else(too_large)?;
     let per_layer: Vec<u64> = m
         .layer_kinds()
         .map(|kind| match kind {
-            LayerKind::Full => per_token * ctx,
-            LayerKind::Sliding => per_token * window,
-            LayerKind::Linear => state,
+            LayerKind::Full => per_token.checked_mul(ctx),
+            LayerKind::Sliding => per_token.checked_mul(window),
+            LayerKind::Linear => Some(state),
         })
-        .collect();
-    let total = per_layer.iter().sum();
+        .collect::<Option<_>>()
+        .ok_or_else(too_large)?;
+    let per_layer_traffic: Vec<u64> = m
+        .layer_kinds()
+        .zip(&per_layer)
+        .map(|(kind, b)| match kind {
+            LayerKind::Linear => b.checked_mul(2),
+            _ => Some(*b),
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(too_large)?;
+    let sum = |v: &[u64]| v.iter().try_fold(0u64, |a, b| a.checked_add(*b));
+    let total = sum(&per_layer).ok_or_else(too_large)?;
+    let traffic = sum(&per_layer_traffic).ok_or_else(too_large)?;
     Ok(KvCache {
         layout,
         dtype,
@@ -199,6 +263,8 @@ pub fn kv_cache(
         bytes_per_token_layer: per_token,
         per_layer,
         total,
+        per_layer_traffic,
+        traffic,
     })
 }
 

@@ -263,6 +263,25 @@ pub struct SpecError {
     pub problem: String,
 }
 
+/// The most transformer blocks a spec may have (real models: at most a few hundred).
+pub const MAX_LAYERS: u32 = 1024;
+/// The largest hidden size, FFN, expert or latent width a spec may give.
+pub const MAX_WIDTH: u64 = 1 << 18;
+/// The largest vocabulary.
+pub const MAX_VOCAB: u64 = 1 << 22;
+/// The most attention (or linear-attention) heads, and the largest head dimension.
+pub const MAX_HEADS: u64 = 1 << 12;
+/// The most routed (or shared) experts per layer.
+pub const MAX_EXPERTS: u64 = 1 << 12;
+/// The longest context any spec, sliding window or planned context may have (16 Mi tokens).
+pub const MAX_CONTEXT: u64 = 16 << 20;
+/// The most parameters a spec may add up to (about 17.6 trillion): keeps every byte count in `u64`.
+pub const MAX_PARAMS: u64 = 1 << 44;
+/// The longest name, architecture, display name or source string.
+const MAX_TEXT: usize = 256;
+/// The most entries of a list (sources, published sizes and measurements).
+const MAX_ENTRIES: usize = 256;
+
 impl ModelSpec {
     /// The attention kind of layer `i`.
     pub fn layer_kind(&self, i: u32) -> LayerKind {
@@ -353,6 +372,147 @@ impl ModelSpec {
         a
     }
 
+    /// Checks every count, width and text against its upper bound (before anything iterates
+    /// over the layers), the published figures for finite positive values, and the total
+    /// parameter count against [`MAX_PARAMS`], so that no byte count can wrap.
+    fn check_bounds(&self) -> Result<(), SpecError> {
+        let err = |field: &'static str, problem: String| SpecError {
+            model: self.name.chars().take(MAX_TEXT).collect(),
+            field,
+            problem,
+        };
+        let at_most = |field: &'static str, v: u64, max: u64| {
+            if v > max {
+                Err(err(field, format!("{v} is too large (at most {max})")))
+            } else {
+                Ok(())
+            }
+        };
+        let long_text = |field: &'static str, s: &str, max: usize| {
+            if s.len() > max || s.chars().any(char::is_control) {
+                Err(err(
+                    field,
+                    format!("must be at most {max} bytes without control characters"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let text = |field: &'static str, s: &str| long_text(field, s, MAX_TEXT);
+        let entries = |field: &'static str, n: usize| at_most(field, n as u64, MAX_ENTRIES as u64);
+        text("name", &self.name)?;
+        text("display_name", &self.display_name)?;
+        text("arch", &self.arch)?;
+        entries("sources", self.sources.len())?;
+        for s in &self.sources {
+            long_text("sources", s, 16 * MAX_TEXT)?;
+        }
+        at_most("n_layers", self.n_layers.into(), MAX_LAYERS.into())?;
+        at_most("hidden", self.hidden, MAX_WIDTH)?;
+        at_most("vocab", self.vocab, MAX_VOCAB)?;
+        at_most("max_context", self.max_context, MAX_CONTEXT)?;
+        at_most(
+            "layer_pattern",
+            self.layer_pattern.len() as u64,
+            MAX_LAYERS.into(),
+        )?;
+        at_most(
+            "sliding_window",
+            self.sliding_window.unwrap_or(0),
+            MAX_CONTEXT,
+        )?;
+        let a = &self.attention;
+        for (field, v, max) in [
+            ("attention.n_heads", Some(a.n_heads), MAX_HEADS),
+            ("attention.n_kv_heads", a.n_kv_heads, MAX_HEADS),
+            ("attention.head_dim", a.head_dim, MAX_HEADS),
+            ("attention.v_head_dim", a.v_head_dim, MAX_HEADS),
+            ("attention.qk_nope_head_dim", a.qk_nope_head_dim, MAX_HEADS),
+            ("attention.qk_rope_head_dim", a.qk_rope_head_dim, MAX_HEADS),
+            ("attention.q_lora_rank", a.q_lora_rank, MAX_WIDTH),
+            ("attention.kv_lora_rank", a.kv_lora_rank, MAX_WIDTH),
+            ("ffn.intermediate", self.ffn.intermediate, MAX_WIDTH),
+        ] {
+            at_most(field, v.unwrap_or(0), max)?;
+        }
+        if let Some(la) = &self.linear_attention {
+            at_most("linear_attention.n_k_heads", la.n_k_heads, MAX_HEADS)?;
+            at_most("linear_attention.n_v_heads", la.n_v_heads, MAX_HEADS)?;
+            at_most("linear_attention.k_head_dim", la.k_head_dim, MAX_HEADS)?;
+            at_most("linear_attention.v_head_dim", la.v_head_dim, MAX_HEADS)?;
+            at_most("linear_attention.conv_kernel", la.conv_kernel, MAX_HEADS)?;
+        }
+        if let Some(m) = &self.ffn.moe {
+            at_most("ffn.moe.n_experts", m.n_experts, MAX_EXPERTS)?;
+            at_most("ffn.moe.n_shared", m.n_shared, MAX_EXPERTS)?;
+            at_most(
+                "ffn.moe.expert_intermediate",
+                m.expert_intermediate,
+                MAX_WIDTH,
+            )?;
+            let shared = m.shared_intermediate.unwrap_or(0);
+            at_most("ffn.moe.shared_intermediate", shared, MAX_WIDTH)?;
+            if !(m.routed_scaling.is_finite() && m.routed_scaling > 0.0) {
+                return Err(err(
+                    "ffn.moe.routed_scaling",
+                    format!("{} must be a finite positive number", m.routed_scaling),
+                ));
+            }
+        }
+        let p = &self.published;
+        for (field, v) in [
+            ("published.params_total", p.params_total),
+            ("published.params_active", p.params_active),
+        ] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0 && *v <= MAX_PARAMS as f64)) {
+                return Err(err(
+                    field,
+                    format!("{v} must be a positive number of parameters"),
+                ));
+            }
+        }
+        entries("published.gguf_bytes", p.gguf_bytes.len())?;
+        entries("published.decode", p.decode.len())?;
+        for recipe in p.gguf_bytes.keys() {
+            text("published.gguf_bytes", recipe)?;
+        }
+        for d in &p.decode {
+            if !(d.tps.is_finite() && d.tps > 0.0) {
+                return Err(err(
+                    "published.decode.tps",
+                    format!("{} must be a finite positive rate", d.tps),
+                ));
+            }
+            at_most("published.decode.ctx", d.ctx.unwrap_or(0), MAX_CONTEXT)?;
+            entries("published.decode.devices", d.devices.len())?;
+            for s in d.devices.iter().chain([&d.recipe, &d.runtime]) {
+                text("published.decode", s)?;
+            }
+            long_text("published.decode.source", &d.source, 16 * MAX_TEXT)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the total parameter count against [`MAX_PARAMS`] (after [`Self::check_bounds`]
+    /// and the layer pattern are checked): every dimension is bounded, so each tensor's product
+    /// fits in `u64`, and the sum is taken in `u128`.
+    fn check_size(&self) -> Result<(), SpecError> {
+        let params: u128 = crate::tensors::inventory(self)
+            .iter()
+            .map(|t| u128::from(t.values()))
+            .sum();
+        if params > u128::from(MAX_PARAMS) {
+            return Err(SpecError {
+                model: self.name.clone(),
+                field: "hidden",
+                problem: format!(
+                    "the architecture adds up to {params} parameters (at most {MAX_PARAMS})"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks that the fields hold together.
     pub fn validate(&self) -> Result<(), SpecError> {
         let err = |field: &'static str, problem: String| SpecError {
@@ -367,6 +527,7 @@ impl ModelSpec {
                 Ok(())
             }
         };
+        self.check_bounds()?;
         if self.name.is_empty()
             || !self
                 .name
@@ -501,6 +662,6 @@ impl ModelSpec {
         if dense_layers > 0 {
             need("ffn.intermediate", self.ffn.intermediate)?;
         }
-        Ok(())
+        self.check_size()
     }
 }

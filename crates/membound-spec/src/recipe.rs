@@ -6,9 +6,10 @@
 //! (`attn_v`, fused `attn_qkv`; `category_is_attn_v` in llama.cpp) Q6_K on the layers where
 //! `use_more_bits` holds, else the base type (Q5_K for 80-layer llama "70B" models, Q8_0 when a
 //! model has exactly 8 experts); every `ffn_down*` likewise by its layer index; everything else the
-//! base type. Norms, biases, routers and `ssm_conv1d` are never quantized (F32). A tensor whose
-//! row length is not a multiple of the type's block falls back as llama.cpp does
-//! (Q4_K→Q5_0, Q5_K→Q5_1, Q6_K→Q8_0, then F16).
+//! base type. Q4_K_S: Q5_K for the first four attention-V-like tensors and for `ffn_down*` in
+//! the first eighth of the layers. Norms, biases, routers and `ssm_conv1d` are never quantized
+//! (F32). A tensor whose row length is not a multiple of the type's block falls back as
+//! llama.cpp does (Q2_K/Q3_K→Q4_0, Q4_K→Q5_0, Q5_K→Q5_1, Q6_K→Q8_0, then F16).
 
 use std::fmt;
 use std::str::FromStr;
@@ -123,8 +124,12 @@ impl Recipe {
         let n = m.n_layers;
         if is_attn_v_like(t) {
             let n_experts = m.ffn.moe.as_ref().map_or(0, |e| e.n_experts);
+            // Every layer has one attention-V-like tensor (attn_v or, on linear layers,
+            // attn_qkv): llama.cpp's `i_attention_wv` is the layer index.
             let mut ty = if more_bits_recipe && use_more_bits(layer, n) {
                 DType::Q6_K
+            } else if self == Recipe::Q4_K_S && layer < 4 {
+                DType::Q5_K
             } else {
                 base
             };
@@ -138,6 +143,9 @@ impl Recipe {
         }
         if t.base.starts_with("ffn_down") && more_bits_recipe && use_more_bits(layer, n) {
             return DType::Q6_K;
+        }
+        if t.base.starts_with("ffn_down") && self == Recipe::Q4_K_S && layer < n / 8 {
+            return DType::Q5_K;
         }
         base
     }
@@ -175,7 +183,8 @@ fn fallback(ty: DType, row: u64) -> DType {
         return ty;
     }
     let next = match ty {
-        DType::Q4_K | DType::Q2_K | DType::Q3_K => DType::Q5_0,
+        DType::Q2_K | DType::Q3_K => DType::Q4_0,
+        DType::Q4_K => DType::Q5_0,
         DType::Q5_K => DType::Q5_1,
         DType::Q6_K => DType::Q8_0,
         _ => DType::F16,
@@ -231,6 +240,8 @@ mod tests {
         assert_eq!(fallback(DType::Q5_K, 192), DType::Q5_1);
         assert_eq!(fallback(DType::Q4_K, 4096), DType::Q4_K);
         assert_eq!(fallback(DType::Q8_0, 100), DType::F16);
+        assert_eq!(fallback(DType::Q3_K, 2880), DType::Q4_0);
+        assert_eq!(fallback(DType::Q2_K, 2880), DType::Q4_0);
         assert_eq!("q4_k_m".parse::<Recipe>().unwrap(), Recipe::Q4_K_M);
         assert!(
             "Q3_XL"

@@ -204,3 +204,59 @@ fn tied_embeddings_are_read_whole_as_the_output() {
     // Dense and tied: every parameter is active except the input-embedding row lookup.
     assert_eq!(w.params_active_published(&m), w.totals(&m).params);
 }
+
+/// llama.cpp's sliding-window caches hold window + n_ubatch (512) cells rounded up to 256, and
+/// a decode step reads them all; linear-attention state is read and written every token.
+#[test]
+fn sliding_cells_and_linear_state_as_llama_cpp_moves_them() {
+    use membound_spec::kv::linear_state_bytes;
+    use membound_spec::kv::swa_cells;
+    const MIB: u64 = 1 << 20;
+    assert_eq!(swa_cells(1024, 1 << 20), 1536);
+    assert_eq!(swa_cells(128, 1 << 20), 768);
+    assert_eq!(swa_cells(128, 300), 300);
+    let ctx = 32_768;
+    for (name, window, extra) in [
+        ("gemma-3-27b", 1024, 208 * MIB),
+        ("gpt-oss-120b", 128, 45 * MIB / 2),
+    ] {
+        let m = find(name).unwrap();
+        let kv = kv_cache(&m, KvLayout::Gqa, DType::F16, ctx).unwrap();
+        let full = u64::from(m.count_layers(membound_spec::model::LayerKind::Full));
+        let sliding = u64::from(m.count_layers(membound_spec::model::LayerKind::Sliding));
+        let per = kv.bytes_per_token_layer;
+        assert_eq!(
+            kv.total,
+            per * (full * ctx + sliding * swa_cells(window, ctx)),
+            "{name}"
+        );
+        assert_eq!(
+            kv.total - per * (full * ctx + sliding * window),
+            extra,
+            "{name}"
+        );
+        assert_eq!(kv.traffic, kv.total, "{name}");
+    }
+    let m = find("qwen3-coder-next").unwrap();
+    let kv = kv_cache(&m, KvLayout::Gqa, DType::F16, 4096).unwrap();
+    let state = 36 * linear_state_bytes(&m);
+    assert_eq!(kv.traffic, kv.total + state);
+    assert_within("state written per token", state as f64, 79e6, 0.01);
+}
+
+/// Q4_K_S keeps Q5_K for `ffn_down` in the first eighth of the layers and the first four
+/// `attn_v`: Llama-3.1-8B is 4.363 GiB (llama-bench prints 4.38 GiB with its own rounding).
+#[test]
+fn llama_8b_q4_k_s_size() {
+    let m = find("llama-3.1-8b").unwrap();
+    let w = weights(&m, Recipe::Q4_K_S);
+    let q5: Vec<&str> = w
+        .tensors
+        .iter()
+        .filter(|t| t.dtype == DType::Q5_K)
+        .map(|t| t.desc.name.as_str())
+        .collect();
+    assert_eq!(q5.len(), 8, "{q5:?}");
+    assert!(q5.contains(&"blk.3.ffn_down.weight") && q5.contains(&"blk.3.attn_v.weight"));
+    assert_within("Q4_K_S GiB", w.totals(&m).bytes as f64 / GIB, 4.363, 0.001);
+}

@@ -21,7 +21,7 @@
 #include "params.cuh"
 #include "gemv_tile.cuh"
 
-#define ATTN_MAX_HG 16                 // query heads (warps) per block
+#define ATTN_MAX_HG 8                  // query heads (warps) per block (16 spills on sm_120 at 128 registers)
 #define ATTN_MAX_DK 576                // values of a K row
 #define ATTN_MAX_DV 512                // values of a V row
 #define ATTN_TILE_BYTES (36 * 1024)    // shared memory for one tile of K and V rows

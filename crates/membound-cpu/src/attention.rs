@@ -296,8 +296,8 @@ pub fn attend(
         for j in 0..g {
             let head = h * g + j;
             let mut total = Partial::new(dv);
-            for c in 0..chunks {
-                total.merge(&partials[h * chunks + c][j]);
+            for chunk in &partials[h * chunks..(h + 1) * chunks] {
+                total.merge(&chunk[j]);
             }
             if s.sinks {
                 // The sink joins the denominator only.

@@ -14,12 +14,14 @@
 //! together against the CPU reference in `cargo test`, on any machine with a C++ compiler.
 //! Siblings: `membound-cuda` (the GPU backend), `membound-quant` and `membound-cpu` (references).
 
+pub mod attention;
 mod buffer;
 pub mod moe;
 pub mod ops;
 
 use std::ffi::{CString, c_char, c_void};
 
+pub use attention::HostAttn;
 pub use buffer::HostBuffer;
 pub use membound_cuda::LaunchConfig;
 pub use moe::HostMoe;

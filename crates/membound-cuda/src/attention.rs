@@ -17,7 +17,7 @@ pub const ATTN_V_IN_K: u32 = 1;
 /// `AttnParams::flags`: a sink logit per query head joins the denominator.
 pub const ATTN_SINKS: u32 = 2;
 /// Query heads (warps) per block at most (`ATTN_MAX_HG`).
-pub const ATTN_MAX_HG: usize = 16;
+pub const ATTN_MAX_HG: usize = 8;
 /// Largest K row (`ATTN_MAX_DK`) and V row (`ATTN_MAX_DV`), in values.
 pub const ATTN_MAX_DK: usize = 576;
 /// See [`ATTN_MAX_DK`].
@@ -85,7 +85,11 @@ pub fn attn_plan(
     let s = shape;
     s.validate().map_err(bad)?;
     let kernel = attn_kernel(s.dtype)?;
-    if s.d_k > ATTN_MAX_DK || s.d_v > ATTN_MAX_DV || s.d_k % 32 != 0 || s.d_v % 32 != 0 {
+    if s.d_k > ATTN_MAX_DK
+        || s.d_v > ATTN_MAX_DV
+        || !s.d_k.is_multiple_of(32)
+        || !s.d_v.is_multiple_of(32)
+    {
         return Err(bad(format!(
             "rows of {} (K) and {} (V) values (the kernels take multiples of 32 up to {ATTN_MAX_DK} and {ATTN_MAX_DV})",
             s.d_k, s.d_v
@@ -253,8 +257,9 @@ mod tests {
 
     #[test]
     fn plans_fill_the_device_and_fit_the_tile() {
-        // MLA latent F16 at 32k on 132 SMs: 20 heads in 2 blocks of 10 warps, 1152-byte rows
-        // in tiles of 32, 132 splits asked, chunks rounded up to whole tiles: 128 of 256.
+        // MLA latent F16 at 32k on 132 SMs: 20 heads in 3 blocks of 7 warps, 1152-byte rows
+        // in tiles of 32, 88 splits asked (264 blocks), chunks rounded up to whole tiles: 86
+        // of 384 tokens.
         let p = attn_plan(
             &glm(KvLayout::MlaLatent, DType::F16),
             32768,
@@ -263,10 +268,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!((p.params.heads_per_block, p.params.head_groups), (10, 2));
+        assert_eq!((p.params.heads_per_block, p.params.head_groups), (7, 3));
         assert_eq!(p.params.tile, 32);
-        assert_eq!(p.split.grid_dim, (2, 128, 1));
-        assert_eq!(p.params.chunk, 256);
+        assert_eq!(p.split.grid_dim, (3, 86, 1));
+        assert_eq!(p.params.chunk, 384);
         assert!(p.params.chunk as usize * p.params.splits as usize >= 32768);
         // Split: K and V rows share the tile.
         let s = attn_plan(&glm(KvLayout::MlaSplit, DType::F16), 4096, 4096, 132, None).unwrap();

@@ -134,7 +134,7 @@ impl AttnShape {
     /// Checks that the shape is one the kernels take: heads a multiple of the cached heads,
     /// rows whole blocks of the cache type, V within K where it is a view.
     pub fn validate(&self) -> Result<(), String> {
-        if self.n_heads == 0 || self.kv_heads == 0 || self.n_heads % self.kv_heads != 0 {
+        if self.n_heads == 0 || self.kv_heads == 0 || !self.n_heads.is_multiple_of(self.kv_heads) {
             return Err(format!(
                 "{} query heads over {} cached heads",
                 self.n_heads, self.kv_heads

@@ -1,0 +1,141 @@
+//! The CUDA decode-attention kernels executed on the CPU against the f64 reference
+//! (`membound_cpu::attention::reference_attend`): every layout and cache type, tiles and splits
+//! that end part-way, sinks and windows, split-K equal to one split, and coalesced cache loads.
+
+use membound_cpu::attention::{KvCacheBuf, reference_attend};
+use membound_cuda_host::{HostAttn, available};
+use membound_quant::data::normal_f32;
+use membound_spec::DType;
+use membound_spec::attention::AttnShape;
+use membound_spec::kv::KvLayout;
+
+fn shape(
+    layout: KvLayout,
+    heads: usize,
+    kv: usize,
+    d_k: usize,
+    d_v: usize,
+    dtype: DType,
+) -> AttnShape {
+    AttnShape {
+        layout,
+        n_heads: heads,
+        kv_heads: kv,
+        d_k,
+        d_v,
+        v_in_k: layout == KvLayout::MlaLatent,
+        scale: 1.0 / (d_k as f32).sqrt(),
+        window: None,
+        sinks: false,
+        dtype,
+    }
+}
+
+fn skip() -> bool {
+    if let Err(e) = available() {
+        eprintln!("skipped: {e}");
+        return true;
+    }
+    false
+}
+
+/// Runs the step on the host kernels and returns (kernel output, reference, runner).
+fn run(
+    s: &AttnShape,
+    tokens: usize,
+    depth: usize,
+    splits: Option<u32>,
+) -> (Vec<f32>, Vec<f32>, HostAttn) {
+    let cache = KvCacheBuf::generate(s, tokens, 11).unwrap();
+    let q = normal_f32(5, s.n_heads * s.d_k, 1.0);
+    let sinks = normal_f32(6, s.n_heads, 1.0);
+    let mut h = HostAttn::new(
+        s,
+        tokens,
+        cache.k_bytes(),
+        cache.v_bytes(),
+        &q,
+        &sinks,
+        depth,
+        splits,
+    )
+    .unwrap();
+    h.forward().unwrap();
+    let want = reference_attend(&cache, &q, &sinks, depth).unwrap();
+    (h.output(), want, h)
+}
+
+fn max_err(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn every_layout_and_cache_type_matches_the_reference() {
+    if skip() {
+        return;
+    }
+    // 300 tokens: tiles (up to 32 rows) and splits end part-way.
+    for dtype in [DType::F16, DType::BF16, DType::Q8_0] {
+        for s in [
+            shape(KvLayout::Gqa, 8, 2, 64, 64, dtype),
+            shape(KvLayout::MlaLatent, 20, 1, 576, 512, dtype),
+            shape(KvLayout::MlaSplit, 4, 1, 576, 512, dtype),
+            shape(KvLayout::ExpandedMha, 3, 3, 192, 128, dtype),
+        ] {
+            let (got, want, _) = run(&s, 300, 300, Some(3));
+            let e = max_err(&got, &want);
+            assert!(e < 1e-4, "{:?} {dtype}: {e}", s.layout);
+        }
+    }
+}
+
+#[test]
+fn sinks_windows_and_shorter_depths() {
+    if skip() {
+        return;
+    }
+    let mut s = shape(KvLayout::Gqa, 8, 1, 64, 64, DType::F16);
+    s.sinks = true;
+    s.window = Some(100);
+    for (depth, splits) in [(300, Some(2)), (70, None), (1, None)] {
+        let (got, want, _) = run(&s, 300, depth, splits);
+        assert!(max_err(&got, &want) < 1e-4, "depth {depth}");
+    }
+}
+
+#[test]
+fn split_k_equals_one_split() {
+    if skip() {
+        return;
+    }
+    let s = shape(KvLayout::MlaLatent, 4, 1, 576, 512, DType::Q8_0);
+    let (one, want, h1) = run(&s, 500, 500, Some(1));
+    let (many, _, h7) = run(&s, 500, 500, Some(7));
+    // 7 asked: chunks of whole 32-row tiles, ceil(500 / 7) -> 96 tokens, 6 splits.
+    assert_eq!((h1.plan().params.splits, h7.plan().params.splits), (1, 6));
+    assert!(max_err(&one, &many) < 1e-5);
+    assert!(max_err(&one, &want) < 1e-4);
+}
+
+#[test]
+fn cache_loads_are_coalesced() {
+    if skip() {
+        return;
+    }
+    for dtype in [DType::F16, DType::Q8_0] {
+        for s in [
+            shape(KvLayout::Gqa, 8, 2, 128, 128, dtype),
+            shape(KvLayout::MlaSplit, 4, 1, 576, 512, dtype),
+        ] {
+            let (_, _, mut h) = run(&s, 256, 256, Some(2));
+            let [(k, split), _] = h.forward().unwrap();
+            assert!(
+                split.sector_ratio() <= 1.25,
+                "{} {dtype}: {:.2}x the ideal sectors",
+                k.name(),
+                split.sector_ratio()
+            );
+        }
+    }
+}

@@ -64,6 +64,12 @@ pub enum Kind {
         tokens: usize,
         distinct_experts: f64,
     },
+    /// One layer's decode attention in `layout` at `depth` tokens over `splits` splits.
+    Attention {
+        layout: String,
+        depth: usize,
+        splits: usize,
+    },
     /// A peer (candle, cuBLAS, a dense GEMV chain) of the case `of`.
     Peer { peer: String, of: String },
     /// Anything else (GEMM).

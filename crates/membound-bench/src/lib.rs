@@ -7,13 +7,16 @@
 //!   cache, so a small case streams from memory the way a decode step across layers does.
 //! - [`verify`]: output checks every case passes before it is timed.
 //! - [`harness`]: [`Backend`] (a device's facts and timing) and [`Run`] (fail-soft cases, the
-//!   paired read reference, the summary); [`stream`], [`gemv`] and [`moe`] give each suite's
-//!   operations per backend, and [`suites`] and [`moe_suite`] the drivers written once over them.
+//!   paired read reference, the summary); [`stream`], [`gemv`], [`moe`] and [`attention`] give
+//!   each suite's operations per backend, and [`suites`], [`moe_suite`] and [`attention_suite`]
+//!   the drivers written once over them.
 //! - [`machine`]: `machine.json` written beside Criterion's output.
 //!
 //! Byte counts come from `membound_spec::traffic` (one convention), reported as
 //! `Throughput::BytesDecimal` so GB/s reads like a spec sheet.
 
+pub mod attention;
+pub mod attention_suite;
 pub mod backend;
 pub mod gemv;
 pub mod harness;

@@ -71,3 +71,25 @@ pub fn write(backends: &Backends, scale: Scale, suite: &str) {
         eprintln!("membound: cannot write {}/machine.json: {e}", dir.display());
     }
 }
+
+/// Writes a suite's derived results (`value` under `key`, with the machine's facts and the
+/// suite's name) as `file` into [`criterion_home`] and says where; a failure is reported.
+pub fn write_extra<T: serde::Serialize>(
+    file: &str,
+    suite: &str,
+    key: &str,
+    value: &T,
+    machine: serde_json::Value,
+) {
+    let mut m = machine;
+    m["suite"] = suite.into();
+    m[key] = serde_json::to_value(value).unwrap_or_default();
+    let dir = criterion_home();
+    let path = dir.join(file);
+    match std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap_or_default()))
+    {
+        Ok(()) => println!("{suite}: {}", path.display()),
+        Err(e) => eprintln!("membound: cannot write {}: {e}", path.display()),
+    }
+}

@@ -478,17 +478,7 @@ fn dense_chain<B: MoeBackend>(run: &mut Run, b: &B, c: &MoeCase) -> Option<f64> 
 
 /// Writes the verdicts beside Criterion's output (`moe-verdict.json`) with the machine.
 pub fn write_verdicts(verdicts: &[MoeVerdict], machine: serde_json::Value) {
-    let mut m = machine;
-    m["suite"] = "moe".into();
-    m["verdicts"] = serde_json::to_value(verdicts).unwrap_or_default();
-    let dir = crate::machine::criterion_home();
-    let path = dir.join("moe-verdict.json");
-    match std::fs::create_dir_all(&dir)
-        .and_then(|_| std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap_or_default()))
-    {
-        Ok(()) => println!("moe verdict: {}", path.display()),
-        Err(e) => eprintln!("membound: cannot write {}: {e}", path.display()),
-    }
+    crate::machine::write_extra("moe-verdict.json", "moe", "verdicts", &verdicts, machine);
 }
 
 #[cfg(test)]

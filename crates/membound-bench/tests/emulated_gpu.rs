@@ -5,19 +5,25 @@
 use std::time::Duration;
 
 use criterion::Criterion;
+use membound_bench::attention::AttnBackend;
+use membound_bench::attention_suite::{self, AttnCase};
 use membound_bench::gemv::{GemvBackend, check_cuda_gemv};
 use membound_bench::harness::{Backend, Kind, wall_time};
 use membound_bench::moe::{MoeBackend, Pattern, kernel_weights};
 use membound_bench::moe_suite::{self, MoeCase, Sweep};
 use membound_bench::stream::{StreamBackend, pattern};
 use membound_bench::{Run, Scale, suites};
+use membound_cpu::attention::KvCacheBuf;
 use membound_cpu::moe::{MoeWeights, Routing};
 use membound_cuda::StreamOp;
 use membound_cuda::bandwidth::read_checksum;
 use membound_cuda::moe::MoeBuf;
+use membound_cuda_host::HostAttn;
 use membound_cuda_host::HostMoe;
 use membound_cuda_host::{HostBuffer, HostGpu};
 use membound_spec::DType;
+use membound_spec::attention::AttnShape;
+use membound_spec::kv::KvLayout;
 use membound_spec::model::RouterScoring;
 use membound_spec::moe::{Activation, MoeLayer, MoeTypes};
 
@@ -253,6 +259,99 @@ fn moe_suite_runs_on_emulated_cuda_kernels() {
     }
     assert_eq!(v.dense_ratio.len(), 1);
     assert_eq!(v.verdict, "not measured", "two cases are no fit");
+}
+
+impl AttnBackend for Emulated {
+    type Attn = HostAttn;
+    fn attn_dtypes(&self) -> Vec<DType> {
+        vec![DType::F16, DType::BF16, DType::Q8_0]
+    }
+    fn attn(
+        &self,
+        cache: &KvCacheBuf,
+        q: &[f32],
+        sinks: &[f32],
+        depth: usize,
+    ) -> Result<HostAttn, String> {
+        HostAttn::new(
+            cache.shape(),
+            cache.tokens(),
+            cache.k_bytes(),
+            cache.v_bytes(),
+            q,
+            sinks,
+            depth,
+            None,
+        )
+        .map_err(|e| e.to_string())
+    }
+    fn attn_forward(&self, a: &mut HostAttn) -> Result<(), String> {
+        a.forward().map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn attn_output(&self, a: &HostAttn) -> Result<Vec<f32>, String> {
+        Ok(a.output())
+    }
+    fn attn_splits(&self, a: &HostAttn) -> usize {
+        a.plan().params.splits as usize
+    }
+}
+
+/// The attention driver on the emulated kernels: an MLA latent and a windowed GQA layer with
+/// sinks at two depths, the GPU-side check, rotation, pairing and the table.
+#[test]
+fn attention_suite_runs_on_emulated_cuda_kernels() {
+    if let Err(e) = membound_cuda_host::available() {
+        println!("skipped: {e}");
+        return;
+    }
+    let mut run = Run::with_criterion("attention", Scale::Quick, criterion());
+    let mla = AttnShape {
+        layout: KvLayout::MlaLatent,
+        n_heads: 4,
+        kv_heads: 1,
+        d_k: 576,
+        d_v: 512,
+        v_in_k: true,
+        scale: 0.07,
+        window: None,
+        sinks: false,
+        dtype: DType::Q8_0,
+    };
+    let swa = AttnShape {
+        layout: KvLayout::Gqa,
+        n_heads: 4,
+        kv_heads: 2,
+        d_k: 64,
+        d_v: 64,
+        v_in_k: false,
+        window: Some(48),
+        sinks: true,
+        dtype: DType::F16,
+        ..mla.clone()
+    };
+    let case = |name: &str, layout: &str, shape: &AttnShape, depth: usize| AttnCase {
+        case: format!("{name}-d{depth}"),
+        model: name.into(),
+        layout: layout.into(),
+        shape: shape.clone(),
+        depth,
+        layer_weight_bytes: 1 << 20,
+    };
+    let plan = [
+        case("mla", "mla-latent", &mla, 64),
+        case("mla", "mla-latent", &mla, 200),
+        case("swa", "gqa-swa", &swa, 100),
+    ];
+    let t = attention_suite::attention_cases(&mut run, &Emulated(HostGpu::default()), &plan);
+    assert!(run.failures.is_empty(), "{:?}", run.failures);
+    assert_eq!(t.rows.len(), 3);
+    assert!(
+        t.rows
+            .iter()
+            .all(|r| r.ns > 0.0 && r.paired_read_gbs.is_some())
+    );
+    assert_eq!(t.crossovers.len(), 2);
+    assert!(t.markdown().contains("| mla | mla-latent | q8_0 | 200 |"));
 }
 
 #[test]

@@ -324,6 +324,18 @@ pub fn reference_attend(
     sinks: &[f32],
     depth: usize,
 ) -> Result<Vec<f32>, CpuError> {
+    let heads: Vec<usize> = (0..cache.shape.n_heads).collect();
+    reference_attend_heads(cache, q, sinks, depth, &heads)
+}
+
+/// [`reference_attend`] for some query heads only: their outputs, one after the other.
+pub fn reference_attend_heads(
+    cache: &KvCacheBuf,
+    q: &[f32],
+    sinks: &[f32],
+    depth: usize,
+    heads: &[usize],
+) -> Result<Vec<f32>, CpuError> {
     let s = &cache.shape;
     let (dk, dv, g) = (s.d_k, s.d_v, s.group());
     let first = depth - s.attended(depth);
@@ -337,20 +349,15 @@ pub fn reference_attend(
         };
         Ok(v[..n].iter().map(|&x| f64::from(x)).collect())
     };
-    let mut out = vec![0f32; s.n_heads * dv];
-    for head in 0..s.n_heads {
+    let mut out = Vec::with_capacity(heads.len() * dv);
+    for &head in heads {
         let h = head / g;
         let qh = &q[head * dk..(head + 1) * dk];
         let mut scores = Vec::with_capacity(depth - first);
         for t in first..depth {
             let k = row(cache.k_row(h, t), dk)?;
-            scores.push(
-                k.iter()
-                    .zip(qh)
-                    .map(|(a, b)| a * f64::from(*b))
-                    .sum::<f64>()
-                    * f64::from(s.scale),
-            );
+            let d: f64 = k.iter().zip(qh).map(|(a, b)| a * f64::from(*b)).sum();
+            scores.push(d * f64::from(s.scale));
         }
         let sink = if s.sinks {
             f64::from(sinks[head])
@@ -366,9 +373,7 @@ pub fn reference_attend(
             let v = row(cache.v_row(h, t), dv)?;
             acc.iter_mut().zip(&v).for_each(|(a, x)| *a += p * x);
         }
-        for (o, a) in out[head * dv..(head + 1) * dv].iter_mut().zip(&acc) {
-            *o = (a / den) as f32;
-        }
+        out.extend(acc.iter().map(|a| (a / den) as f32));
     }
     Ok(out)
 }

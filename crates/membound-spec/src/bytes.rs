@@ -163,6 +163,15 @@ impl Weights {
             .map(|t| t.active_bytes)
             .sum()
     }
+
+    /// Weight bytes one token reads from layer `layer` (attention, FFN, norms).
+    pub fn layer_active_bytes(&self, layer: u32) -> u64 {
+        self.tensors
+            .iter()
+            .filter(|t| t.desc.layer == Some(layer))
+            .map(|t| t.active_bytes)
+            .sum()
+    }
 }
 
 /// What one decode token reads, at one context depth.

@@ -176,24 +176,6 @@ fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
     }
 }
 
-/// `Σ a·b` with eight independent accumulators (vectorises).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// The online-softmax state of one query head over a run of tokens.
 #[derive(Clone, Debug)]
 struct Partial {
@@ -224,6 +206,142 @@ impl Partial {
         }
         self.m = m;
     }
+}
+
+/// Tokens per tile of a chunk: their K (and V) rows are converted to f32 once, scored for
+/// every query head of the group, then accumulated head by head (the accumulator stays in L1).
+const TILE_TOKENS: usize = 16;
+
+/// `Σ a·b` with sixteen independent accumulators; fused multiply-adds where `FMA`.
+#[inline(always)]
+fn dot_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let mut tail = 0f32;
+    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
+        tail += x * y;
+    }
+    for (x, y) in ac.zip(bc) {
+        for i in 0..16 {
+            acc[i] = if FMA {
+                x[i].mul_add(y[i], acc[i])
+            } else {
+                acc[i] + x[i] * y[i]
+            };
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `acc += p · v`.
+#[inline(always)]
+fn axpy_body<const FMA: bool>(acc: &mut [f32], p: f32, v: &[f32]) {
+    for (a, x) in acc.iter_mut().zip(v) {
+        *a = if FMA { p.mul_add(*x, *a) } else { *a + p * x };
+    }
+}
+
+/// The partial softmax of each query head of cached head `h` over tokens `[t0, t1)`.
+#[inline(always)]
+fn chunk_body<const FMA: bool>(
+    cache: &KvCacheBuf,
+    q: &[f32],
+    h: usize,
+    t0: usize,
+    t1: usize,
+) -> Vec<Partial> {
+    let s = &cache.shape;
+    let (dk, dv, g) = (s.d_k, s.d_v, s.group());
+    let mut st = vec![Partial::new(dv); g];
+    let mut kt = vec![0f32; TILE_TOKENS * dk];
+    let mut vt = vec![0f32; if s.v_in_k { 0 } else { TILE_TOKENS * dv }];
+    let mut scores = vec![0f32; g * TILE_TOKENS];
+    let mut t = t0;
+    while t < t1 {
+        let n = (t1 - t).min(TILE_TOKENS);
+        for i in 0..n {
+            decode_row_simd::<FMA>(
+                s.dtype,
+                cache.k_row(h, t + i),
+                &mut kt[i * dk..(i + 1) * dk],
+            );
+            if !s.v_in_k {
+                decode_row_simd::<FMA>(
+                    s.dtype,
+                    cache.v_row(h, t + i),
+                    &mut vt[i * dv..(i + 1) * dv],
+                );
+            }
+        }
+        let (vrows, vstride) = if s.v_in_k { (&kt, dk) } else { (&vt, dv) };
+        for (j, st) in st.iter_mut().enumerate() {
+            let qh = &q[(h * g + j) * dk..(h * g + j + 1) * dk];
+            let sc = &mut scores[j * TILE_TOKENS..j * TILE_TOKENS + n];
+            for (i, sv) in sc.iter_mut().enumerate() {
+                *sv = dot_body::<FMA>(qh, &kt[i * dk..(i + 1) * dk]) * s.scale;
+            }
+            let m = sc.iter().fold(st.m, |a, &b| a.max(b));
+            let a = (st.m - m).exp();
+            if a != 1.0 {
+                st.acc.iter_mut().for_each(|x| *x *= a);
+            }
+            st.l *= a;
+            st.m = m;
+            for (i, sv) in sc.iter().enumerate() {
+                let p = (sv - m).exp();
+                st.l += p;
+                axpy_body::<FMA>(&mut st.acc, p, &vrows[i * vstride..i * vstride + dv]);
+            }
+        }
+        t += n;
+    }
+    st
+}
+
+/// [`decode_row`], with F16 rows converted eight at a time by F16C where `SIMD` on x86-64
+/// (instantiated with `SIMD` only inside [`chunk_avx2`]).
+#[inline(always)]
+fn decode_row_simd<const SIMD: bool>(dtype: DType, row: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD && dtype == DType::F16 && row.len() == 2 * out.len() && out.len() % 8 == 0 {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
+        for (o, c) in out.chunks_exact_mut(8).zip(row.chunks_exact(16)) {
+            // SAFETY: `c` holds 16 bytes and `o` 8 floats (chunks_exact); unaligned loads and
+            // stores; F16C and AVX are enabled in the only caller that sets SIMD on x86-64.
+            unsafe {
+                let h = _mm_loadu_si128(c.as_ptr().cast::<__m128i>());
+                _mm256_storeu_ps(o.as_mut_ptr(), _mm256_cvtph_ps(h));
+            }
+        }
+        return;
+    }
+    decode_row(dtype, row, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn chunk_avx2(cache: &KvCacheBuf, q: &[f32], h: usize, t0: usize, t1: usize) -> Vec<Partial> {
+    chunk_body::<true>(cache, q, h, t0, t1)
+}
+
+/// [`chunk_body`] on the instruction set's kernels: AVX2 with FMA on x86-64 where `isa` is
+/// AVX2 (checked by [`crate::Isa::detect`]), NEON's fused multiply-add on aarch64, else
+/// portable.
+fn chunk_partials(
+    isa: crate::Isa,
+    cache: &KvCacheBuf,
+    q: &[f32],
+    h: usize,
+    t0: usize,
+    t1: usize,
+) -> Vec<Partial> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == crate::Isa::Avx2 {
+        // SAFETY: Isa::Avx2 is only detected (or accepted) where the CPU has AVX2, FMA and F16C.
+        return unsafe { chunk_avx2(cache, q, h, t0, t1) };
+    }
+    let _ = isa;
+    chunk_body::<{ cfg!(target_arch = "aarch64") }>(cache, q, h, t0, t1)
 }
 
 /// Tokens per chunk (one rayon task per cached head and chunk) of [`attend`].
@@ -259,36 +377,13 @@ pub fn attend(
     let tasks: Vec<(usize, usize)> = (0..s.kv_heads)
         .flat_map(|h| (0..chunks).map(move |c| (h, c)))
         .collect();
+    let isa = crate::Isa::detect();
     let partials: Vec<Vec<Partial>> = pool.install(|| {
         tasks
             .par_iter()
             .map(|&(h, c)| {
                 let t0 = first + c * CHUNK_TOKENS;
-                let t1 = (t0 + CHUNK_TOKENS).min(depth);
-                let mut st = vec![Partial::new(dv); g];
-                let (mut kr, mut vr) = (vec![0f32; dk], vec![0f32; dv]);
-                let mut p = vec![0f32; g];
-                for t in t0..t1 {
-                    decode_row(s.dtype, cache.k_row(h, t), &mut kr);
-                    for (j, st) in st.iter_mut().enumerate() {
-                        let qh = &q[(h * g + j) * dk..(h * g + j + 1) * dk];
-                        let score = dot(qh, &kr) * s.scale;
-                        let m = st.m.max(score);
-                        let a = (st.m - m).exp();
-                        p[j] = (score - m).exp();
-                        st.l = st.l * a + p[j];
-                        if a != 1.0 {
-                            st.acc.iter_mut().for_each(|x| *x *= a);
-                        }
-                        st.m = m;
-                    }
-                    decode_row(s.dtype, cache.v_row(h, t), &mut vr);
-                    for (j, st) in st.iter_mut().enumerate() {
-                        let pj = p[j];
-                        st.acc.iter_mut().zip(&vr).for_each(|(x, v)| *x += pj * v);
-                    }
-                }
-                st
+                chunk_partials(isa, cache, q, h, t0, (t0 + CHUNK_TOKENS).min(depth))
             })
             .collect()
     });

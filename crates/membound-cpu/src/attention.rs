@@ -303,7 +303,7 @@ fn chunk_body<const FMA: bool>(
 #[inline(always)]
 fn decode_row_simd<const SIMD: bool>(dtype: DType, row: &[u8], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if SIMD && dtype == DType::F16 && row.len() == 2 * out.len() && out.len() % 8 == 0 {
+    if SIMD && dtype == DType::F16 && row.len() == 2 * out.len() && out.len().is_multiple_of(8) {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
         for (o, c) in out.chunks_exact_mut(8).zip(row.chunks_exact(16)) {
             // SAFETY: `c` holds 16 bytes and `o` 8 floats (chunks_exact); unaligned loads and

@@ -384,7 +384,11 @@ fn moe_case<B: MoeBackend>(run: &mut Run, b: &B, c: &MoeCase, seed: u64) -> Opti
     let checked = b
         .moe_forward(&mut layers[0])
         .and_then(|_| b.moe_result(&layers[0]))
-        .and_then(|(out, r)| check_moe(l, &w, &xs[0], &all_sets[0], &out, &r));
+        .and_then(|(out, r)| {
+            check_moe(l, &w, &xs[0], &all_sets[0], &out, &r, &|d| {
+                b.moe_act_dtype(d)
+            })
+        });
     if let Err(e) = checked {
         run.fail(case, b.id(), format!("verification failed, not timed: {e}"));
         return None;

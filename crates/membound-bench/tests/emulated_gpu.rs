@@ -159,6 +159,9 @@ impl MoeBackend for Emulated {
     fn moe_dtypes(&self) -> Vec<DType> {
         membound_cuda::gemv::GEMV_DTYPES.to_vec()
     }
+    fn moe_act_dtype(&self, weight: DType) -> DType {
+        membound_cuda::gemv::activation_dtype(weight)
+    }
     fn moe(
         &self,
         layer: &MoeLayer,

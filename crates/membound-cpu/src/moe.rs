@@ -562,7 +562,10 @@ impl Pass<'_> {
 }
 
 /// The naive f64 layer for one token `x` with a given routing's ids and weights (token `t` of
-/// `r`): every selected row dequantized and dotted in f64, no activation quantization. Tests
+/// `r`): every selected row dequantized and dotted in f64. The inputs of each matrix (x, and
+/// the activation before down) are first rounded through the type a backend's kernels quantize
+/// them to for that weight type (`act`: `F32` for none; [`crate::act_dtype`] on the CPU, Q8_1 on
+/// a GPU), so the reference differs from a correct backend by f32 summation order only. Tests
 /// and the benches' checks compare every backend's output against it.
 pub fn reference_forward(
     l: &MoeLayer,
@@ -570,13 +573,22 @@ pub fn reference_forward(
     x: &[f32],
     r: &Routing,
     t: usize,
+    act: &dyn Fn(DType) -> DType,
 ) -> Result<Vec<f32>, CpuError> {
     let (h, k) = (l.hidden, l.top_k);
+    let rounded = |weight: DType, v: &[f32]| -> Result<Vec<f64>, CpuError> {
+        let a = act(weight);
+        let v = if a == DType::F32 {
+            v.to_vec()
+        } else {
+            ops::dequantize(a, &ops::quantize(a, v)?)?
+        };
+        Ok(v.iter().map(|&x| f64::from(x)).collect())
+    };
     let dot = |s: &ExpertStack, e: usize, row: usize, v: &[f64]| -> Result<f64, CpuError> {
         let wr = ops::dequantize(s.dtype, s.row(e, row))?;
         Ok(wr.iter().zip(v).map(|(a, b)| f64::from(*a) * b).sum())
     };
-    let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
     let expert = |g: &ExpertStack,
                   u: &ExpertStack,
                   d: &ExpertStack,
@@ -584,7 +596,8 @@ pub fn reference_forward(
                   ff: usize,
                   bias: bool|
      -> Result<Vec<f64>, CpuError> {
-        let mut a = vec![0f64; ff];
+        let x64 = rounded(g.dtype, x)?;
+        let mut a = vec![0f32; ff];
         for (row, av) in a.iter_mut().enumerate() {
             let (bg, bu) = if bias {
                 (w.bias.0[e * ff + row], w.bias.1[e * ff + row])
@@ -593,8 +606,9 @@ pub fn reference_forward(
             };
             let gv = dot(g, e, row, &x64)? + f64::from(bg);
             let uv = dot(u, e, row, &x64)? + f64::from(bu);
-            *av = f64::from(l.activation.apply(gv as f32, uv as f32));
+            *av = l.activation.apply(gv as f32, uv as f32);
         }
+        let a = rounded(d.dtype, &a)?;
         (0..h)
             .map(|row| {
                 let bd = if bias {

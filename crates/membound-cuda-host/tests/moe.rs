@@ -85,8 +85,15 @@ fn check(l: MoeLayer, tokens: usize, steer: &[f32]) -> (HostMoe, Routing) {
     let out: Vec<f32> = host.read(MoeBuf::Out).unwrap();
     let h = l.hidden;
     for t in 0..tokens {
-        let r = reference_forward(moe.layer(), moe.weights(), &xs[t * h..(t + 1) * h], &got, t)
-            .unwrap();
+        let r = reference_forward(
+            moe.layer(),
+            moe.weights(),
+            &xs[t * h..(t + 1) * h],
+            &got,
+            t,
+            &membound_cuda::gemv::activation_dtype,
+        )
+        .unwrap();
         let scale = r.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = out[t * h..(t + 1) * h]
             .iter()

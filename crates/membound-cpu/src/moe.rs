@@ -251,8 +251,9 @@ impl Plan {
     }
 }
 
-/// Rows per task of the expert passes.
-const ROWS_PER_TASK: usize = 32;
+/// Weight bytes per task of the expert passes (a task takes whole rows of one expert): large
+/// enough that the pool's per-task cost vanishes, small enough for several tasks per thread.
+const TASK_BYTES: usize = 128 << 10;
 
 impl CpuMoe {
     /// Checks the weights against the layer's shape and types.
@@ -510,31 +511,39 @@ impl Pass<'_> {
         let mut act = vec![0f32; n * f];
         // Gate and up of each (distinct expert, row run): the expert's rows read once for all
         // the tokens that chose it.
-        let tasks = |rows: usize| -> Vec<(usize, usize)> {
+        // (slot, first row, end row) runs of about TASK_BYTES of weights.
+        let tasks = |rows: usize, row_bytes: usize| -> Vec<(usize, usize, usize)> {
+            let per = (TASK_BYTES / row_bytes.max(1)).clamp(1, rows);
             (0..plan.slots.len())
-                .flat_map(|s| (0..rows.div_ceil(ROWS_PER_TASK)).map(move |c| (s, c)))
+                .flat_map(|s| {
+                    (0..rows)
+                        .step_by(per)
+                        .map(move |r| (s, r, (r + per).min(rows)))
+                })
                 .collect()
         };
         let out = OutPtr(act.as_mut_ptr());
         let pt = self.per_token;
         pool.install(|| {
-            tasks(f).into_par_iter().for_each(|(s, c)| {
-                let (e, first, end) = plan.slots[s];
-                for r in c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(f) {
-                    let (g_row, u_row) = (self.gate.row(e, r), self.up.row(e, r));
-                    let (bg, bu) = self
-                        .bias
-                        .map_or((0.0, 0.0), |b| (b.0[e * f + r], b.1[e * f + r]));
-                    for &i in &plan.pairs[first..end] {
-                        let x = &xq[i / pt];
-                        let g = gk.dot_unchecked(g_row, x) + bg;
-                        let u = gk.dot_unchecked(u_row, x) + bu;
-                        // SAFETY: i < n and r < f index inside `act` (n · f values); each
-                        // (i, r) belongs to one task (one slot, one row run).
-                        unsafe { out.write(i * f + r, l.activation.apply(g, u)) };
+            tasks(f, 2 * self.gate.row_bytes)
+                .into_par_iter()
+                .for_each(|(s, r0, r1)| {
+                    let (e, first, end) = plan.slots[s];
+                    for r in r0..r1 {
+                        let (g_row, u_row) = (self.gate.row(e, r), self.up.row(e, r));
+                        let (bg, bu) = self
+                            .bias
+                            .map_or((0.0, 0.0), |b| (b.0[e * f + r], b.1[e * f + r]));
+                        for &i in &plan.pairs[first..end] {
+                            let x = &xq[i / pt];
+                            let g = gk.dot_unchecked(g_row, x) + bg;
+                            let u = gk.dot_unchecked(u_row, x) + bu;
+                            // SAFETY: i < n and r < f index inside `act` (n · f values); each
+                            // (i, r) belongs to one task (one slot, one row run).
+                            unsafe { out.write(i * f + r, l.activation.apply(g, u)) };
+                        }
                     }
-                }
-            })
+                })
         });
         let aq: Vec<Vec<u8>> = pool.install(|| {
             act.par_chunks(f)
@@ -543,19 +552,21 @@ impl Pass<'_> {
         })?;
         let out = OutPtr(y.as_mut_ptr());
         pool.install(|| {
-            tasks(h).into_par_iter().for_each(|(s, c)| {
-                let (e, first, end) = plan.slots[s];
-                for r in c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(h) {
-                    let d_row = self.down.row(e, r);
-                    let bd = self.bias.map_or(0.0, |b| b.2[e * h + r]);
-                    for &i in &plan.pairs[first..end] {
-                        let v = weights[i] * (dk.dot_unchecked(d_row, &aq[i]) + bd);
-                        // SAFETY: i < n and r < h index inside `y` (n · h values, checked by
-                        // the caller's allocation); each (i, r) belongs to one task.
-                        unsafe { out.write(i * h + r, v) };
+            tasks(h, self.down.row_bytes)
+                .into_par_iter()
+                .for_each(|(s, r0, r1)| {
+                    let (e, first, end) = plan.slots[s];
+                    for r in r0..r1 {
+                        let d_row = self.down.row(e, r);
+                        let bd = self.bias.map_or(0.0, |b| b.2[e * h + r]);
+                        for &i in &plan.pairs[first..end] {
+                            let v = weights[i] * (dk.dot_unchecked(d_row, &aq[i]) + bd);
+                            // SAFETY: i < n and r < h index inside `y` (n · h values, checked by
+                            // the caller's allocation); each (i, r) belongs to one task.
+                            unsafe { out.write(i * h + r, v) };
+                        }
                     }
-                }
-            })
+                })
         });
         Ok(())
     }

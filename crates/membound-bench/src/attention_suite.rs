@@ -330,15 +330,18 @@ fn attention_case<B: AttnBackend>(run: &mut Run, b: &B, c: &AttnCase) -> Option<
         return None;
     }
     let kv_bytes = s.bytes(c.depth) - s.bytes(0);
+    // A sliding layer keeps only its window (llama.cpp's ring of cells): its cache holds the
+    // attended tokens, and the step attends to all of them.
+    let held = s.attended(c.depth);
     let copies = copies_for(kv_bytes, b.llc_bytes());
-    let alloc = copies as f64 * s.cache_bytes(c.depth) as f64;
+    let alloc = copies as f64 * s.cache_bytes(held) as f64;
     if alloc > b.memory_budget() as f64 {
         run.skip(
             &c.case,
             b.id(),
             format!(
                 "needs {copies} cache(s) of {:.2} GiB, the budget is {:.1} GiB",
-                s.cache_bytes(c.depth) as f64 / GIB,
+                s.cache_bytes(held) as f64 / GIB,
                 b.memory_budget() as f64 / GIB
             ),
         );
@@ -349,7 +352,7 @@ fn attention_case<B: AttnBackend>(run: &mut Run, b: &B, c: &AttnCase) -> Option<
             "membound: attention/{}/{}: {copies} cache(s) of {:.2} GiB",
             c.case,
             b.id(),
-            s.cache_bytes(c.depth) as f64 / GIB
+            s.cache_bytes(held) as f64 / GIB
         );
     }
     let q = normal_f32(17, s.n_heads * s.d_k, 1.0);
@@ -357,10 +360,10 @@ fn attention_case<B: AttnBackend>(run: &mut Run, b: &B, c: &AttnCase) -> Option<
     let mut steps = Vec::with_capacity(copies);
     let mut first_cache = None;
     for i in 0..copies {
-        let made = KvCacheBuf::generate(s, c.depth, 0xa77e ^ i as u64)
+        let made = KvCacheBuf::generate(s, held, 0xa77e ^ i as u64)
             .map_err(|e| e.to_string())
             .and_then(|cache| {
-                let a = b.attn(&cache, &q, &sinks, c.depth)?;
+                let a = b.attn(&cache, &q, &sinks, held)?;
                 if i == 0 {
                     first_cache = Some(cache);
                 }
@@ -378,7 +381,7 @@ fn attention_case<B: AttnBackend>(run: &mut Run, b: &B, c: &AttnCase) -> Option<
     let checked = b
         .attn_forward(&mut steps[0])
         .and_then(|_| b.attn_output(&steps[0]))
-        .and_then(|out| check_attention(&cache, &q, &sinks, c.depth, &out));
+        .and_then(|out| check_attention(&cache, &q, &sinks, held, &out));
     drop(cache);
     if let Err(e) = checked {
         run.fail(

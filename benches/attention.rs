@@ -18,24 +18,11 @@
 //! reading the layer's Q8_0 weights) is printed and written to `attention-table.json`.
 
 use membound_bench::attention_suite::{self, AttnTable};
-use membound_bench::{Backends, Run, Scale, machine};
+use membound_bench::machine;
 
 fn main() {
-    let scale = Scale::from_env();
-    let backends = Backends::discover();
-    if backends.is_empty() {
-        eprintln!("membound: no backend to run on (see MEMBOUND_BACKENDS and the lines above)");
-        std::process::exit(2);
-    }
-    let models = match membound_spec::registry::embedded() {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("membound: the model specs do not load: {e}");
-            std::process::exit(2);
-        }
-    };
-    machine::write(&backends, scale, "attention");
-    let mut run = Run::new("attention", scale);
+    let (scale, backends, mut run) = membound_bench::start("attention");
+    let models = membound_bench::models_or_exit();
     let mut tables: Vec<AttnTable> = Vec::new();
     for gpu in &backends.gpus {
         tables.push(attention_suite::attention(&mut run, gpu, &models));
@@ -43,14 +30,10 @@ fn main() {
     if let Some(cpu) = &backends.cpu {
         tables.push(attention_suite::attention(&mut run, cpu, &models));
     }
-    machine::write(&backends, scale, run.suite.as_str());
     for t in &tables {
         println!("{}", t.markdown());
     }
     attention_suite::write_tables(&tables, machine::describe(&backends, scale));
-    let code = run.finish(
-        &|id| backends.spec_gbs(id),
-        machine::describe(&backends, scale),
-    );
+    let code = membound_bench::finish(run, &backends, scale);
     std::process::exit(code);
 }

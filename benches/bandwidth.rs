@@ -16,18 +16,10 @@
 
 use membound_bench::stream::arrays_held;
 use membound_bench::suites::{self, StreamCase, main_array_bytes};
-use membound_bench::{Backends, Run, Scale, machine};
 use membound_cuda::StreamOp;
 
 fn main() {
-    let scale = Scale::from_env();
-    let backends = Backends::discover();
-    if backends.is_empty() {
-        eprintln!("membound: no backend to run on (see MEMBOUND_BACKENDS and the lines above)");
-        std::process::exit(2);
-    }
-    machine::write(&backends, scale, "bandwidth");
-    let mut run = Run::new("bandwidth", scale);
+    let (scale, backends, mut run) = membound_bench::start("bandwidth");
     for gpu in &backends.gpus {
         let from = run.results.len();
         suites::bandwidth(&mut run, gpu, true);
@@ -55,10 +47,6 @@ fn main() {
         }
         suites::pair_with_read(&mut run, from, "cpu");
     }
-    machine::write(&backends, scale, run.suite.as_str());
-    let code = run.finish(
-        &|id| backends.spec_gbs(id),
-        machine::describe(&backends, scale),
-    );
+    let code = membound_bench::finish(run, &backends, scale);
     std::process::exit(code);
 }

@@ -18,27 +18,15 @@
 //! the summary.
 
 use membound_bench::suites;
-use membound_bench::{Backends, Run, Scale, machine};
 
 fn main() {
-    let scale = Scale::from_env();
-    let backends = Backends::discover();
-    if backends.is_empty() {
-        eprintln!("membound: no backend to run on (see MEMBOUND_BACKENDS and the lines above)");
-        std::process::exit(2);
-    }
-    machine::write(&backends, scale, "dense");
-    let mut run = Run::new("dense", scale);
+    let (scale, backends, mut run) = membound_bench::start("dense");
     for gpu in &backends.gpus {
         suites::dense(&mut run, gpu);
     }
     if let Some(cpu) = &backends.cpu {
         suites::dense(&mut run, cpu);
     }
-    machine::write(&backends, scale, run.suite.as_str());
-    let code = run.finish(
-        &|id| backends.spec_gbs(id),
-        machine::describe(&backends, scale),
-    );
+    let code = membound_bench::finish(run, &backends, scale);
     std::process::exit(code);
 }

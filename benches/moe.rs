@@ -20,25 +20,12 @@
 //! paired reference). The verdict (time per token fitted against active and against total
 //! bytes over the top-k and experts sweeps) is printed and written to `moe-verdict.json`.
 
+use membound_bench::machine;
 use membound_bench::moe_suite::{self, MoeVerdict};
-use membound_bench::{Backends, Run, Scale, machine};
 
 fn main() {
-    let scale = Scale::from_env();
-    let backends = Backends::discover();
-    if backends.is_empty() {
-        eprintln!("membound: no backend to run on (see MEMBOUND_BACKENDS and the lines above)");
-        std::process::exit(2);
-    }
-    let models = match membound_spec::registry::embedded() {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("membound: the model specs do not load: {e}");
-            std::process::exit(2);
-        }
-    };
-    machine::write(&backends, scale, "moe");
-    let mut run = Run::new("moe", scale);
+    let (scale, backends, mut run) = membound_bench::start("moe");
+    let models = membound_bench::models_or_exit();
     let mut verdicts: Vec<MoeVerdict> = Vec::new();
     for gpu in &backends.gpus {
         verdicts.push(moe_suite::moe(&mut run, gpu, &models));
@@ -46,14 +33,10 @@ fn main() {
     if let Some(cpu) = &backends.cpu {
         verdicts.push(moe_suite::moe(&mut run, cpu, &models));
     }
-    machine::write(&backends, scale, run.suite.as_str());
     for v in &verdicts {
         println!("{}", v.describe());
     }
     moe_suite::write_verdicts(&verdicts, machine::describe(&backends, scale));
-    let code = run.finish(
-        &|id| backends.spec_gbs(id),
-        machine::describe(&backends, scale),
-    );
+    let code = membound_bench::finish(run, &backends, scale);
     std::process::exit(code);
 }

@@ -32,3 +32,34 @@ pub mod verify;
 pub use backend::{Backends, CpuBackend, GpuBackend};
 pub use harness::{Backend, Run};
 pub use scale::Scale;
+
+/// The start of a bench's `main`: the scale, the backends (the process exits with 2 when none
+/// is left, after the lines that say why), `machine.json` written for `suite`, and the run.
+pub fn start(suite: &str) -> (Scale, Backends, Run) {
+    let scale = Scale::from_env();
+    let backends = Backends::discover();
+    if backends.is_empty() {
+        eprintln!("membound: no backend to run on (see MEMBOUND_BACKENDS and the lines above)");
+        std::process::exit(2);
+    }
+    machine::write(&backends, scale, suite);
+    (scale, backends, Run::new(suite, scale))
+}
+
+/// The models of `models/` (the process exits with 2 when they do not load).
+pub fn models_or_exit() -> Vec<membound_spec::ModelSpec> {
+    membound_spec::registry::embedded().unwrap_or_else(|e| {
+        eprintln!("membound: the model specs do not load: {e}");
+        std::process::exit(2);
+    })
+}
+
+/// The end of a bench's `main`: `machine.json` again (clocks after the run), the summary and
+/// the files of [`Run::finish`]; returns the exit code.
+pub fn finish(run: Run, backends: &Backends, scale: Scale) -> i32 {
+    machine::write(backends, scale, run.suite.as_str());
+    run.finish(
+        &|id| backends.spec_gbs(id),
+        machine::describe(backends, scale),
+    )
+}

@@ -97,11 +97,9 @@ pub fn kernel_weights(w: &MoeWeights) -> WeightBufs<'_> {
     weight_bufs(
         &w.router,
         &w.router_bias,
-        [w.gate.bytes(), w.up.bytes(), w.down.bytes()],
-        [&w.bias.0, &w.bias.1, &w.bias.2],
-        w.shared
-            .as_ref()
-            .map(|(g, u, d)| [g.bytes(), u.bytes(), d.bytes()]),
+        w.stacks(),
+        w.biases(),
+        w.shared_stacks(),
     )
 }
 

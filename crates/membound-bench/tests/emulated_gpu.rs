@@ -200,23 +200,7 @@ fn moe_suite_runs_on_emulated_cuda_kernels() {
         return;
     }
     let mut run = Run::with_criterion("moe", Scale::Quick, criterion());
-    let small = MoeLayer {
-        hidden: 256,
-        n_experts: 8,
-        top_k: 2,
-        expert_ff: 256,
-        shared_ff: 0,
-        shared_gate: false,
-        router: RouterScoring::Softmax,
-        norm_topk: true,
-        routed_scaling: 1.0,
-        n_group: 1,
-        topk_group: 1,
-        router_bias: false,
-        expert_bias: false,
-        activation: Activation::Silu,
-        types: MoeTypes::all(DType::Q4_K),
-    };
+    let small = MoeLayer::new(256, 8, 2, 256, MoeTypes::all(DType::Q4_K));
     let oss = MoeLayer {
         router: RouterScoring::TopkSoftmax,
         norm_topk: false,
@@ -308,29 +292,11 @@ fn attention_suite_runs_on_emulated_cuda_kernels() {
         return;
     }
     let mut run = Run::with_criterion("attention", Scale::Quick, criterion());
-    let mla = AttnShape {
-        layout: KvLayout::MlaLatent,
-        n_heads: 4,
-        kv_heads: 1,
-        d_k: 576,
-        d_v: 512,
-        v_in_k: true,
-        scale: 0.07,
-        window: None,
-        sinks: false,
-        dtype: DType::Q8_0,
-    };
+    let mla = AttnShape::new(KvLayout::MlaLatent, 4, 1, 576, 512, DType::Q8_0);
     let swa = AttnShape {
-        layout: KvLayout::Gqa,
-        n_heads: 4,
-        kv_heads: 2,
-        d_k: 64,
-        d_v: 64,
-        v_in_k: false,
         window: Some(48),
         sinks: true,
-        dtype: DType::F16,
-        ..mla.clone()
+        ..AttnShape::new(KvLayout::Gqa, 4, 2, 64, 64, DType::F16)
     };
     let case = |name: &str, layout: &str, shape: &AttnShape, depth: usize| AttnCase {
         case: format!("{name}-d{depth}"),

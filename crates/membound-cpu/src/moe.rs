@@ -670,6 +670,23 @@ fn generated_stack(
 }
 
 impl MoeWeights {
+    /// The stacked gate, up and down bytes.
+    pub fn stacks(&self) -> [&[u8]; 3] {
+        [self.gate.bytes(), self.up.bytes(), self.down.bytes()]
+    }
+
+    /// The expert biases (gate, up, down; empty without).
+    pub fn biases(&self) -> [&[f32]; 3] {
+        [&self.bias.0, &self.bias.1, &self.bias.2]
+    }
+
+    /// The shared expert's gate, up and down bytes.
+    pub fn shared_stacks(&self) -> Option<[&[u8]; 3]> {
+        self.shared
+            .as_ref()
+            .map(|(g, u, d)| [g.bytes(), u.bytes(), d.bytes()])
+    }
+
     /// Random weights for `layer` from `seed`, fast at real sizes: each stack's row `g`
     /// (expert `g / rows`, row `g % rows`) is distinct row `g mod 251` of a generated set, so
     /// two experts hold the same rows only where their indices differ by a multiple of 251

@@ -20,23 +20,7 @@ fn pool() -> rayon::ThreadPool {
 
 /// A small layer: hidden 256, 8 experts of width 256, top-2.
 fn small(types: MoeTypes) -> MoeLayer {
-    MoeLayer {
-        hidden: 256,
-        n_experts: 8,
-        top_k: 2,
-        expert_ff: 256,
-        shared_ff: 0,
-        shared_gate: false,
-        router: RouterScoring::Softmax,
-        norm_topk: true,
-        routed_scaling: 1.0,
-        n_group: 1,
-        topk_group: 1,
-        router_bias: false,
-        expert_bias: false,
-        activation: Activation::Silu,
-        types,
-    }
+    MoeLayer::new(256, 8, 2, 256, types)
 }
 
 fn routed(layer: &MoeLayer, logits: &[f32], bias: &[f32]) -> (Vec<u32>, Vec<f32>) {

@@ -17,18 +17,7 @@ fn shape(
     d_v: usize,
     dtype: DType,
 ) -> AttnShape {
-    AttnShape {
-        layout,
-        n_heads: heads,
-        kv_heads: kv,
-        d_k,
-        d_v,
-        v_in_k: layout == KvLayout::MlaLatent,
-        scale: 1.0 / (d_k as f32).sqrt(),
-        window: None,
-        sinks: false,
-        dtype,
-    }
+    AttnShape::new(layout, heads, kv, d_k, d_v, dtype)
 }
 
 fn skip() -> bool {

@@ -16,34 +16,17 @@ fn bufs(w: &MoeWeights) -> WeightBufs<'_> {
     weight_bufs(
         &w.router,
         &w.router_bias,
-        [w.gate.bytes(), w.up.bytes(), w.down.bytes()],
-        [&w.bias.0, &w.bias.1, &w.bias.2],
-        w.shared
-            .as_ref()
-            .map(|(g, u, d)| [g.bytes(), u.bytes(), d.bytes()]),
+        w.stacks(),
+        w.biases(),
+        w.shared_stacks(),
     )
 }
 
 /// hidden 288 (9 Q8_1 blocks: Q8_0/MXFP4 tiles end part-way), experts of width 96.
 fn layer(types: MoeTypes) -> MoeLayer {
     let k_quant = matches!(types.gate_up, DType::Q4_K | DType::Q6_K);
-    MoeLayer {
-        hidden: if k_quant { 512 } else { 288 },
-        n_experts: 8,
-        top_k: 2,
-        expert_ff: if k_quant { 256 } else { 96 },
-        shared_ff: 0,
-        shared_gate: false,
-        router: RouterScoring::Softmax,
-        norm_topk: true,
-        routed_scaling: 1.0,
-        n_group: 1,
-        topk_group: 1,
-        router_bias: false,
-        expert_bias: false,
-        activation: Activation::Silu,
-        types,
-    }
+    let (hidden, ff) = if k_quant { (512, 256) } else { (288, 96) };
+    MoeLayer::new(hidden, 8, 2, ff, types)
 }
 
 fn skip() -> bool {

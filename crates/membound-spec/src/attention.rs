@@ -46,6 +46,31 @@ pub struct AttnShape {
 }
 
 impl AttnShape {
+    /// A shape of `n_heads` query heads over `kv_heads` cached heads with rows of `d_k` and
+    /// `d_v` values of `dtype` (V inside K for [`KvLayout::MlaLatent`]), softmax scale
+    /// `1 / sqrt(d_k)`, no window, no sinks.
+    pub fn new(
+        layout: KvLayout,
+        n_heads: usize,
+        kv_heads: usize,
+        d_k: usize,
+        d_v: usize,
+        dtype: DType,
+    ) -> AttnShape {
+        AttnShape {
+            layout,
+            n_heads,
+            kv_heads,
+            d_k,
+            d_v,
+            v_in_k: layout == KvLayout::MlaLatent,
+            scale: 1.0 / (d_k as f32).sqrt(),
+            window: None,
+            sinks: false,
+            dtype,
+        }
+    }
+
     /// The attention of `m`'s layers of `kind` (full or sliding) in `layout` with a cache of
     /// `dtype`.
     pub fn from_spec(

@@ -107,6 +107,35 @@ pub struct MoeLayer {
 }
 
 impl MoeLayer {
+    /// A layer of `n_experts` experts of width `expert_ff` over `hidden`, `top_k` selected by a
+    /// softmax router with renormalised weights (Qwen3's), SiLU, no shared expert, groups or
+    /// biases: the base the tests vary.
+    pub fn new(
+        hidden: usize,
+        n_experts: usize,
+        top_k: usize,
+        expert_ff: usize,
+        types: MoeTypes,
+    ) -> MoeLayer {
+        MoeLayer {
+            hidden,
+            n_experts,
+            top_k,
+            expert_ff,
+            shared_ff: 0,
+            shared_gate: false,
+            router: RouterScoring::Softmax,
+            norm_topk: true,
+            routed_scaling: 1.0,
+            n_group: 1,
+            topk_group: 1,
+            router_bias: false,
+            expert_bias: false,
+            activation: Activation::Silu,
+            types,
+        }
+    }
+
     /// Layer `layer` of `m` (a MoE layer) with the types `recipe` gives it; `None` for a
     /// dense model or layer.
     pub fn from_spec(m: &ModelSpec, recipe: Recipe, layer: u32) -> Option<MoeLayer> {

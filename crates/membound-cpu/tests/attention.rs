@@ -15,17 +15,6 @@ fn pool() -> rayon::ThreadPool {
         .unwrap()
 }
 
-fn shape(
-    layout: KvLayout,
-    heads: usize,
-    kv: usize,
-    d_k: usize,
-    d_v: usize,
-    dtype: DType,
-) -> AttnShape {
-    AttnShape::new(layout, heads, kv, d_k, d_v, dtype)
-}
-
 fn max_err(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
@@ -53,25 +42,25 @@ fn every_layout_and_type_matches_the_f64_softmax() {
     let depth = 2 * CHUNK_TOKENS + 37;
     for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q8_0] {
         check(
-            &shape(KvLayout::Gqa, 8, 2, 64, 64, dtype),
+            &AttnShape::new(KvLayout::Gqa, 8, 2, 64, 64, dtype),
             depth,
             depth,
             1e-4,
         );
         check(
-            &shape(KvLayout::MlaLatent, 4, 1, 576, 512, dtype),
+            &AttnShape::new(KvLayout::MlaLatent, 4, 1, 576, 512, dtype),
             depth,
             depth,
             1e-4,
         );
         check(
-            &shape(KvLayout::MlaSplit, 4, 1, 576, 512, dtype),
+            &AttnShape::new(KvLayout::MlaSplit, 4, 1, 576, 512, dtype),
             depth,
             depth,
             1e-4,
         );
         check(
-            &shape(KvLayout::ExpandedMha, 4, 4, 192, 128, dtype),
+            &AttnShape::new(KvLayout::ExpandedMha, 4, 4, 192, 128, dtype),
             depth,
             depth,
             1e-4,
@@ -79,13 +68,13 @@ fn every_layout_and_type_matches_the_f64_softmax() {
     }
     // A query at depth 1 and one shorter than the cache.
     check(
-        &shape(KvLayout::Gqa, 4, 4, 32, 32, DType::F16),
+        &AttnShape::new(KvLayout::Gqa, 4, 4, 32, 32, DType::F16),
         100,
         1,
         1e-5,
     );
     check(
-        &shape(KvLayout::Gqa, 4, 4, 32, 32, DType::F16),
+        &AttnShape::new(KvLayout::Gqa, 4, 4, 32, 32, DType::F16),
         1000,
         333,
         1e-4,
@@ -94,7 +83,7 @@ fn every_layout_and_type_matches_the_f64_softmax() {
 
 #[test]
 fn sinks_and_windows_as_the_reference_defines_them() {
-    let mut s = shape(KvLayout::Gqa, 8, 2, 64, 64, DType::F16);
+    let mut s = AttnShape::new(KvLayout::Gqa, 8, 2, 64, 64, DType::F16);
     s.sinks = true;
     s.window = Some(128);
     check(&s, 1000, 1000, 1e-4);
@@ -143,7 +132,7 @@ fn mla_absorbed_equals_expanded() {
             .collect()
     };
     // Absorbed: one cached head of latent + rope, V the latent.
-    let mut lat = shape(
+    let mut lat = AttnShape::new(
         KvLayout::MlaLatent,
         heads,
         1,
@@ -182,7 +171,7 @@ fn mla_absorbed_equals_expanded() {
         })
         .collect();
     // Expanded: per head K = [W_UK c | k_rope], V = W_UV c.
-    let mut exp = shape(
+    let mut exp = AttnShape::new(
         KvLayout::ExpandedMha,
         heads,
         heads,
@@ -229,7 +218,7 @@ fn split_k_equals_one_chunk() {
     // The same cache read as one chunk (depth ≤ CHUNK_TOKENS, a prefix) and as many: the
     // reference is shared, so compare both against it at their depths and the long one against
     // a single-threaded pool.
-    let s = shape(KvLayout::Gqa, 4, 1, 64, 64, DType::F16);
+    let s = AttnShape::new(KvLayout::Gqa, 4, 1, 64, 64, DType::F16);
     let cache = KvCacheBuf::generate(&s, 4 * CHUNK_TOKENS, 9).unwrap();
     let q = normal_f32(1, 4 * 64, 1.0);
     let one = rayon::ThreadPoolBuilder::new()
@@ -246,7 +235,7 @@ fn split_k_equals_one_chunk() {
 
 #[test]
 fn bad_inputs_are_refused() {
-    let s = shape(KvLayout::Gqa, 4, 2, 32, 32, DType::F16);
+    let s = AttnShape::new(KvLayout::Gqa, 4, 2, 32, 32, DType::F16);
     let cache = KvCacheBuf::generate(&s, 10, 1).unwrap();
     let mut out = vec![0f32; 128];
     assert!(attend(&pool(), &cache, &[0.0; 128], &[], 11, &mut out).is_err());

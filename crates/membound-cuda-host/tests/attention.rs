@@ -9,17 +9,6 @@ use membound_spec::DType;
 use membound_spec::attention::AttnShape;
 use membound_spec::kv::KvLayout;
 
-fn shape(
-    layout: KvLayout,
-    heads: usize,
-    kv: usize,
-    d_k: usize,
-    d_v: usize,
-    dtype: DType,
-) -> AttnShape {
-    AttnShape::new(layout, heads, kv, d_k, d_v, dtype)
-}
-
 fn skip() -> bool {
     if let Err(e) = available() {
         eprintln!("skipped: {e}");
@@ -67,10 +56,10 @@ fn every_layout_and_cache_type_matches_the_reference() {
     // 300 tokens: tiles (up to 32 rows) and splits end part-way.
     for dtype in [DType::F16, DType::BF16, DType::Q8_0] {
         for s in [
-            shape(KvLayout::Gqa, 8, 2, 64, 64, dtype),
-            shape(KvLayout::MlaLatent, 20, 1, 576, 512, dtype),
-            shape(KvLayout::MlaSplit, 4, 1, 576, 512, dtype),
-            shape(KvLayout::ExpandedMha, 3, 3, 192, 128, dtype),
+            AttnShape::new(KvLayout::Gqa, 8, 2, 64, 64, dtype),
+            AttnShape::new(KvLayout::MlaLatent, 20, 1, 576, 512, dtype),
+            AttnShape::new(KvLayout::MlaSplit, 4, 1, 576, 512, dtype),
+            AttnShape::new(KvLayout::ExpandedMha, 3, 3, 192, 128, dtype),
         ] {
             let (got, want, _) = run(&s, 300, 300, Some(3));
             let e = max_err(&got, &want);
@@ -84,7 +73,7 @@ fn sinks_windows_and_shorter_depths() {
     if skip() {
         return;
     }
-    let mut s = shape(KvLayout::Gqa, 8, 1, 64, 64, DType::F16);
+    let mut s = AttnShape::new(KvLayout::Gqa, 8, 1, 64, 64, DType::F16);
     s.sinks = true;
     s.window = Some(100);
     for (depth, splits) in [(300, Some(2)), (70, None), (1, None)] {
@@ -98,7 +87,7 @@ fn split_k_equals_one_split() {
     if skip() {
         return;
     }
-    let s = shape(KvLayout::MlaLatent, 4, 1, 576, 512, DType::Q8_0);
+    let s = AttnShape::new(KvLayout::MlaLatent, 4, 1, 576, 512, DType::Q8_0);
     let (one, want, h1) = run(&s, 500, 500, Some(1));
     let (many, _, h7) = run(&s, 500, 500, Some(7));
     // 7 asked: chunks of whole 32-row tiles, ceil(500 / 7) -> 96 tokens, 6 splits.
@@ -114,8 +103,8 @@ fn cache_loads_are_coalesced() {
     }
     for dtype in [DType::F16, DType::Q8_0] {
         for s in [
-            shape(KvLayout::Gqa, 8, 2, 128, 128, dtype),
-            shape(KvLayout::MlaSplit, 4, 1, 576, 512, dtype),
+            AttnShape::new(KvLayout::Gqa, 8, 2, 128, 128, dtype),
+            AttnShape::new(KvLayout::MlaSplit, 4, 1, 576, 512, dtype),
         ] {
             let (_, _, mut h) = run(&s, 256, 256, Some(2));
             let [(k, split), _] = h.forward().unwrap();

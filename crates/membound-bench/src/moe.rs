@@ -4,7 +4,9 @@
 //! passes before it is timed ([`check_moe`]) and the active-vs-total verdict ([`fit`]).
 
 use membound_cpu::moe::{CpuMoe, MoeWeights, Routing, reference_forward, reference_logits, route};
-use membound_cuda::moe::{GpuMoe, MoeBuf, WeightBufs, f32s, u32s, weight_bufs};
+use membound_cuda::moe::{
+    GpuMoe, MoeBuf, MoeInput, WeightBufs, check_inputs, f32s, u32s, weight_bufs,
+};
 use membound_quant::data::SplitMix64 as Rng;
 use membound_spec::DType;
 use membound_spec::moe::MoeLayer;
@@ -17,8 +19,8 @@ use crate::{CpuBackend, GpuBackend};
 /// scores are at most 1; logits of the generated routers are a few units).
 pub const STEER: f32 = 1e4;
 
-/// MoE on one backend. A "layer" is one copy of a layer's weights with its scratch and a fixed
-/// input batch (tokens and their steering), so timed calls only launch work.
+/// MoE on one backend. A "layer" is one copy of a layer's weights with its scratch and input
+/// slots (batches and their steering, set once), so timed calls only launch work.
 pub trait MoeBackend: GemvBackend {
     /// One copy of a layer.
     type Moe;
@@ -28,26 +30,24 @@ pub trait MoeBackend: GemvBackend {
     /// The type the kernels quantize a matrix's input to for weights of `weight` (F32: none),
     /// so the reference rounds its inputs alike.
     fn moe_act_dtype(&self, weight: DType) -> DType;
-    /// A copy of `layer` with weights `w`, for the batch `xs` (`tokens × hidden`) steered by
-    /// `steer` (`tokens × n_experts`, added to the selection keys).
+    /// A copy of `layer` with weights `w` and input slots `inputs`: each a batch (`tokens ×
+    /// hidden`) and its steering (`tokens × n_experts`, added to the selection keys).
     fn moe(
         &self,
         layer: &MoeLayer,
         w: &MoeWeights,
-        xs: &[f32],
-        steer: &[f32],
+        inputs: &[MoeInput<'_>],
     ) -> Result<Self::Moe, String>;
-    /// Runs the layer on its batch (timed).
-    fn moe_forward(&self, m: &mut Self::Moe) -> Result<(), String>;
+    /// Runs the layer on input slot `slot` (timed).
+    fn moe_forward(&self, m: &mut Self::Moe, slot: usize) -> Result<(), String>;
     /// The last output (`tokens × hidden`) and the routing it used.
     fn moe_result(&self, m: &Self::Moe) -> Result<(Vec<f32>, Routing), String>;
 }
 
-/// The CPU's copy of a layer: the layer, its batch and its last result.
+/// The CPU's copy of a layer: the layer, its input slots and its last result.
 pub struct CpuMoeCase {
     moe: CpuMoe,
-    xs: Vec<f32>,
-    steer: Vec<f32>,
+    inputs: Vec<(Vec<f32>, Vec<f32>)>,
     out: Vec<f32>,
     routing: Routing,
 }
@@ -67,22 +67,28 @@ impl MoeBackend for CpuBackend {
         &self,
         layer: &MoeLayer,
         w: &MoeWeights,
-        xs: &[f32],
-        steer: &[f32],
+        inputs: &[MoeInput<'_>],
     ) -> Result<CpuMoeCase, String> {
+        let tokens = inputs
+            .first()
+            .map_or(0, |i| i.0.len() / layer.hidden.max(1));
+        check_inputs(layer, tokens, true, inputs).map_err(cuda_err)?;
         Ok(CpuMoeCase {
             moe: CpuMoe::new(layer.clone(), w.clone()).map_err(|e| e.to_string())?,
-            xs: xs.to_vec(),
-            steer: steer.to_vec(),
-            out: vec![0.0; xs.len()],
+            inputs: inputs
+                .iter()
+                .map(|(x, s)| (x.to_vec(), s.to_vec()))
+                .collect(),
+            out: vec![0.0; tokens * layer.hidden],
             routing: Routing::default(),
         })
     }
 
-    fn moe_forward(&self, m: &mut CpuMoeCase) -> Result<(), String> {
+    fn moe_forward(&self, m: &mut CpuMoeCase, slot: usize) -> Result<(), String> {
+        let (xs, steer) = m.inputs.get(slot).ok_or("no such input slot")?;
         m.routing = m
             .moe
-            .forward(&self.pool, &m.xs, &m.steer, &mut m.out)
+            .forward(&self.pool, xs, steer, &mut m.out)
             .map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -122,18 +128,19 @@ impl MoeBackend for GpuBackend {
         &self,
         layer: &MoeLayer,
         w: &MoeWeights,
-        xs: &[f32],
-        steer: &[f32],
+        inputs: &[MoeInput<'_>],
     ) -> Result<GpuMoe, String> {
-        let tokens = xs.len() / layer.hidden.max(1);
+        let tokens = inputs
+            .first()
+            .map_or(0, |i| i.0.len() / layer.hidden.max(1));
         let mut m =
             GpuMoe::new(&self.gpu, layer, &kernel_weights(w), tokens, true).map_err(cuda_err)?;
-        m.set_input(&self.gpu, xs, steer).map_err(cuda_err)?;
+        m.set_inputs(&self.gpu, inputs).map_err(cuda_err)?;
         Ok(m)
     }
 
-    fn moe_forward(&self, m: &mut GpuMoe) -> Result<(), String> {
-        m.forward(&self.gpu).map_err(cuda_err)
+    fn moe_forward(&self, m: &mut GpuMoe, slot: usize) -> Result<(), String> {
+        m.forward(&self.gpu, slot).map_err(cuda_err)
     }
 
     fn moe_result(&self, m: &GpuMoe) -> Result<(Vec<f32>, Routing), String> {

@@ -18,10 +18,14 @@ use crate::Scale;
 use crate::gemv::GemvBackend;
 use crate::harness::{Kind, Run};
 use crate::moe::{Fit, MoeBackend, Pattern, check_moe, distinct, fit, steer_vector, steered_sets};
-use crate::rotation::{Rotation, copies_for};
+use crate::rotation::{LLC_FACTOR, Rotation, copies_for};
 use crate::suites::PairedRead;
 
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// Batches (input slots) each copy of a layer holds: a rotation steps through copies and slots,
+/// so a layer copy is read with varying routing and fewer copies defeat the cache.
+pub const INPUT_SLOTS: usize = 16;
 
 /// What a case varies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -327,33 +331,49 @@ fn moe_case<B: MoeBackend>(run: &mut Run, b: &B, c: &MoeCase, seed: u64) -> Opti
         run.skip(case, b.id(), format!("{t} (llama.cpp's fallback for rows that are not whole K-quant blocks) has no MoE kernel here"));
         return None;
     }
-    // Routing of each copy's batch; copies until the experts touched in one rotation are ≥ 4×
-    // the last-level cache.
-    let touched = |sets: &[Vec<u32>]| l.bytes(distinct(sets), c.tokens);
-    let mut all_sets = vec![steered_sets(l, c.pattern, c.tokens, seed * 1000)];
-    let copies = copies_for(touched(&all_sets[0]), b.llc_bytes());
-    for i in 1..copies {
-        all_sets.push(steered_sets(l, c.pattern, c.tokens, seed * 1000 + i as u64));
+    // Each copy of the layer holds INPUT_SLOTS batches; a rotation visits every (copy, slot)
+    // once, so it touches the distinct experts of each copy's batches. Copies are added until
+    // that is ≥ 4× the last-level cache (one draw of the routing for the whole case, so a Zipf
+    // ranking or a fixed set is shared by every batch).
+    let max_copies = ((b.memory_budget() as f64 / l.total_bytes() as f64) as usize).clamp(1, 256);
+    let all = steered_sets(
+        l,
+        c.pattern,
+        max_copies * INPUT_SLOTS * c.tokens,
+        seed * 1000,
+    );
+    let batch = |copy: usize, slot: usize| {
+        let at = (copy * INPUT_SLOTS + slot) * c.tokens;
+        &all[at..at + c.tokens]
+    };
+    let copy_bytes = |copy: usize| {
+        let sets: Vec<Vec<u32>> = (0..INPUT_SLOTS)
+            .flat_map(|s| batch(copy, s).to_vec())
+            .collect();
+        l.router_bytes() + l.shared_bytes() + distinct(&sets) as u64 * l.expert_bytes()
+    };
+    let need = LLC_FACTOR * b.llc_bytes();
+    let (mut copies, mut touched) = (0, 0);
+    while copies < max_copies && touched < need {
+        touched += copy_bytes(copies);
+        copies += 1;
     }
-    if c.pattern == Pattern::Fixed {
-        all_sets = vec![all_sets[0].clone(); copies];
-    }
-    let alloc = copies as f64 * l.total_bytes() as f64;
-    if alloc > b.memory_budget() as f64 {
+    if touched < need {
         run.skip(
             case,
             b.id(),
             format!(
-                "needs {copies} copies of a {:.2} GiB layer ({:.1} GiB), the budget is {:.1} GiB",
+                "{copies} copies of the {:.2} GiB layer fill the {:.1} GiB budget and touch {:.0} MiB per rotation, under 4x the {:.0} MiB last-level cache",
                 l.total_bytes() as f64 / GIB,
-                alloc / GIB,
-                b.memory_budget() as f64 / GIB
+                b.memory_budget() as f64 / GIB,
+                touched as f64 / (1 << 20) as f64,
+                b.llc_bytes() as f64 / (1 << 20) as f64
             ),
         );
         return None;
     }
     eprintln!(
-        "membound: moe/{case}/{}: {copies} copies of a {:.2} GiB layer ({} experts, top-{}, {} token(s), {} routing)",
+        "membound: moe/{case}/{}: {copies} copies of a {:.2} GiB layer x {INPUT_SLOTS} batches ({} experts, top-{}, {} token(s), {} routing)",
         b.id(),
         l.total_bytes() as f64 / GIB,
         l.n_experts,
@@ -368,24 +388,42 @@ fn moe_case<B: MoeBackend>(run: &mut Run, b: &B, c: &MoeCase, seed: u64) -> Opti
             return None;
         }
     };
-    let xs: Vec<Vec<f32>> = (0..copies)
-        .map(|i| normal_f32(seed * 7919 + i as u64, c.tokens * l.hidden, 1.0))
-        .collect();
     let mut layers = Vec::with_capacity(copies);
-    for (x, sets) in xs.iter().zip(&all_sets) {
-        match b.moe(l, &w, x, &steer_vector(sets, l.n_experts)) {
+    let mut first_x = Vec::new();
+    for copy in 0..copies {
+        let xs: Vec<Vec<f32>> = (0..INPUT_SLOTS)
+            .map(|s| {
+                normal_f32(
+                    seed * 7919 + (copy * INPUT_SLOTS + s) as u64,
+                    c.tokens * l.hidden,
+                    1.0,
+                )
+            })
+            .collect();
+        let steers: Vec<Vec<f32>> = (0..INPUT_SLOTS)
+            .map(|s| steer_vector(batch(copy, s), l.n_experts))
+            .collect();
+        let inputs: Vec<(&[f32], &[f32])> = xs
+            .iter()
+            .zip(&steers)
+            .map(|(x, st)| (x.as_slice(), st.as_slice()))
+            .collect();
+        match b.moe(l, &w, &inputs) {
             Ok(m) => layers.push(m),
             Err(e) => {
                 run.fail(case, b.id(), format!("set-up: {e}"));
                 return None;
             }
         }
+        if copy == 0 {
+            first_x = xs[0].clone();
+        }
     }
     let checked = b
-        .moe_forward(&mut layers[0])
+        .moe_forward(&mut layers[0], 0)
         .and_then(|_| b.moe_result(&layers[0]))
         .and_then(|(out, r)| {
-            check_moe(l, &w, &xs[0], &all_sets[0], &out, &r, &|d| {
+            check_moe(l, &w, &first_x, batch(0, 0), &out, &r, &|d| {
                 b.moe_act_dtype(d)
             })
         });
@@ -394,20 +432,31 @@ fn moe_case<B: MoeBackend>(run: &mut Run, b: &B, c: &MoeCase, seed: u64) -> Opti
         return None;
     }
     drop(w);
-    // Bytes per batch: the mean over the copies' batches (one batch per copy per rotation).
-    let bytes = all_sets.iter().map(|s| touched(s)).sum::<u64>() / copies as u64;
-    let mean_distinct = all_sets.iter().map(|s| distinct(s) as f64).sum::<f64>() / copies as f64;
+    // Bytes per batch: the mean over the rotation's batches.
+    let batches: Vec<&[Vec<u32>]> = (0..copies)
+        .flat_map(|cp| (0..INPUT_SLOTS).map(move |s| (cp, s)))
+        .map(|(cp, s)| batch(cp, s))
+        .collect();
+    let n = batches.len() as f64;
+    let bytes = (batches
+        .iter()
+        .map(|s| l.bytes(distinct(s), c.tokens) as f64)
+        .sum::<f64>()
+        / n) as u64;
+    let mean_distinct = batches.iter().map(|s| distinct(s) as f64).sum::<f64>() / n;
     if !run.wanted(case, b.id()) {
         return None;
     }
-    let mut rot = Rotation::new(copies);
     let kind = Kind::Moe {
         sweep: format!("{:?}", c.sweep).to_lowercase(),
         tokens: c.tokens,
         distinct_experts: mean_distinct,
     };
+    let mut i = 0usize;
     let idx = run.bench(b, case, kind, bytes, || {
-        b.moe_forward(&mut layers[rot.next()])
+        let (copy, slot) = (i % copies, (i / copies) % INPUT_SLOTS);
+        i += 1;
+        b.moe_forward(&mut layers[copy], slot)
     })?;
     let r = &run.results[idx];
     Some(MoePoint {

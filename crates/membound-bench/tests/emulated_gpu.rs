@@ -17,7 +17,7 @@ use membound_cpu::attention::KvCacheBuf;
 use membound_cpu::moe::{MoeWeights, Routing};
 use membound_cuda::StreamOp;
 use membound_cuda::bandwidth::read_checksum;
-use membound_cuda::moe::MoeBuf;
+use membound_cuda::moe::{MoeBuf, MoeInput};
 use membound_cuda_host::HostAttn;
 use membound_cuda_host::HostMoe;
 use membound_cuda_host::{HostBuffer, HostGpu};
@@ -166,17 +166,16 @@ impl MoeBackend for Emulated {
         &self,
         layer: &MoeLayer,
         w: &MoeWeights,
-        xs: &[f32],
-        steer: &[f32],
+        inputs: &[MoeInput<'_>],
     ) -> Result<HostMoe, String> {
-        let tokens = xs.len() / layer.hidden;
+        let tokens = inputs[0].0.len() / layer.hidden;
         let mut m =
             HostMoe::new(layer, &kernel_weights(w), tokens, true).map_err(|e| e.to_string())?;
-        m.set_input(xs, steer).map_err(|e| e.to_string())?;
+        m.set_inputs(inputs).map_err(|e| e.to_string())?;
         Ok(m)
     }
-    fn moe_forward(&self, m: &mut HostMoe) -> Result<(), String> {
-        m.forward().map(|_| ()).map_err(|e| e.to_string())
+    fn moe_forward(&self, m: &mut HostMoe, slot: usize) -> Result<(), String> {
+        m.forward(slot).map(|_| ()).map_err(|e| e.to_string())
     }
     fn moe_result(&self, m: &HostMoe) -> Result<(Vec<f32>, Routing), String> {
         let e = |e: membound_cuda_host::HostError| e.to_string();

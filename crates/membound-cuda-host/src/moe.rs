@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use membound_cuda::Kernel;
 use membound_cuda::moe::{
-    ALL_BUFS, MoeArg, MoeBuf, MoeLaunch, buffer_bytes, check_weights, moe_launches, shared_plan,
+    ALL_BUFS, MoeArg, MoeBuf, MoeInput, MoeLaunch, buffer_bytes, check_inputs, check_weights,
+    moe_launches, shared_plan,
 };
 use membound_spec::moe::MoeLayer;
 
@@ -19,6 +20,7 @@ pub struct HostMoe {
     steer: bool,
     launches: Vec<MoeLaunch>,
     bufs: BTreeMap<MoeBuf, HostBuffer>,
+    inputs: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 fn err(e: membound_cuda::CudaError) -> HostError {
@@ -59,32 +61,32 @@ impl HostMoe {
             steer,
             launches,
             bufs,
+            inputs: Vec::new(),
         })
     }
 
-    /// Sets the batch (`tokens × hidden`) and its steering (`tokens × n_experts`, or empty).
-    pub fn set_input(&mut self, xs: &[f32], steer: &[f32]) -> Result<(), HostError> {
-        let l = &self.layer;
-        if xs.len() != self.tokens * l.hidden
-            || (self.steer && steer.len() != self.tokens * l.n_experts)
-        {
-            return Err(HostError(format!(
-                "input of {} values (steering {}) for {} tokens",
-                xs.len(),
-                steer.len(),
-                self.tokens
-            )));
-        }
-        self.bufs.insert(MoeBuf::X, HostBuffer::from_slice(xs));
-        if self.steer {
-            self.bufs
-                .insert(MoeBuf::Steer, HostBuffer::from_slice(steer));
-        }
+    /// Sets the input slots [`HostMoe::forward`] chooses from (batches and their steering).
+    pub fn set_inputs(&mut self, inputs: &[MoeInput<'_>]) -> Result<(), HostError> {
+        check_inputs(&self.layer, self.tokens, self.steer, inputs)
+            .map_err(|e| HostError(e.to_string()))?;
+        self.inputs = inputs
+            .iter()
+            .map(|(x, s)| (x.to_vec(), s.to_vec()))
+            .collect();
         Ok(())
     }
 
-    /// Runs the launches in order; returns each launch's kernel and load figures.
-    pub fn forward(&mut self) -> Result<Vec<(Kernel, LoadStats)>, HostError> {
+    /// Runs the launches in order on input slot `slot`; returns each launch's kernel and load
+    /// figures.
+    pub fn forward(&mut self, slot: usize) -> Result<Vec<(Kernel, LoadStats)>, HostError> {
+        let (xs, st) = self
+            .inputs
+            .get(slot)
+            .ok_or_else(|| HostError(format!("no input slot {slot}")))?;
+        self.bufs.insert(MoeBuf::X, HostBuffer::from_slice(xs));
+        if self.steer {
+            self.bufs.insert(MoeBuf::Steer, HostBuffer::from_slice(st));
+        }
         let mut stats = Vec::with_capacity(self.launches.len());
         let bufs = &mut self.bufs;
         for l in &self.launches {

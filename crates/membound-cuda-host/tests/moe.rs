@@ -43,8 +43,8 @@ fn check(l: MoeLayer, tokens: usize, steer: &[f32]) -> (HostMoe, Routing) {
     let w = MoeWeights::generate(&l, 5).unwrap();
     let mut host = HostMoe::new(&l, &bufs(&w), tokens, !steer.is_empty()).unwrap();
     let xs = normal_f32(3, tokens * l.hidden, 1.0);
-    host.set_input(&xs, steer).unwrap();
-    host.forward().unwrap();
+    host.set_inputs(&[(&xs, steer)]).unwrap();
+    host.forward(0).unwrap();
     let logits: Vec<f32> = host.read(MoeBuf::Logits).unwrap();
     let moe = CpuMoe::new(l.clone(), w).unwrap();
     let want = moe.route_batch(&logits, steer);
@@ -182,8 +182,8 @@ fn routed_on_host(l: &MoeLayer, logits: &[f32], bias: &[f32]) -> (Vec<u32>, Vec<
     let mut host = HostMoe::new(l, &bufs(&w), 1, false).unwrap();
     let mut x = vec![0f32; l.hidden];
     x[0] = 1.0;
-    host.set_input(&x, &[]).unwrap();
-    host.forward().unwrap();
+    host.set_inputs(&[(&x, &[])]).unwrap();
+    host.forward(0).unwrap();
     (
         host.read(MoeBuf::Ids).unwrap(),
         host.read(MoeBuf::Weights).unwrap(),
@@ -274,7 +274,7 @@ fn expert_kernels_read_coalesced_rows() {
         DType::BF16,
     ] {
         let (mut host, _) = check(layer(MoeTypes::all(d)), 1, &[]);
-        let stats = host.forward().unwrap();
+        let stats = host.forward(0).unwrap();
         for (k, s) in stats {
             let expert =
                 k.name().starts_with("mb_moe_gate_up") || k.name().starts_with("mb_moe_down");

@@ -495,7 +495,7 @@ pub const ALL_BUFS: [MoeBuf; 28] = {
 pub type WeightBufs<'a> = Vec<(MoeBuf, Cow<'a, [u8]>)>;
 
 fn le_bytes(v: &[f32]) -> Cow<'static, [u8]> {
-    Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    Cow::Owned(f32_bytes(v))
 }
 
 /// The weights of one layer (as `membound_cpu::moe::MoeWeights` holds them) as kernel buffers:
@@ -550,6 +550,39 @@ pub struct GpuMoe {
     steer: bool,
     launches: Vec<MoeLaunch>,
     bufs: BTreeMap<MoeBuf, CudaSlice<u8>>,
+    /// Input slots: a batch and its steering each ([`MoeBuf::X`], [`MoeBuf::Steer`]).
+    inputs: Vec<(CudaSlice<u8>, Option<CudaSlice<u8>>)>,
+}
+
+/// One input slot of a layer: a batch (`tokens × hidden` f32) and its steering (`tokens ×
+/// n_experts`, or empty without steering).
+pub type MoeInput<'a> = (&'a [f32], &'a [f32]);
+
+/// Checks input slots against a layer and batch size (at least one slot).
+pub fn check_inputs(
+    layer: &MoeLayer,
+    tokens: usize,
+    steer: bool,
+    inputs: &[MoeInput<'_>],
+) -> Result<()> {
+    if inputs.is_empty() {
+        return Err(bad("no input slot".into()));
+    }
+    for (xs, st) in inputs {
+        if xs.len() != tokens * layer.hidden || (steer && st.len() != tokens * layer.n_experts) {
+            return Err(bad(format!(
+                "input of {} values (and steering of {}) for {tokens} tokens",
+                xs.len(),
+                st.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// f32 values as little-endian bytes.
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 impl GpuMoe {
@@ -572,7 +605,8 @@ impl GpuMoe {
         }
         for b in ALL_BUFS {
             let n = buffer_bytes(layer, tokens, b);
-            if n > 0 && !bufs.contains_key(&b) {
+            let input = matches!(b, MoeBuf::X | MoeBuf::Steer);
+            if n > 0 && !input && !bufs.contains_key(&b) {
                 bufs.insert(b, gpu.alloc_zeros::<u8>(n)?);
             }
         }
@@ -589,6 +623,7 @@ impl GpuMoe {
             steer,
             launches,
             bufs,
+            inputs: Vec::new(),
         })
     }
 
@@ -597,42 +632,40 @@ impl GpuMoe {
         &self.layer
     }
 
-    /// Copies a batch (`tokens × hidden` f32) and its steering (`tokens × n_experts`, when the
-    /// layer was made with steering) into the input buffers.
-    pub fn set_input(&mut self, gpu: &Gpu, xs: &[f32], steer: &[f32]) -> Result<()> {
-        let want = self.tokens * self.layer.hidden;
-        if xs.len() != want || (self.steer && steer.len() != self.tokens * self.layer.n_experts) {
-            return Err(bad(format!(
-                "input of {} values (and steering of {}) for {} tokens",
-                xs.len(),
-                steer.len(),
-                self.tokens
-            )));
-        }
-        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-        let x = self
-            .bufs
-            .get_mut(&MoeBuf::X)
-            .ok_or_else(|| bad("no X buffer".into()))?;
-        gpu.upload_into(&bytes(xs), x)?;
-        if self.steer {
-            let s = self
-                .bufs
-                .get_mut(&MoeBuf::Steer)
-                .ok_or_else(|| bad("no steering buffer".into()))?;
-            gpu.upload_into(&bytes(steer), s)?;
-        }
+    /// Uploads the input slots [`GpuMoe::forward`] chooses from.
+    pub fn set_inputs(&mut self, gpu: &Gpu, inputs: &[MoeInput<'_>]) -> Result<()> {
+        check_inputs(&self.layer, self.tokens, self.steer, inputs)?;
+        self.inputs = inputs
+            .iter()
+            .map(|(xs, st)| {
+                let steer = if self.steer {
+                    Some(gpu.upload(&f32_bytes(st))?)
+                } else {
+                    None
+                };
+                Ok((gpu.upload(&f32_bytes(xs))?, steer))
+            })
+            .collect::<Result<_>>()?;
         Ok(())
     }
 
-    /// Queues the layer's launches (timed).
-    pub fn forward(&self, gpu: &Gpu) -> Result<()> {
+    /// Queues the layer's launches on input slot `slot` (timed).
+    pub fn forward(&self, gpu: &Gpu, slot: usize) -> Result<()> {
+        let input = self
+            .inputs
+            .get(slot)
+            .ok_or_else(|| bad(format!("no input slot {slot} ({} set)", self.inputs.len())))?;
         for l in &self.launches {
             let mut args = gpu.stream.launch_builder(gpu.function(l.kernel));
             for a in &l.args {
                 match a {
                     MoeArg::In(b) | MoeArg::Out(b) => {
-                        let buf = self.bufs.get(b).ok_or_else(|| {
+                        let buf = match b {
+                            MoeBuf::X => Some(&input.0),
+                            MoeBuf::Steer => input.1.as_ref(),
+                            _ => self.bufs.get(b),
+                        };
+                        let buf = buf.ok_or_else(|| {
                             bad(format!(
                                 "{} needs {b:?}, which is not allocated",
                                 l.kernel.name()

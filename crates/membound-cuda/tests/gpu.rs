@@ -304,3 +304,139 @@ fn refusals_name_the_problem() {
         .to_string();
     assert!(e.contains("multiple of the block size"), "{e}");
 }
+
+/// The MoE layer on the GPU against the CPU reference (routing from its own logits, output by
+/// the f64 layer with Q8_1-rounded inputs), for every weight type, a shared expert with its
+/// gate, gpt-oss's biases and clamped activation, and a batch of 3 over two input slots.
+#[test]
+fn moe_layer_matches_reference() {
+    use membound_cpu::moe::{CpuMoe, MoeWeights, Routing, reference_forward};
+    use membound_cuda::gemv::activation_dtype;
+    use membound_cuda::moe::{GpuMoe, MoeBuf, f32s, u32s, weight_bufs};
+    use membound_spec::model::RouterScoring;
+    use membound_spec::moe::{Activation, MoeLayer, MoeTypes};
+    let Some(g) = gpu() else { return };
+    let mut cases: Vec<(MoeLayer, usize)> = GEMV_DTYPES
+        .iter()
+        .map(|&d| {
+            let k = matches!(d, DType::Q4_K | DType::Q6_K);
+            let (h, f) = if k { (512, 256) } else { (288, 96) };
+            (MoeLayer::new(h, 8, 2, f, MoeTypes::all(d)), 1)
+        })
+        .collect();
+    let mut shared = MoeLayer::new(512, 8, 2, 256, MoeTypes::all(DType::Q8_0));
+    (shared.shared_ff, shared.shared_gate) = (128, true);
+    cases.push((shared, 3));
+    let oss = MoeLayer {
+        router: RouterScoring::TopkSoftmax,
+        norm_topk: false,
+        router_bias: true,
+        expert_bias: true,
+        activation: Activation::SwigluOai,
+        ..MoeLayer::new(288, 8, 2, 96, MoeTypes::all(DType::MXFP4))
+    };
+    cases.push((oss, 2));
+    for (l, tokens) in cases {
+        let w = MoeWeights::generate(&l, 3).unwrap();
+        let bufs = weight_bufs(
+            &w.router,
+            &w.router_bias,
+            w.stacks(),
+            w.biases(),
+            w.shared_stacks(),
+        );
+        let mut m = GpuMoe::new(&g, &l, &bufs, tokens, false).unwrap();
+        let x0 = normal_f32(1, tokens * l.hidden, 1.0);
+        let x1 = normal_f32(2, tokens * l.hidden, 1.0);
+        m.set_inputs(&g, &[(&x0, &[]), (&x1, &[])]).unwrap();
+        for (slot, xs) in [(0, &x0), (1, &x1)] {
+            m.forward(&g, slot).unwrap();
+            let logits = f32s(&m.read(&g, MoeBuf::Logits).unwrap());
+            let got = Routing {
+                ids: u32s(&m.read(&g, MoeBuf::Ids).unwrap()),
+                weights: f32s(&m.read(&g, MoeBuf::Weights).unwrap()),
+                shared: f32s(&m.read(&g, MoeBuf::SharedW).unwrap()),
+            };
+            let cpu = CpuMoe::new(l.clone(), w.clone()).unwrap();
+            let want = cpu.route_batch(&logits, &[]);
+            assert_eq!(got.ids, want.ids, "{:?}", l.types);
+            let out = f32s(&m.read(&g, MoeBuf::Out).unwrap());
+            let h = l.hidden;
+            for t in 0..tokens {
+                let r =
+                    reference_forward(&l, &w, &xs[t * h..(t + 1) * h], &got, t, &activation_dtype)
+                        .unwrap();
+                let scale = r.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let err = out[t * h..(t + 1) * h]
+                    .iter()
+                    .zip(&r)
+                    .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+                assert!(
+                    err <= 1e-2 * scale,
+                    "{:?} slot {slot} token {t}: {err} of {scale}",
+                    l.types
+                );
+            }
+        }
+    }
+}
+
+/// Decode attention on the GPU against the f64 reference for every layout and cache type, with
+/// sinks and a window, at depths that end tiles and splits part-way.
+#[test]
+fn attention_matches_reference() {
+    use membound_cpu::attention::{KvCacheBuf, reference_attend};
+    use membound_cuda::attention::GpuAttn;
+    use membound_spec::attention::AttnShape;
+    use membound_spec::kv::KvLayout;
+    let Some(g) = gpu() else { return };
+    for dtype in [DType::F16, DType::BF16, DType::Q8_0] {
+        let mut swa = AttnShape::new(KvLayout::Gqa, 64, 8, 64, 64, dtype);
+        (swa.sinks, swa.window) = (true, Some(128));
+        for (s, depth) in [
+            (AttnShape::new(KvLayout::Gqa, 32, 4, 128, 128, dtype), 3001),
+            (
+                AttnShape::new(KvLayout::MlaLatent, 20, 1, 576, 512, dtype),
+                5000,
+            ),
+            (
+                AttnShape::new(KvLayout::MlaSplit, 16, 1, 576, 512, dtype),
+                777,
+            ),
+            (
+                AttnShape::new(KvLayout::ExpandedMha, 20, 20, 256, 256, dtype),
+                1025,
+            ),
+            (swa, 4000),
+        ] {
+            let cache = KvCacheBuf::generate(&s, depth, 5).unwrap();
+            let q = normal_f32(6, s.n_heads * s.d_k, 1.0);
+            let sinks = normal_f32(7, s.n_heads, 1.0);
+            let mut a = GpuAttn::new(
+                &g,
+                &s,
+                depth,
+                cache.k_bytes(),
+                cache.v_bytes(),
+                &q,
+                &sinks,
+                depth,
+            )
+            .unwrap();
+            a.forward(&g).unwrap();
+            let got = a.output(&g).unwrap();
+            let want = reference_attend(&cache, &q, &sinks, depth).unwrap();
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                err <= 1e-3 * scale,
+                "{:?} {dtype} depth {depth}: {err} of {scale} ({} splits)",
+                s.layout,
+                a.plan().params.splits
+            );
+        }
+    }
+}

@@ -15,8 +15,9 @@
 //! Tokens are steered to experts drawn per [`membound_bench::moe::Pattern`] (uniform unless
 //! the id says otherwise). Bytes: `membound_spec::moe::MoeLayer::bytes` — the distinct experts
 //! read, the router, the shared expert, x and y. Every case is checked against the f64
-//! reference before it is timed and rotates through enough copies of the whole layer that the
-//! experts it touches are ≥ 4× the last-level cache. A read is sampled around each case (the
+//! reference before it is timed and rotates through enough copies of the whole layer, each
+//! holding 16 batches routed differently, that the experts it touches are ≥ 4× the last-level
+//! cache. A read is sampled around each case (the
 //! paired reference). The verdict (time per token fitted against active and against total
 //! bytes over the top-k and experts sweeps) is printed and written to `moe-verdict.json`.
 

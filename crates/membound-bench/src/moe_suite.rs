@@ -5,8 +5,9 @@
 //! Every case is steered ([`Pattern`]): the router computes its scores and weights as the model
 //! does, and a per-token steering vector on the selection keys picks which experts, so the
 //! distinct experts read (and the bytes, `membound_spec::moe::MoeLayer::bytes`) are known. Each
-//! case allocates enough copies of the whole layer (every expert) that the experts one rotation
-//! touches are ≥ 4× the last-level cache; a copy keeps one batch and its routing.
+//! copy of the whole layer (every expert) holds [`INPUT_SLOTS`] batches with their own routing;
+//! a case allocates enough copies that the experts one rotation (every copy × batch) touches are
+//! ≥ 4× the last-level cache.
 
 use membound_cpu::moe::MoeWeights;
 use membound_quant::data::{normal_f32, tiled_matrix};

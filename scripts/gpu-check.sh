@@ -3,11 +3,13 @@
 # run from the repo root on the GPU machine; everything lands in $OUT (or ./gpu-out):
 #   provenance.txt   date, nvidia-smi (before and after), driver, toolkit, NVTX libraries
 #   gpu-tests.log    every CUDA test (crates/membound-cuda/tests/gpu.rs) against the CPU reference
-#   bench.log        the bandwidth, dense and moe suites on the GPU backends (criterion.tgz beside it)
+#   bench-SUITE.log  each suite of $SUITES (default: bandwidth dense moe attention) on the GPU
+#                    backends, each within SUITE_S seconds (criterion.tgz beside them)
 #   memcheck.log     compute-sanitizer memcheck over the kernel tests
 #   ncu.txt          one Nsight Compute profile of a GEMV (scripts/profile.sh), per-kernel summary
-# Each step has its own time limit (TEST_S, BENCH_S, MEMCHECK_S, NCU_S seconds) so the whole stays
-# inside one device call; a step that fails or times out is logged and the next one runs.
+# Each step has its own time limit (TEST_S, SUITE_S per suite, MEMCHECK_S, NCU_S seconds) so the
+# whole stays inside one device call (10 minutes); a step that fails or times out is logged and
+# the next one runs. SUITES="moe attention" runs only those.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -30,12 +32,19 @@ smi() {
 } > "$out/provenance.txt" 2>&1
 
 echo "== gpu tests"
-(cd crates/membound-cuda && timeout "${TEST_S:-90}" "$gpu_tests" --nocapture --test-threads=1) > "$out/gpu-tests.log" 2>&1
+(cd crates/membound-cuda && timeout "${TEST_S:-150}" "$gpu_tests" --nocapture --test-threads=1) > "$out/gpu-tests.log" 2>&1
 echo "gpu tests rc=$?"; grep -E '^test |test result|panicked' "$out/gpu-tests.log"
 
-echo "== benches"
-MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${BENCH_S:-360}" .gpu/run benches --noplot > "$out/bench.log" 2>&1
-echo "benches rc=$?"; sed -n '/^## membound/,/^Criterion output/p' "$out/bench.log"; grep -E 'FAILED|skipped' "$out/bench.log" | head -20
+for suite in ${SUITES:-bandwidth dense moe attention}; do
+  echo "== bench $suite"
+  exe=$(awk -F'\t' -v s="$suite" '$1 == "benches" && $4 == s { print $2 }' .gpu/manifest | head -n 1)
+  [ -n "$exe" ] || { echo "no $suite bench in the bundle"; continue; }
+  log="$out/bench-$suite.log"
+  MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot > "$log" 2>&1
+  echo "$suite rc=$?"
+  sed -n '/^moe verdict/,/^moe: /p; /^### attention on/,/^attention: /p; /^## membound/,/^Criterion output/p' "$log"
+  grep -E 'FAILED|skipped' "$log" | head -20
+done
 
 echo "== memcheck"
 if command -v compute-sanitizer > /dev/null; then

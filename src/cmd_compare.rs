@@ -34,10 +34,10 @@ pub struct Args {
 
 /// One measured case.
 #[derive(Debug, Clone, serde::Serialize)]
-struct Case {
+pub(crate) struct Case {
     /// Where it was read from (duplicate ids are named by their folders).
     #[serde(skip)]
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     mean_ns: f64,
     bytes: Option<u64>,
     /// GB/s as a fraction of the read measured around it in the same process.
@@ -61,7 +61,7 @@ const MAX_JSON_BYTES: u64 = 16 << 20;
 /// The deepest folder nesting walked below a Criterion folder.
 const MAX_DEPTH: usize = 16;
 
-fn read_json(path: &Path) -> Result<Value> {
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
     use std::io::Read as _;
     let cannot = || format!("cannot read {}", path.display());
     let meta = std::fs::metadata(path).with_context(cannot)?;
@@ -82,7 +82,12 @@ fn read_json(path: &Path) -> Result<Value> {
 
 /// Reads the cases below `dir`, not following symbolic links (a link loop would never end),
 /// at most [`MAX_DEPTH`] folders deep; the same id twice is an error naming both folders.
-fn walk(dir: &Path, baseline: &str, depth: usize, out: &mut BTreeMap<String, Case>) -> Result<()> {
+pub(crate) fn walk(
+    dir: &Path,
+    baseline: &str,
+    depth: usize,
+    out: &mut BTreeMap<String, Case>,
+) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!("{}: folders nested deeper than {MAX_DEPTH}", dir.display());
     }

@@ -14,6 +14,7 @@ mod cmd_compare;
 mod cmd_devices;
 mod cmd_fit;
 mod cmd_inspect;
+mod cmd_results;
 mod cmd_spec;
 mod units;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Criterion baselines of several machines side by side: time, GB/s, fraction of each
     /// machine's measured read bandwidth, ratio to the first.
     Compare(cmd_compare::Args),
+    /// Keeps a run: `results add NAME [DIR]` copies Criterion's output and machine.json into
+    /// `results/NAME/` with its provenance.
+    Results(cmd_results::Args),
     /// The models membound knows (`models/*.toml`).
     Models {
         /// Print JSON instead of a table.
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
         Command::Fit(a) => cmd_fit::run(&a),
         Command::Inspect(a) => cmd_inspect::run(&a),
         Command::Compare(a) => cmd_compare::run(&a),
+        Command::Results(a) => cmd_results::run(&a),
         Command::Models { json } => cmd_spec::models(json),
         Command::Hardware { json } => cmd_fit::hardware(json),
         Command::Devices { json } => cmd_devices::run(json),

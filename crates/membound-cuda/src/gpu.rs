@@ -220,14 +220,15 @@ impl Gpu {
                 .map_err(driver_err(&label, &format!("load function {}", k.name())))?;
             functions.insert(k, f);
         }
-        // The GEMV and MoE kernels stage tiles in shared memory: ask for the largest carveout (a
+        // The GEMV, MoE and attention kernels stage tiles in shared memory: ask for the largest carveout (a
         // hint; the driver may ignore it) and record how many GEMV blocks fit on an SM.
         let warps = crate::gemv::gemv_warps();
         let mut gemv_residency = Vec::new();
-        for k in Kernel::ALL
-            .into_iter()
-            .filter(|k| k.name().starts_with("mb_gemv_") || k.name().starts_with("mb_moe_"))
-        {
+        for k in Kernel::ALL.into_iter().filter(|k| {
+            ["mb_gemv_", "mb_moe_", "mb_attn_"]
+                .iter()
+                .any(|p| k.name().starts_with(p))
+        }) {
             let f = &functions[&k];
             let _ = f.set_attribute(
                 sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,

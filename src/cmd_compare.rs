@@ -45,15 +45,16 @@ pub(crate) struct Case {
 }
 
 impl Case {
-    fn gbs(&self) -> Option<f64> {
+    /// Decimal GB/s of the mean, where the case has a byte throughput.
+    pub(crate) fn gbs(&self) -> Option<f64> {
         self.bytes.map(|b| b as f64 / self.mean_ns)
     }
 }
 
 /// A machine's cases by id, and its label.
-struct Machine {
+pub(crate) struct Machine {
     label: String,
-    cases: BTreeMap<String, Case>,
+    pub(crate) cases: BTreeMap<String, Case>,
 }
 
 /// The largest JSON file read (Criterion's are a few KiB).
@@ -147,7 +148,7 @@ fn label(dir: &Path) -> String {
     format!("{name} ({})", gpu.unwrap_or(cpu))
 }
 
-fn load(dir: &Path, baseline: &str) -> Result<Machine> {
+pub(crate) fn load(dir: &Path, baseline: &str) -> Result<Machine> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }

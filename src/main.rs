@@ -10,6 +10,7 @@ macro_rules! outln {
     }};
 }
 
+mod cmd_claims;
 mod cmd_compare;
 mod cmd_devices;
 mod cmd_fit;
@@ -46,6 +47,9 @@ enum Command {
     /// Keeps a run: `results add NAME [DIR]` copies Criterion's output and machine.json into
     /// `results/NAME/` with its provenance.
     Results(cmd_results::Args),
+    /// The seed report's claims (`models/claims.toml`) with a verdict per results folder:
+    /// confirmed, refuted, predicted or not measured here.
+    Claims(cmd_claims::Args),
     /// The models membound knows (`models/*.toml`).
     Models {
         /// Print JSON instead of a table.
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd_inspect::run(&a),
         Command::Compare(a) => cmd_compare::run(&a),
         Command::Results(a) => cmd_results::run(&a),
+        Command::Claims(a) => cmd_claims::run(&a),
         Command::Models { json } => cmd_spec::models(json),
         Command::Hardware { json } => cmd_fit::hardware(json),
         Command::Devices { json } => cmd_devices::run(json),

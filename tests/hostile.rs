@@ -37,11 +37,12 @@ fn mkfifo(path: &Path) -> bool {
 /// Every subcommand, as text and as JSON, with the files it needs.
 fn every_subcommand(gguf: &str) -> Vec<Vec<String>> {
     let results = concat!(env!("CARGO_MANIFEST_DIR"), "/results/h200");
-    let cmds: [&[&str]; 9] = [
+    let cmds: [&[&str]; 10] = [
         &["spec", "qwen3-coder-next"],
         &["fit", "glm-4.7-flash", "--devices", "4090,5070ti"],
         &["inspect", gguf, "--ctx", "4k"],
         &["compare", results],
+        &["claims", results],
         &["models"],
         &["hardware"],
         &["devices"],

@@ -200,10 +200,10 @@ impl MoeVerdict {
     pub fn describe(&self) -> String {
         let f = |x: &Option<Fit>| {
             x.map_or("–".into(), |f| {
-                let marginal = if f.slope > 0.0 {
+                let marginal = if f.slope > 0.0 && f.r2 >= 0.5 {
                     format!("{:.1} GB/s marginal", 1.0 / f.slope)
                 } else {
-                    "time does not grow with it".into()
+                    "no trend".into()
                 };
                 format!(
                     "R² {:.3}, {marginal}, {:.1} µs intercept",

@@ -1,0 +1,112 @@
+//! `membound claims`: verdicts from the committed results folders, one hand-checked.
+
+mod common;
+
+use common::{fails_with, membound, temp_dir};
+
+const H100: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results/h100-80gb-hbm3");
+const H200: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results/h200");
+const CPU_MOE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results/dev-vm-epyc-2c-moe");
+
+fn verdicts(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = membound(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["verdicts"].as_array().unwrap().clone()
+}
+
+fn find<'a>(v: &'a [serde_json::Value], claim: &str) -> &'a serde_json::Value {
+    v.iter().find(|x| x["claim"] == claim).unwrap()
+}
+
+/// By hand: the H100 read 3068.8 GB/s of its 3350 (91.6 %), the H200 4596.1 of 4800 (95.8 %);
+/// with no GB10 measured, 273 GB/s × their mean fraction (93.68 %) = 255.7 GB/s, a prediction.
+#[test]
+fn gb10_bandwidth_is_predicted_from_the_measured_gpus() {
+    let v = verdicts(&["claims", H100, H200, "--json"]);
+    let gb10 = find(&v, "gb10-bandwidth");
+    assert_eq!(gb10["verdict"], "prediction");
+    let hand = 273.0 * (3068.8 / 3350.0 + 4596.1 / 4800.0) / 2.0;
+    let got = gb10["figure"].as_f64().unwrap();
+    assert!((got - hand).abs() < 0.05, "{got} vs {hand}");
+    assert!(gb10["detail"].as_str().unwrap().contains("h100"));
+    assert_eq!(find(&v, "dense-50-60")["verdict"], "not measured");
+    assert_eq!(find(&v, "mla-half-kv")["verdict"], "confirmed");
+}
+
+/// A claim about a measured GPU is confirmed or refuted by its read; the moe suite's verdict
+/// confirms "follows active".
+#[test]
+fn measured_claims_get_confirmed_or_refuted() {
+    let dir = temp_dir("claims");
+    let file = dir.join("claims.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[claim]]
+id = "h200-4800"
+statement = "H200 reads 4.8 TB/s"
+source = "spec sheet"
+figure = 4800.0
+test = "read_bandwidth"
+device = "h200"
+threshold = 0.9
+
+[[claim]]
+id = "h200-6000"
+statement = "H200 reads 6 TB/s"
+source = "made up"
+figure = 6000.0
+test = "read_bandwidth"
+device = "h200"
+threshold = 0.9
+
+[[claim]]
+id = "moe"
+statement = "MoE follows active"
+source = "seed"
+test = "moe_active"
+"#,
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let v = verdicts(&["claims", H200, CPU_MOE, "--claims", f, "--json"]);
+    let ok = find(&v, "h200-4800");
+    assert_eq!(ok["verdict"], "confirmed");
+    assert!(
+        (ok["figure"].as_f64().unwrap() - 4596.1).abs() < 0.1,
+        "{ok}"
+    );
+    assert_eq!(find(&v, "h200-6000")["verdict"], "refuted");
+    let moe = find(&v, "moe");
+    assert_eq!(moe["verdict"], "confirmed");
+    assert!(moe["machine"].as_str().unwrap().contains("(cpu)"));
+}
+
+#[test]
+fn bad_claims_and_folders_are_one_line_errors() {
+    let dir = temp_dir("claims-bad");
+    let file = dir.join("claims.toml");
+    std::fs::write(
+        &file,
+        "[[claim]]\nid = \"x\"\nstatement = \"s\"\nsource = \"s\"\ntest = \"guess\"\n",
+    )
+    .unwrap();
+    fails_with(
+        &["claims", H200, "--claims", file.to_str().unwrap()],
+        &["claims"],
+    );
+    fails_with(
+        &["claims", dir.join("nowhere").to_str().unwrap()],
+        &["not a directory"],
+    );
+    let broken = dir.join("run");
+    std::fs::create_dir_all(broken.join("x/new")).unwrap();
+    std::fs::write(broken.join("x/new/benchmark.json"), "{").unwrap();
+    std::fs::write(broken.join("machine.json"), "{}").unwrap();
+    fails_with(&["claims", broken.to_str().unwrap()], &["not valid JSON"]);
+}

@@ -159,6 +159,9 @@ pub struct Crossover {
     pub depth: Option<f64>,
     /// Whether `depth` lies beyond the deepest measurement.
     pub extrapolated: bool,
+    /// Whether two or more depths were timed (`depth` is `None` then because the time does not
+    /// grow with depth, as in a sliding-window layer).
+    pub measured: bool,
 }
 
 /// The suite's table for one backend.
@@ -218,6 +221,7 @@ impl AttnTable {
                 weight_ns,
                 depth: c.map(|c| c.0),
                 extrapolated: c.is_some_and(|c| c.1),
+                measured: pts.iter().filter(|p| p.1.is_finite()).count() >= 2,
             });
         }
         AttnTable {
@@ -258,7 +262,12 @@ impl AttnTable {
         }
         s.push_str("\nattention time = the layer's Q8_0 weight-read time at the paired read:\n");
         for c in &self.crossovers {
-            let d = c.depth.map_or("not measured".into(), |d| {
+            let none = if c.measured {
+                "never: the time does not grow with depth"
+            } else {
+                "not measured"
+            };
+            let d = c.depth.map_or(none.into(), |d| {
                 format!(
                     "{:.0}k tokens{}",
                     d / 1024.0,

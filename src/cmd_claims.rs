@@ -10,7 +10,7 @@ use membound_spec::{DType, hardware, registry};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::cmd_compare::{Case, read_json, walk};
+use crate::cmd_compare::{Case, read_json, read_text, walk};
 use crate::units::{clean, table};
 
 /// The claims shipped with membound.
@@ -318,29 +318,10 @@ fn open(dir: &Path) -> Result<Results> {
     })
 }
 
-/// A claims file: a regular file of at most 1 MiB of UTF-8, its size checked first.
-fn read_text(path: &Path) -> Result<String> {
-    use std::io::Read as _;
-    const MAX: u64 = 1 << 20;
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !meta.is_file() || meta.len() > MAX {
-        bail!(
-            "{} is not a regular file of at most {MAX} bytes",
-            path.display()
-        );
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX).read_to_string(&mut text))
-        .with_context(|| format!("{} is not readable UTF-8 text", path.display()))?;
-    Ok(text)
-}
-
 /// Runs `membound claims`.
 pub fn run(a: &Args) -> Result<()> {
     let text = match &a.claims {
-        Some(p) => read_text(p)?,
+        Some(p) => read_text(p, 1 << 20)?,
         None => CLAIMS.to_owned(),
     };
     let claims = parse_claims(&text)?;

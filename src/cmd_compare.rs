@@ -62,7 +62,9 @@ const MAX_JSON_BYTES: u64 = 16 << 20;
 /// The deepest folder nesting walked below a Criterion folder.
 const MAX_DEPTH: usize = 16;
 
-pub(crate) fn read_json(path: &Path) -> Result<Value> {
+/// A regular file of at most `max` bytes of UTF-8 text (never a FIFO or device, which could block
+/// or never end).
+pub(crate) fn read_text(path: &Path, max: u64) -> Result<String> {
     use std::io::Read as _;
     let cannot = || format!("cannot read {}", path.display());
     let meta = std::fs::metadata(path).with_context(cannot)?;
@@ -72,12 +74,17 @@ pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let mut text = String::new();
     std::fs::File::open(path)
         .with_context(cannot)?
-        .take(MAX_JSON_BYTES + 1)
+        .take(max + 1)
         .read_to_string(&mut text)
         .with_context(cannot)?;
-    if text.len() as u64 > MAX_JSON_BYTES {
-        bail!("{} is larger than {MAX_JSON_BYTES} bytes", path.display());
+    if text.len() as u64 > max {
+        bail!("{} is larger than {max} bytes", path.display());
     }
+    Ok(text)
+}
+
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
+    let text = read_text(path, MAX_JSON_BYTES)?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 

@@ -99,7 +99,7 @@ pub fn add(name: &str, src: &Path, results: &Path, replace: bool) -> Result<Path
         }
     }
     files.retain(|f| src.join(f).is_file());
-    for f in &files {
+    for f in files.iter().filter(|f| f.as_str() != "machine.json") {
         read_json(&src.join(f))?;
     }
     let dest = results.join(name);

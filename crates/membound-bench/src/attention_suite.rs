@@ -338,7 +338,7 @@ fn attention_case<B: AttnBackend>(run: &mut Run, b: &B, c: &AttnCase) -> Option<
         run.skip(&c.case, b.id(), format!("no {} cache kernel here", s.dtype));
         return None;
     }
-    let kv_bytes = s.bytes(c.depth) - s.bytes(0);
+    let kv_bytes = s.kv_bytes(c.depth);
     // A sliding layer keeps only its window (llama.cpp's ring of cells): its cache holds the
     // attended tokens, and the step attends to all of them.
     let held = s.attended(c.depth);

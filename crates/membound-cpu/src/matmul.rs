@@ -194,13 +194,13 @@ impl CpuGemv {
 }
 
 /// The activation row a kernel reads: `x` itself for float weights, else its quantized copy.
-enum Activations<'a> {
+pub(crate) enum Activations<'a> {
     F32(&'a [f32]),
     Quant(Vec<u8>),
 }
 
 impl<'a> Activations<'a> {
-    fn new(act: DType, x: &'a [f32]) -> Result<Self, CpuError> {
+    pub(crate) fn new(act: DType, x: &'a [f32]) -> Result<Self, CpuError> {
         Ok(if act == DType::F32 {
             Activations::F32(x)
         } else {
@@ -208,7 +208,7 @@ impl<'a> Activations<'a> {
         })
     }
 
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             // SAFETY: any f32 slice may be viewed as its bytes (u8 has alignment 1 and every
             // bit pattern is valid); the length is the slice's size in bytes.

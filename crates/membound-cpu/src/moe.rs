@@ -16,7 +16,7 @@ use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use crate::dot::{DotKernel, check_len, row_bytes};
-use crate::matmul::OutPtr;
+use crate::matmul::{Activations, OutPtr};
 use crate::{CpuError, CpuGemv, Isa};
 
 /// `n` matrices of `rows × cols` values of one type, stacked: expert `e`'s row `r` is row
@@ -494,16 +494,9 @@ impl Pass<'_> {
         let f = self.ff;
         let gk = DotKernel::new(self.gate.dtype, isa)?;
         let dk = DotKernel::new(self.down.dtype, isa)?;
-        let quant = |act: DType, v: &[f32]| -> Result<Vec<u8>, CpuError> {
-            Ok(if act == DType::F32 {
-                f32_bytes(v)
-            } else {
-                ops::quantize(act, v)?
-            })
-        };
-        let xq: Vec<Vec<u8>> = pool.install(|| {
+        let xq: Vec<Activations<'_>> = pool.install(|| {
             xs.par_chunks(h)
-                .map(|x| quant(gk.act_dtype(), x))
+                .map(|x| Activations::new(gk.act_dtype(), x))
                 .collect::<Result<_, _>>()
         })?;
         let plan = Plan::new(ids);
@@ -535,7 +528,7 @@ impl Pass<'_> {
                             .bias
                             .map_or((0.0, 0.0), |b| (b.0[e * f + r], b.1[e * f + r]));
                         for &i in &plan.pairs[first..end] {
-                            let x = &xq[i / pt];
+                            let x = xq[i / pt].bytes();
                             let g = gk.dot_unchecked(g_row, x) + bg;
                             let u = gk.dot_unchecked(u_row, x) + bu;
                             // SAFETY: i < n and r < f index inside `act` (n · f values); each
@@ -545,9 +538,9 @@ impl Pass<'_> {
                     }
                 })
         });
-        let aq: Vec<Vec<u8>> = pool.install(|| {
+        let aq: Vec<Activations<'_>> = pool.install(|| {
             act.par_chunks(f)
-                .map(|a| quant(dk.act_dtype(), a))
+                .map(|a| Activations::new(dk.act_dtype(), a))
                 .collect::<Result<_, _>>()
         })?;
         let out = OutPtr(y.as_mut_ptr());
@@ -560,7 +553,7 @@ impl Pass<'_> {
                         let d_row = self.down.row(e, r);
                         let bd = self.bias.map_or(0.0, |b| b.2[e * h + r]);
                         for &i in &plan.pairs[first..end] {
-                            let v = weights[i] * (dk.dot_unchecked(d_row, &aq[i]) + bd);
+                            let v = weights[i] * (dk.dot_unchecked(d_row, aq[i].bytes()) + bd);
                             // SAFETY: i < n and r < h index inside `y` (n · h values, checked by
                             // the caller's allocation); each (i, r) belongs to one task.
                             unsafe { out.write(i * h + r, v) };

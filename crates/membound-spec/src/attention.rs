@@ -142,18 +142,21 @@ impl AttnShape {
         ((k + v) * self.kv_heads * depth) as u64
     }
 
-    /// Bytes one query step moves at `depth`: the attended K and V rows of every cached head,
-    /// the queries read and the outputs written in f32 (and the sinks).
+    /// KV bytes one query step reads at `depth`: the attended K and V rows of every cached head.
+    pub fn kv_bytes(&self, depth: usize) -> u64 {
+        self.cache_bytes(self.attended(depth))
+    }
+
+    /// Bytes one query step moves at `depth`: [`AttnShape::kv_bytes`], the queries read and
+    /// the outputs written in f32 (and the sinks).
     pub fn bytes(&self, depth: usize) -> u64 {
-        let (k, v) = self.row_bytes();
-        let kv = ((k + v) * self.kv_heads * self.attended(depth)) as u64;
         let act = 4 * (self.n_heads * (self.d_k + self.d_v)) as u64;
-        kv + act
-            + if self.sinks {
-                4 * self.n_heads as u64
-            } else {
-                0
-            }
+        let sinks = if self.sinks {
+            4 * self.n_heads as u64
+        } else {
+            0
+        };
+        self.kv_bytes(depth) + act + sinks
     }
 
     /// Checks that the shape is one the kernels take: heads a multiple of the cached heads,

@@ -71,6 +71,8 @@ enum Test {
     ReadBandwidth,
     MoeActive,
     KvRatio,
+    DecodeFraction,
+    DecodeDepth,
     Decode,
 }
 
@@ -274,13 +276,98 @@ fn judge(claims: &[Claim], results: &[Results]) -> Result<Vec<Verdict>> {
                     ),
                 ));
             }
+            Test::DecodeFraction | Test::DecodeDepth => {
+                let model = c
+                    .model
+                    .clone()
+                    .with_context(|| format!("claim {}: needs `model`", c.id))?;
+                let fig = c
+                    .figure
+                    .with_context(|| format!("claim {}: needs `figure`", c.id))?;
+                let tol = c.tolerance.unwrap_or(0.05);
+                let mut any = false;
+                for r in results {
+                    let path = r.dir.join("decode-table.json");
+                    if !path.is_file() {
+                        continue;
+                    }
+                    let v = read_json(&path)?;
+                    let rows: Vec<&serde_json::Value> =
+                        v["decode"].as_array().into_iter().flatten().collect();
+                    // `decode/{model}-{recipe}-d{depth}/{backend}` (sampled estimates included).
+                    let at = |depth: usize| {
+                        rows.iter().find(|row| {
+                            let id = row["id"].as_str().unwrap_or("");
+                            id.starts_with(&format!("decode/{model}-"))
+                                && id.contains(&format!("-d{depth}/"))
+                                && row[if c.test == Test::DecodeDepth {
+                                    "tokens_per_s"
+                                } else {
+                                    "fraction_of_roofline"
+                                }]
+                                .is_number()
+                        })
+                    };
+                    let found = match c.test {
+                        Test::DecodeFraction => at(0).map(|row| {
+                            let f = row["fraction_of_roofline"].as_f64().unwrap_or(f64::NAN);
+                            (
+                                f,
+                                format!(
+                                    "{}: {:.1} % of the paired read ÷ bytes per token",
+                                    row["id"].as_str().unwrap_or("?"),
+                                    100.0 * f
+                                ),
+                            )
+                        }),
+                        _ => at(0).zip(at(4096)).map(|(a, b)| {
+                            let (ta, tb) = (
+                                a["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+                                b["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+                            );
+                            let slow = 1.0 - tb / ta;
+                            (
+                                slow,
+                                format!(
+                                    "{ta:.2} t/s at depth 0, {tb:.2} at 4096: {:.1} % slower",
+                                    100.0 * slow
+                                ),
+                            )
+                        }),
+                    };
+                    if let Some((f, detail)) = found {
+                        any = true;
+                        let v = if (f - fig).abs() <= tol {
+                            "confirmed"
+                        } else {
+                            "refuted"
+                        };
+                        out.push(verdict(
+                            c,
+                            &label(r),
+                            v,
+                            Some(f),
+                            format!("{detail} (claim {fig} ± {tol})"),
+                        ));
+                    }
+                }
+                if !any {
+                    out.push(verdict(
+                        c,
+                        "all",
+                        "not measured",
+                        None,
+                        format!("no results folder holds decode-table.json rows of {model} (cargo bench --bench decode)"),
+                    ));
+                }
+            }
             Test::Decode => {
                 out.push(verdict(
                     c,
                     "all",
                     "not measured",
                     c.figure,
-                    "needs whole-model decode, which membound does not measure yet".into(),
+                    "needs a GPU decode step, CPU offload or a two-GPU split, which membound does not measure yet".into(),
                 ));
             }
         }

@@ -1,6 +1,6 @@
 //! `membound results add NAME [DIR]`: a run's Criterion output (each benchmark's
 //! `new/benchmark.json` and `new/estimates.json`), its `machine*.json` and the suites' derived
-//! files (`moe-verdict.json`, `attention-table.json`) copied into `results/NAME/` with a
+//! files (`moe-verdict.json`, `attention-table.json`, `decode-table.json`) copied into `results/NAME/` with a
 //! `provenance.json` (the run's commit, date, scale and devices, where it came from). The folder
 //! keeps Criterion's own layout, so `membound compare` and critcmp read it.
 
@@ -40,7 +40,12 @@ enum Action {
 
 /// Files beside the benchmark folders that a run writes and a result keeps (machine.json first:
 /// it is required).
-const RUN_FILES: [&str; 3] = ["machine.json", "moe-verdict.json", "attention-table.json"];
+const RUN_FILES: [&str; 4] = [
+    "machine.json",
+    "moe-verdict.json",
+    "attention-table.json",
+    "decode-table.json",
+];
 
 /// A folder name that is one plain path component.
 fn valid_name(name: &str) -> bool {

@@ -70,6 +70,13 @@ pub enum Kind {
         depth: usize,
         splits: usize,
     },
+    /// One whole decode step at `depth` cached tokens; `layers_built` of the model's layers
+    /// were built and timed (fewer than all: a sample scaled to the whole model).
+    Decode {
+        depth: usize,
+        layers_built: usize,
+        sampled: bool,
+    },
     /// A peer (candle, cuBLAS, a dense GEMV chain) of the case `of`.
     Peer { peer: String, of: String },
     /// Anything else (GEMM).
@@ -219,6 +226,21 @@ impl Run {
         bytes: u64,
         mut f: impl FnMut() -> Result<(), String>,
     ) -> Option<usize> {
+        self.bench_timed(backend, case, kind, bytes, |iters| {
+            backend.time(iters, &mut f)
+        })
+    }
+
+    /// [`Run::bench`] with the time of `iters` calls given by `time` itself (a decode step
+    /// of a sampled model reports its time scaled to the whole model).
+    pub fn bench_timed<B: Backend + ?Sized>(
+        &mut self,
+        backend: &B,
+        case: &str,
+        kind: Kind,
+        bytes: u64,
+        mut time: impl FnMut(u64) -> Result<Duration, String>,
+    ) -> Option<usize> {
         let failed: RefCell<Option<String>> = RefCell::new(None);
         let function = format!("{case}/{}", backend.id());
         // File times may be coarser than the clock: allow a second.
@@ -240,7 +262,7 @@ impl Run {
                 if failed.borrow().is_some() {
                     return give_up(iters);
                 }
-                match backend.time(iters, &mut f) {
+                match time(iters) {
                     Ok(d) => d,
                     Err(e) => {
                         *failed.borrow_mut() = Some(e);

@@ -10,6 +10,7 @@
 //!   paired read reference, the summary); [`stream`], [`gemv`], [`moe`] and [`attention`] give
 //!   each suite's operations per backend, and [`suites`], [`moe_suite`] and [`attention_suite`]
 //!   the drivers written once over them.
+//! - [`decode_suite`]: whole per-token decode steps (`membound-decode`) against the roofline.
 //! - [`machine`]: `machine.json` written beside Criterion's output.
 //!
 //! Byte counts come from `membound_spec::traffic` (one convention), reported as
@@ -18,6 +19,7 @@
 pub mod attention;
 pub mod attention_suite;
 pub mod backend;
+pub mod decode_suite;
 pub mod gemv;
 pub mod harness;
 pub mod machine;

@@ -103,6 +103,34 @@ impl KvCacheBuf {
         })
     }
 
+    /// Writes token `t`'s rows: `k` holds `kv_heads × d_k` values, `v` `kv_heads × d_v` (unused
+    /// when V is in K), each row stored as the cache's type (a decode step's append).
+    pub fn write_token(&mut self, t: usize, k: &[f32], v: &[f32]) -> Result<(), CpuError> {
+        let s = &self.shape;
+        let (kb, vb) = s.row_bytes();
+        crate::dot::check_len("K rows", s.kv_heads * s.d_k, k.len())?;
+        if !s.v_in_k {
+            crate::dot::check_len("V rows", s.kv_heads * s.d_v, v.len())?;
+        }
+        if t >= self.tokens {
+            return Err(err(format!(
+                "token {t} of a cache of {} tokens",
+                self.tokens
+            )));
+        }
+        for h in 0..s.kv_heads {
+            let at = (h * self.tokens + t) * kb;
+            let row = encode(s.dtype, &k[h * s.d_k..(h + 1) * s.d_k])?;
+            self.k[at..at + kb].copy_from_slice(&row);
+            if !s.v_in_k {
+                let at = (h * self.tokens + t) * vb;
+                let row = encode(s.dtype, &v[h * s.d_v..(h + 1) * s.d_v])?;
+                self.v[at..at + vb].copy_from_slice(&row);
+            }
+        }
+        Ok(())
+    }
+
     /// The shape.
     pub fn shape(&self) -> &AttnShape {
         &self.shape

@@ -92,22 +92,55 @@ impl CpuGemv {
         check_len("GEMV input x", self.cols, x.len())?;
         check_len("GEMV output y", self.rows, y.len())?;
         let act = Activations::new(kernel.act_dtype(), x)?;
-        let act = act.bytes();
+        self.rows_with(pool, &kernel, &[act.bytes()], y);
+        Ok(())
+    }
+
+    /// Grouped GEMV on `isa`: the rows form `groups` equal groups and group `g`'s rows take
+    /// input `g` — `xs` holds `groups × cols` values, `y` receives `rows` (a stack of per-head
+    /// matrices, such as MLA's per-head `W_UK` and `W_UV`, in one pass over the pool).
+    pub fn run_grouped_with(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        groups: usize,
+        xs: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), CpuError> {
+        let kernel = DotKernel::new(self.dtype, isa)?;
+        if groups == 0 || !self.rows.is_multiple_of(groups) {
+            return Err(CpuError::Shape(format!(
+                "{} rows do not form {groups} equal groups",
+                self.rows
+            )));
+        }
+        check_len("grouped GEMV inputs", groups * self.cols, xs.len())?;
+        check_len("GEMV output y", self.rows, y.len())?;
+        let acts = xs
+            .chunks_exact(self.cols)
+            .map(|x| Activations::new(kernel.act_dtype(), x))
+            .collect::<Result<Vec<_>, _>>()?;
+        let acts: Vec<&[u8]> = acts.iter().map(Activations::bytes).collect();
+        self.rows_with(pool, &kernel, &acts, y);
+        Ok(())
+    }
+
+    /// `y[r] = W[r]·acts[r / (rows / acts.len())]`, rows split into contiguous runs.
+    fn rows_with(&self, pool: &ThreadPool, kernel: &DotKernel, acts: &[&[u8]], y: &mut [f32]) {
         let per_task = self
             .rows
             .div_ceil(4 * pool.current_num_threads().max(1))
             .max(1);
-        let rb = self.row_bytes;
+        let (rb, per_group) = (self.row_bytes, self.rows / acts.len().max(1));
         pool.install(|| {
             y.par_chunks_mut(per_task).enumerate().for_each(|(t, ys)| {
                 let first = t * per_task;
                 let w = &self.weights[first * rb..(first + ys.len()) * rb];
-                for (yv, w_row) in ys.iter_mut().zip(w.chunks_exact(rb)) {
-                    *yv = kernel.dot_unchecked(w_row, act);
+                for (i, (yv, w_row)) in ys.iter_mut().zip(w.chunks_exact(rb)).enumerate() {
+                    *yv = kernel.dot_unchecked(w_row, acts[(first + i) / per_group]);
                 }
             })
         });
-        Ok(())
     }
 
     /// GEMM for prefill on the [`Isa::detect`] path; see [`CpuGemv::run_batch_with`].

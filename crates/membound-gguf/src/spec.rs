@@ -18,8 +18,8 @@
 
 use membound_spec::ModelSpec;
 use membound_spec::model::{
-    Attention, AttentionKind, Ffn, LinearAttention, MAX_LAYERS, Moe, Published, RouterScoring,
-    SpecError,
+    Attention, AttentionKind, Ffn, LinearAttention, MAX_LAYERS, Moe, Numerics, Published,
+    RouterScoring, SpecError,
 };
 use membound_spec::tensors::inventory;
 
@@ -567,6 +567,12 @@ pub fn gguf_metadata(spec: &ModelSpec) -> Result<Vec<(String, MetaValue)>> {
             );
         }
     }
+    let numerics = Numerics::for_arch(arch);
+    put(
+        "attention.layer_norm_rms_epsilon",
+        MetaValue::F32(numerics.norm_eps),
+    );
+    put("rope.freq_base", MetaValue::F32(numerics.rope_theta));
     if let Some(w) = canonical.sliding_window {
         put(
             "attention.sliding_window",

@@ -38,6 +38,12 @@ pub enum Fill {
         /// Base seed.
         seed: u64,
     },
+    /// Quantized normal values from `seed`, every row its own (no repeated tile): slower, for
+    /// small models whose computation is checked value by value.
+    Distinct {
+        /// Base seed.
+        seed: u64,
+    },
     /// All bytes zero.
     Zeros,
 }
@@ -92,8 +98,9 @@ pub fn recipe_of_file_type(ft: u64) -> Option<Recipe> {
     Recipe::all().find(|r| u64::from(file_type(*r)) == ft)
 }
 
-/// The data of tensor `t` (number `index` in the file) stored as `dtype`.
-fn tensor_data(
+/// The data of tensor `t` (number `index` in the file's inventory order) stored as `dtype`:
+/// what [`model_writer`] writes for it.
+pub fn tensor_data(
     t: &TensorDesc,
     dtype: DType,
     fill: Fill,
@@ -108,11 +115,12 @@ fn tensor_data(
     let rows = t.values() / row.max(1);
     let row_bytes = dtype.bytes_for(row).ok_or_else(too_large)?;
     let total = usize::try_from(row_bytes * rows).map_err(|_| too_large())?;
-    let seed = match fill {
+    let (seed, tile_rows) = match fill {
         Fill::Zeros => return Ok(vec![0; total]),
-        Fill::Random { seed } => seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        Fill::Random { seed } => (seed, rows.clamp(1, TILE_ROWS)),
+        Fill::Distinct { seed } => (seed, rows.max(1)),
     };
-    let tile_rows = rows.clamp(1, TILE_ROWS);
+    let seed = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let n = usize::try_from(row * tile_rows).map_err(|_| too_large())?;
     let values = if t.class == TensorClass::Norm {
         vec![1.0; n]

@@ -282,6 +282,41 @@ const MAX_TEXT: usize = 256;
 /// The most entries of a list (sources, published sizes and measurements).
 const MAX_ENTRIES: usize = 256;
 
+/// The numbers of a decode step that do not change its bytes: RMSNorm epsilon, RoPE base and
+/// rotation style. llama.cpp reads them from GGUF metadata; these are each architecture's
+/// usual values (what a synthetic file records), and a real file's keys override them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Numerics {
+    /// `attention.layer_norm_rms_epsilon`.
+    pub norm_eps: f32,
+    /// `rope.freq_base`.
+    pub rope_theta: f32,
+    /// NEOX rotation (pairs `i`, `i + n/2`) rather than interleaved pairs `2i`, `2i + 1`
+    /// (llama.cpp's `llama_model_rope_type`).
+    pub rope_neox: bool,
+}
+
+impl Numerics {
+    /// The usual values of GGUF architecture `arch` (llama, mistral and deepseek2 rotate
+    /// interleaved pairs; the Qwen, gpt-oss and Gemma families NEOX pairs).
+    pub fn for_arch(arch: &str) -> Numerics {
+        let (norm_eps, rope_theta) = match arch {
+            "llama" => (1e-5, 500_000.0),
+            "qwen2" => (1e-6, 1_000_000.0),
+            "qwen3" | "qwen3moe" | "gemma3" => (1e-6, 1_000_000.0),
+            "qwen3next" => (1e-6, 10_000_000.0),
+            "gpt-oss" => (1e-5, 150_000.0),
+            "deepseek2" => (1e-6, 10_000.0),
+            _ => (1e-5, 10_000.0),
+        };
+        Numerics {
+            norm_eps,
+            rope_theta,
+            rope_neox: !matches!(arch, "llama" | "deepseek2"),
+        }
+    }
+}
+
 impl ModelSpec {
     /// The attention kind of layer `i`.
     pub fn layer_kind(&self, i: u32) -> LayerKind {

@@ -1,0 +1,46 @@
+//! decode: one whole per-token decode step of a model — is t/s bandwidth ÷ bytes per token?
+//!
+//! Ids `decode/{model}-{recipe}-d{depth}[-sampled]/{backend}`: every listed model of `models/`
+//! at its common quantizations (GLM-4.7-Flash Q8_0 and Q4_K_M, Qwen3-Coder-30B-A3B Q8_0,
+//! gpt-oss-20b/120b MXFP4_MOE, Qwen3-Coder-Next, Llama-3.1-8B/70B, Qwen3-32B, Gemma-3-27B,
+//! Mistral-Small-24B and Llama-3.2-3B at Q4_K_M; `quick`: Llama-3.2-3B, Qwen3-Coder-30B-A3B
+//! and GLM-4.7-Flash), at depths 0, 4096 and 32768 (`full`: to 256k within each model's
+//! context). The step is the real computation (`membound_decode::CpuDecoder`) over synthetic
+//! weights stored as the recipe stores them, the KV cache in F16 in the model's native layout.
+//! A model that does not fit the memory budget is built as a sample of its layers, scaled by
+//! layer counts to the whole model (`sampled` in the id); one model that fits also runs as a
+//! forced sample, and the table gives the estimate's error. Bytes per token:
+//! `membound_spec::bytes::per_token` (`membound spec`'s weights + the KV read at the depth).
+//! A read is sampled around each case; the table (t/s, ms/token, GiB/token, roofline at the
+//! paired read) is printed and written to `decode-table.json`.
+//!
+//! GPUs: the CUDA decode step (the kernels captured as one CUDA graph) is not built yet; each
+//! GPU is reported as skipped.
+
+use membound_bench::{decode_suite, machine};
+
+fn main() {
+    let (scale, backends, mut run) = membound_bench::start("decode");
+    let models = membound_bench::models_or_exit();
+    for gpu in &backends.gpus {
+        run.skip(
+            "*",
+            membound_bench::Backend::id(gpu),
+            "the CUDA decode step is not built yet (the CPU decode step is)",
+        );
+    }
+    let mut rows = Vec::new();
+    if let Some(cpu) = &backends.cpu {
+        rows = decode_suite::decode(&mut run, cpu, &models);
+        println!("{}", decode_suite::describe(&rows));
+    }
+    machine::write_extra(
+        "decode-table.json",
+        "decode",
+        "decode",
+        &rows,
+        machine::describe(&backends, scale),
+    );
+    let code = membound_bench::finish(run, &backends, scale);
+    std::process::exit(code);
+}

@@ -1,0 +1,372 @@
+//! The decode suite's driver: one whole per-token decode step of each model in models/ at its
+//! common quantizations and several context depths (`membound_decode::CpuDecoder`: the real
+//! computation over synthetic weights quantized per the recipe), the paired read, and the
+//! table of t/s against the bandwidth roofline (`decode-table.json`).
+//!
+//! A model whose layers (weights and cache) do not fit the backend's memory budget is built
+//! as a sample of its layers ([`membound_decode::sample::LayerSample`]) that reads at least
+//! 4× the last-level cache per token, timed layer by layer and scaled by layer counts to the
+//! whole model; its id says `sampled`. For the first model that fits whole, the suite also
+//! times a forced sample of it (`…-sampled`), and the table gives the estimate's error.
+//!
+//! Bytes per token: `membound_spec::bytes::per_token` at the step's depth — active weights and
+//! the KV cache the step reads (`membound spec` / `membound fit`'s convention).
+
+use std::time::{Duration, Instant};
+
+use membound_decode::sample::LayerSample;
+use membound_decode::source::SyntheticSource;
+use membound_decode::{CpuDecoder, StepOptions};
+use membound_spec::bytes::{per_token, weights};
+use membound_spec::kv::kv_cache;
+use membound_spec::tensors::TensorClass;
+use membound_spec::{DType, KvLayout, ModelSpec, Recipe};
+use serde::Serialize;
+
+use crate::harness::{Kind, Run};
+use crate::rotation::LLC_FACTOR;
+use crate::suites::PairedRead;
+use crate::{Backend, CpuBackend, Scale};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// One planned case.
+#[derive(Clone, Debug)]
+pub struct DecodeCase {
+    /// The case part of the id (`{model}-{recipe}-d{depth}[-sampled]`).
+    pub case: String,
+    /// The model.
+    pub model: ModelSpec,
+    /// Storage recipe.
+    pub recipe: Recipe,
+    /// Tokens in the cache before the step.
+    pub depth: usize,
+    /// Force a sample even where the whole model fits (the estimate's check).
+    pub force_sample: bool,
+}
+
+/// The models and recipes of the suite (`quick`: one dense, one MoE and one MLA model).
+fn model_recipes(scale: Scale) -> Vec<(&'static str, Recipe)> {
+    let mut v = vec![
+        ("llama-3.2-3b", Recipe::Q4_K_M),
+        ("qwen3-coder-30b-a3b", Recipe::Q8_0),
+        ("glm-4.7-flash", Recipe::Q8_0),
+    ];
+    if scale != Scale::Quick {
+        v.extend([
+            ("glm-4.7-flash", Recipe::Q4_K_M),
+            ("gpt-oss-20b", Recipe::MXFP4_MOE),
+            ("gpt-oss-120b", Recipe::MXFP4_MOE),
+            ("qwen3-coder-next", Recipe::Q4_K_M),
+            ("llama-3.1-8b", Recipe::Q4_K_M),
+            ("llama-3.1-70b", Recipe::Q4_K_M),
+            ("qwen3-32b", Recipe::Q4_K_M),
+            ("gemma-3-27b", Recipe::Q4_K_M),
+            ("mistral-small-24b", Recipe::Q4_K_M),
+        ]);
+    }
+    v
+}
+
+/// Depths of each model (those below its context are run): `full` adds 112k (the seed's GLM
+/// case), and the last positions of a 202,752-token (GLM-4.7-Flash) and a 256k context.
+fn depths(scale: Scale) -> Vec<usize> {
+    match scale {
+        Scale::Quick => vec![0, 4096],
+        Scale::Default => vec![0, 4096, 32768],
+        Scale::Full => vec![0, 4096, 32768, 112 << 10, 202_751, (256 << 10) - 1],
+    }
+}
+
+/// The suite's cases for `models` (those of [`model_recipes`] found there).
+pub fn decode_plan(models: &[ModelSpec], scale: Scale) -> Vec<DecodeCase> {
+    let mut plan = Vec::new();
+    for (name, recipe) in model_recipes(scale) {
+        let Some(m) = models.iter().find(|m| m.name == name) else {
+            continue;
+        };
+        for depth in depths(scale) {
+            if depth as u64 >= m.max_context {
+                continue;
+            }
+            let case = format!("{name}-{}-d{depth}", recipe.name().to_lowercase());
+            plan.push(DecodeCase {
+                case: case.clone(),
+                model: m.clone(),
+                recipe,
+                depth,
+                force_sample: false,
+            });
+            if name == "llama-3.2-3b" && scale != Scale::Quick && depth == 4096 {
+                plan.push(DecodeCase {
+                    case: format!("{case}-sampled"),
+                    model: m.clone(),
+                    recipe,
+                    depth,
+                    force_sample: true,
+                });
+            }
+        }
+    }
+    plan
+}
+
+/// One row of the decode table.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecodeRow {
+    /// The benchmark id.
+    pub id: String,
+    /// Tokens cached before the step.
+    pub depth: usize,
+    /// Layers built and timed (of `layers`).
+    pub layers_built: usize,
+    /// The model's layers.
+    pub layers: u32,
+    /// Bytes one token reads: weights and KV.
+    pub weight_bytes: u64,
+    /// KV bytes read at this depth.
+    pub kv_bytes: u64,
+    /// Mean step time (ms); absent in Criterion's test mode.
+    pub ms_per_token: Option<f64>,
+    /// Tokens per second.
+    pub tokens_per_s: Option<f64>,
+    /// The paired read (GB/s) and the roofline it gives (t/s).
+    pub paired_read_gbs: Option<f64>,
+    /// `bandwidth ÷ bytes per token` at the paired read.
+    pub roofline_tps: Option<f64>,
+    /// Measured t/s as a fraction of the roofline (the seed's "50-60 % of theoretical").
+    pub fraction_of_roofline: Option<f64>,
+}
+
+/// Runs the decode cases on the CPU; returns the table.
+pub fn decode(run: &mut Run, b: &CpuBackend, models: &[ModelSpec]) -> Vec<DecodeRow> {
+    let plan = decode_plan(models, run.scale);
+    let mut paired = PairedRead::new(run, b);
+    let mut rows = Vec::new();
+    for c in &plan {
+        let from = run.results.len();
+        let before = paired.sample(b);
+        let row = decode_case(run, b, c);
+        if let Some(mut row) = row {
+            let after = paired.sample(b);
+            let samples: Vec<f64> = before.into_iter().chain(after).collect();
+            run.pair(from, b.id(), &samples);
+            row.paired_read_gbs = run.results[from].paired_read_gbs;
+            if let Some(gbs) = row.paired_read_gbs {
+                let roof = gbs * 1e9 / (row.weight_bytes + row.kv_bytes) as f64;
+                row.roofline_tps = Some(roof);
+                row.fraction_of_roofline = row.tokens_per_s.map(|t| t / roof);
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// Bytes layer `i`'s cache holds.
+fn layer_cache(kv: &membound_spec::kv::KvCache, i: u32) -> u64 {
+    kv.per_layer.get(i as usize).copied().unwrap_or(0)
+}
+
+fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRow> {
+    let (m, case) = (&c.model, c.case.as_str());
+    if !run.wanted(case, b.id()) {
+        return None;
+    }
+    let layout = KvLayout::native(m);
+    let kv_dtype = DType::F16;
+    let capacity = c.depth + 1;
+    let w = weights(m, c.recipe);
+    // The cache the step reads: the depth and the token it appends.
+    let kv = match kv_cache(m, layout, kv_dtype, capacity as u64) {
+        Ok(kv) => kv,
+        Err(e) => {
+            run.skip(case, b.id(), e.to_string());
+            return None;
+        }
+    };
+    let tokens = per_token(m, &w, &kv);
+    let fixed: u64 = w
+        .tensors
+        .iter()
+        .filter(|t| matches!(t.desc.class, TensorClass::TokenEmbd | TensorClass::Output))
+        .map(|t| t.bytes)
+        .sum();
+    let mut budget = b.memory_budget().saturating_sub(fixed);
+    if run.scale == Scale::Quick {
+        budget = budget.min(2 << 30);
+    }
+    let memory = |i: u32| w.layer(m, Some(i)).bytes + layer_cache(&kv, i);
+    let reads = |i: u32| {
+        w.layer_active_bytes(i) + kv.per_layer_traffic.get(i as usize).copied().unwrap_or(0)
+    };
+    let touched = LLC_FACTOR * b.llc_bytes();
+    let sample = if c.force_sample {
+        LayerSample::choose(
+            m,
+            (0..m.n_layers).map(memory).sum::<u64>() / 3,
+            touched,
+            memory,
+            reads,
+        )
+    } else {
+        LayerSample::choose(m, budget, touched, memory, reads)
+    };
+    let Some(sample) = sample else {
+        run.skip(
+            case,
+            b.id(),
+            format!(
+                "not one layer of each kind fits the {:.1} GiB budget",
+                budget as f64 / GIB
+            ),
+        );
+        return None;
+    };
+    let whole = sample.is_whole(m);
+    let built_bytes: u64 = sample.layers.iter().map(|&i| memory(i)).sum();
+    eprintln!(
+        "membound: decode/{case}/{}: building {} of {} layers ({:.2} GiB of weights and cache), {:.2} GiB read per token",
+        b.id(),
+        sample.layers.len(),
+        m.n_layers,
+        (built_bytes + fixed) as f64 / GIB,
+        tokens.total as f64 / GIB
+    );
+    let mut opts = StepOptions::new(m, capacity);
+    opts.kv_dtype = kv_dtype;
+    opts.layout = layout;
+    opts.sample = sample.clone();
+    let src = SyntheticSource::new(m, c.recipe, 0x6465636f);
+    let mut dec = match CpuDecoder::new(m, &src, &opts) {
+        Ok(d) => d,
+        Err(e) => {
+            run.skip(case, b.id(), e.to_string());
+            return None;
+        }
+    };
+    // Checked before timing: the step at this depth gives finite logits, and the same step
+    // again gives the same ones (the kernels' results are compared with their references in
+    // their own suites and in membound-decode's tests against candle-transformers).
+    let pool = &b.pool;
+    let mut token = 1u32;
+    let checked = (|| -> Result<(), String> {
+        token = dec.step(pool, token, c.depth).map_err(|e| e.to_string())?;
+        let first = dec.logits().to_vec();
+        if !first.iter().all(|v| v.is_finite()) {
+            return Err("non-finite logits".into());
+        }
+        dec.step(pool, 1, c.depth).map_err(|e| e.to_string())?;
+        if dec.logits() != first.as_slice() {
+            return Err("the same step twice gave different logits".into());
+        }
+        Ok(())
+    })();
+    if let Err(e) = checked {
+        run.fail(case, b.id(), format!("verification failed, not timed: {e}"));
+        return None;
+    }
+    let kind = Kind::Decode {
+        depth: c.depth,
+        layers_built: sample.layers.len(),
+        sampled: !whole,
+    };
+    let idx = run.bench_timed(b, case, kind, tokens.total, |iters| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let t = Instant::now();
+            token = dec.step(pool, token, c.depth).map_err(|e| e.to_string())?;
+            total += if whole {
+                t.elapsed()
+            } else {
+                Duration::from_secs_f64(dec.step_ns() * 1e-9)
+            };
+        }
+        Ok(total)
+    })?;
+    let r = &run.results[idx];
+    let ms = r.mean_ns.map(|ns| ns / 1e6);
+    Some(DecodeRow {
+        id: r.id.clone(),
+        depth: c.depth,
+        layers_built: sample.layers.len(),
+        layers: m.n_layers,
+        weight_bytes: tokens.weights,
+        kv_bytes: tokens.kv,
+        ms_per_token: ms,
+        tokens_per_s: ms.map(|ms| 1e3 / ms),
+        paired_read_gbs: None,
+        roofline_tps: None,
+        fraction_of_roofline: None,
+    })
+}
+
+/// The table as text: per case t/s, ms per token, GiB per token and the fraction of the
+/// paired read's roofline; and the sampled estimate's error where a model ran both ways.
+pub fn describe(rows: &[DecodeRow]) -> String {
+    let mut out = String::from(
+        "decode: t/s against the roofline (paired read ÷ bytes per token)\n\n| case | layers | GiB/token | ms/token | t/s | roofline t/s | of roofline |\n|---|---|---|---|---|---|---|\n",
+    );
+    let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {}/{} | {:.2} | {} | {} | {} | {} |\n",
+            r.id,
+            r.layers_built,
+            r.layers,
+            (r.weight_bytes + r.kv_bytes) as f64 / GIB,
+            opt(r.ms_per_token, 1),
+            opt(r.tokens_per_s, 2),
+            opt(r.roofline_tps, 2),
+            opt(r.fraction_of_roofline.map(|f| 100.0 * f), 0) + "%",
+        ));
+    }
+    for s in rows.iter().filter(|r| r.id.contains("-sampled/")) {
+        let whole_id = s.id.replace("-sampled/", "/");
+        if let (Some(w), Some(e)) = (
+            rows.iter()
+                .find(|r| r.id == whole_id)
+                .and_then(|r| r.ms_per_token),
+            s.ms_per_token,
+        ) {
+            out.push_str(&format!(
+                "\nsampled estimate {} vs whole model: {:+.1} %\n",
+                s.id,
+                100.0 * (e / w - 1.0)
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_the_issue_models_at_their_depths() {
+        let models = membound_spec::registry::embedded().unwrap();
+        let plan = decode_plan(&models, Scale::Default);
+        for want in [
+            "glm-4.7-flash-q8_0-d0",
+            "glm-4.7-flash-q4_k_m-d32768",
+            "qwen3-coder-30b-a3b-q8_0-d4096",
+            "gpt-oss-120b-mxfp4_moe-d4096",
+            "llama-3.1-70b-q4_k_m-d0",
+            "llama-3.2-3b-q4_k_m-d4096-sampled",
+        ] {
+            assert!(plan.iter().any(|c| c.case == want), "{want}");
+        }
+        let quick = decode_plan(&models, Scale::Quick);
+        assert!(quick.len() <= 6 && quick.iter().all(|c| c.depth <= 4096));
+        let full = decode_plan(&models, Scale::Full);
+        for want in [
+            "glm-4.7-flash-q8_0-d114688",
+            "glm-4.7-flash-q8_0-d202751",
+            "qwen3-coder-30b-a3b-q8_0-d262143",
+        ] {
+            assert!(full.iter().any(|c| c.case == want), "{want}");
+        }
+        assert!(!full.iter().any(|c| c.case == "glm-4.7-flash-q8_0-d262143"));
+    }
+}

@@ -1,0 +1,61 @@
+//! membound-decode: one whole per-token decode step of a model, composed from membound's
+//! kernels — the real computation, so "t/s ≈ bandwidth ÷ bytes per token" is measured, not
+//! assumed.
+//!
+//! - [`source`]: the weights, from a GGUF file ([`source::GgufSource`]) or a spec's synthetic
+//!   weights under a recipe ([`source::SyntheticSource`]).
+//! - [`CpuDecoder`]: the step on the CPU — embedding row; per layer RMSNorm, the attention
+//!   projections (GQA with biases, QK-norm and sinks; or MLA with the query absorbed into the
+//!   latent space), RoPE, the KV-cache append, decode attention over the cache in the chosen
+//!   layout (`membound_cpu::attention`), the output projection and residual, RMSNorm, the dense
+//!   FFN or the MoE layer (`membound_cpu::moe`); final norm, lm_head, argmax. Layers may be a
+//!   sample of the model's ([`sample::LayerSample`]); each layer's time is kept so a sampled
+//!   model's step time can be scaled to the whole model.
+//! - [`sample`]: which layers a sample builds and how much each stands for.
+//!
+//! Not yet: Gated-DeltaNet (linear-attention) layers, the expanded-MHA layout, Gemma 3's
+//! post-norms and soft-capping, gpt-oss's YaRN scaling (none changes the bytes a step reads).
+
+mod model;
+pub mod ops;
+pub mod sample;
+pub mod source;
+
+pub use model::{CpuDecoder, StepOptions};
+
+use membound_cpu::CpuError;
+
+/// Why a decode step could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The model uses something the step does not implement.
+    #[error("{model}: {what} is not implemented in the decode step")]
+    Unsupported {
+        /// The model.
+        model: String,
+        /// What.
+        what: String,
+    },
+    /// A tensor the step needs is missing.
+    #[error("{from}: tensor `{name}` is missing")]
+    Missing {
+        /// Where the tensors come from.
+        from: String,
+        /// The tensor.
+        name: String,
+    },
+    /// A tensor is present but unusable.
+    #[error("tensor `{name}`: {problem}")]
+    Tensor {
+        /// The tensor.
+        name: String,
+        /// Why.
+        problem: String,
+    },
+    /// A kernel refused its inputs.
+    #[error("{0}")]
+    Kernel(#[from] CpuError),
+    /// A bad request (token, position, layout).
+    #[error("{0}")]
+    Request(String),
+}

@@ -1,0 +1,616 @@
+//! The decode step on the CPU ([`CpuDecoder`]).
+
+use std::time::Instant;
+
+use membound_cpu::attention::{KvCacheBuf, attend};
+use membound_cpu::moe::{CpuMoe, ExpertStack, MoeWeights};
+use membound_cpu::{CpuGemv, Isa};
+use membound_spec::attention::AttnShape;
+use membound_spec::model::{AttentionKind, LayerKind, Numerics};
+use membound_spec::moe::{MoeLayer, MoeTypes};
+use membound_spec::{DType, KvLayout, ModelSpec, Recipe};
+use rayon::ThreadPool;
+
+use crate::DecodeError;
+use crate::ops::{add, argmax, geglu, rms_norm, rms_norm_heads, rope, swiglu};
+use crate::sample::LayerSample;
+use crate::source::{Tensor, TensorSource};
+
+/// How a step is built.
+#[derive(Debug, Clone)]
+pub struct StepOptions {
+    /// KV layout (GQA models: `gqa`; MLA models: `mla-latent` or `mla-split`).
+    pub layout: KvLayout,
+    /// Cache element type (F32, F16, BF16, Q8_0).
+    pub kv_dtype: DType,
+    /// Tokens each cache holds: the deepest position a step may write is `capacity - 1`.
+    pub capacity: usize,
+    /// The layers to build (the whole model, or a sample).
+    pub sample: LayerSample,
+    /// Norm epsilon, RoPE base and style.
+    pub numerics: Numerics,
+    /// Seed of the generated cache contents (the tokens before the first step).
+    pub seed: u64,
+    /// Sliding-window layers keep only their window, as a ring (`false`: a cache of
+    /// `capacity` tokens of which the window is attended, as the attention suite does).
+    pub sliding_ring: bool,
+}
+
+impl StepOptions {
+    /// The whole model in its native layout with an F16 cache of `capacity` tokens and the
+    /// architecture's usual numerics.
+    pub fn new(m: &ModelSpec, capacity: usize) -> StepOptions {
+        StepOptions {
+            layout: KvLayout::native(m),
+            kv_dtype: DType::F16,
+            capacity,
+            sample: LayerSample::whole(m),
+            numerics: Numerics::for_arch(&m.arch),
+            seed: 1,
+            sliding_ring: true,
+        }
+    }
+}
+
+/// A GQA attention layer's weights and cache.
+struct Gqa {
+    q: CpuGemv,
+    k: CpuGemv,
+    v: CpuGemv,
+    o: CpuGemv,
+    /// Q, K, V, O biases (empty without).
+    bias: [Vec<f32>; 4],
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+}
+
+/// An MLA attention layer's weights: the query path, the latent projection and the per-head
+/// `W_UK` (absorbed into the query) and `W_UV` (applied to the latent output).
+struct Mla {
+    q_a: Option<(CpuGemv, Vec<f32>)>,
+    q: CpuGemv,
+    kv_a: CpuGemv,
+    kv_norm: Vec<f32>,
+    k_b: CpuGemv,
+    v_b: CpuGemv,
+    o: CpuGemv,
+}
+
+enum Mixer {
+    Gqa(Gqa),
+    Mla(Mla),
+}
+
+enum Ffn {
+    Dense {
+        gate: CpuGemv,
+        up: CpuGemv,
+        down: CpuGemv,
+        gelu: bool,
+    },
+    Moe(Box<CpuMoe>),
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    mixer: Mixer,
+    sinks: Vec<f32>,
+    cache: KvCacheBuf,
+    /// A sliding layer keeps only its window, as a ring: token `t` in cell `t % cells`.
+    ring: bool,
+    ffn_norm: Vec<f32>,
+    ffn: Ffn,
+}
+
+/// One model's decode step on the CPU: built layers, caches and scratch.
+pub struct CpuDecoder {
+    spec: ModelSpec,
+    num: Numerics,
+    embd: Tensor,
+    embd_scale: f32,
+    layers: Vec<Layer>,
+    sample: LayerSample,
+    out_norm: Vec<f32>,
+    output: CpuGemv,
+    isa: Isa,
+    logits: Vec<f32>,
+    layer_ns: Vec<f64>,
+    fixed_ns: f64,
+}
+
+/// Weight matrix `name` as a GEMV (rows = `dims[1..]`, columns `dims[0]`).
+fn matrix(src: &dyn TensorSource, name: &str) -> Result<CpuGemv, DecodeError> {
+    let t = need(src, name)?;
+    let (rows, cols) = t.rows_cols();
+    CpuGemv::new(t.dtype, rows, cols, t.bytes).map_err(|e| DecodeError::Tensor {
+        name: name.to_string(),
+        problem: e.to_string(),
+    })
+}
+
+fn need(src: &dyn TensorSource, name: &str) -> Result<Tensor, DecodeError> {
+    src.tensor(name)?.ok_or_else(|| DecodeError::Missing {
+        from: src.describe(),
+        name: name.to_string(),
+    })
+}
+
+fn vector(src: &dyn TensorSource, name: &str) -> Result<Vec<f32>, DecodeError> {
+    need(src, name)?.to_f32(name)
+}
+
+fn vector_opt(src: &dyn TensorSource, name: &str) -> Result<Vec<f32>, DecodeError> {
+    match src.tensor(name)? {
+        Some(t) => t.to_f32(name),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn stack(src: &dyn TensorSource, name: &str) -> Result<ExpertStack, DecodeError> {
+    let t = need(src, name)?;
+    let cols = t.dims.first().copied().unwrap_or(1) as usize;
+    let rows = t.dims.get(1).copied().unwrap_or(1) as usize;
+    let n = t.dims.get(2).copied().unwrap_or(1) as usize;
+    ExpertStack::new(t.dtype, n, rows, cols, t.bytes).map_err(|e| DecodeError::Tensor {
+        name: name.to_string(),
+        problem: e.to_string(),
+    })
+}
+
+impl CpuDecoder {
+    /// Builds the layers `opts.sample` names of `m` from `src`.
+    pub fn new(
+        m: &ModelSpec,
+        src: &dyn TensorSource,
+        opts: &StepOptions,
+    ) -> Result<CpuDecoder, DecodeError> {
+        let unsupported = |what: String| DecodeError::Unsupported {
+            model: m.name.clone(),
+            what,
+        };
+        let native = KvLayout::native(m);
+        let layout_ok = match m.attention.kind {
+            AttentionKind::Gqa => opts.layout == KvLayout::Gqa,
+            AttentionKind::Mla => matches!(opts.layout, KvLayout::MlaLatent | KvLayout::MlaSplit),
+        };
+        if !layout_ok {
+            return Err(unsupported(format!(
+                "the {} layout (this model: {native}{})",
+                opts.layout,
+                if native == KvLayout::MlaLatent {
+                    " or mla-split"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if !matches!(
+            opts.kv_dtype,
+            DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0
+        ) {
+            return Err(unsupported(format!("a {} KV cache", opts.kv_dtype)));
+        }
+        if opts.capacity == 0 {
+            return Err(DecodeError::Request("a cache of 0 tokens".into()));
+        }
+        let embd = need(src, "token_embd.weight")?;
+        let output = if m.tied_embeddings || src.tensor("output.weight")?.is_none() {
+            matrix(src, "token_embd.weight")?
+        } else {
+            matrix(src, "output.weight")?
+        };
+        let mut layers = Vec::with_capacity(opts.sample.layers.len());
+        for (n, &i) in opts.sample.layers.iter().enumerate() {
+            if i >= m.n_layers {
+                return Err(DecodeError::Request(format!(
+                    "layer {i} of a model of {} layers",
+                    m.n_layers
+                )));
+            }
+            layers.push(build_layer(m, src, opts, i, opts.seed ^ (n as u64) << 8)?);
+        }
+        Ok(CpuDecoder {
+            spec: m.clone(),
+            num: opts.numerics,
+            embd_scale: if m.arch == "gemma3" {
+                (m.hidden as f32).sqrt()
+            } else {
+                1.0
+            },
+            embd,
+            layer_ns: vec![0.0; layers.len()],
+            layers,
+            sample: opts.sample.clone(),
+            out_norm: vector(src, "output_norm.weight")?,
+            logits: vec![0.0; output.rows()],
+            output,
+            isa: Isa::detect(),
+            fixed_ns: 0.0,
+        })
+    }
+
+    /// Positions the caches can hold (sliding layers keep a ring of their window).
+    pub fn capacity(&self) -> usize {
+        self.layers
+            .iter()
+            .map(Layer::capacity)
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+
+    /// The layers built and what each stands for.
+    pub fn sample(&self) -> &LayerSample {
+        &self.sample
+    }
+
+    /// Logits of the last step.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// One decode step: token `token` at position `pos` (the caches hold positions `< pos`;
+    /// this step writes position `pos` and attends to it). Returns the argmax of the logits.
+    pub fn step(&mut self, pool: &ThreadPool, token: u32, pos: usize) -> Result<u32, DecodeError> {
+        let m = &self.spec;
+        let d = m.hidden as usize;
+        if u64::from(token) >= m.vocab {
+            return Err(DecodeError::Request(format!(
+                "token {token} of a vocabulary of {}",
+                m.vocab
+            )));
+        }
+        let capacity = self.capacity();
+        if pos >= capacity {
+            return Err(DecodeError::Request(format!(
+                "position {pos} past the cache's {capacity} tokens"
+            )));
+        }
+        let t0 = Instant::now();
+        let row = self.embd.dtype.bytes_for(m.hidden).unwrap_or(0) as usize;
+        let at = token as usize * row;
+        let mut x =
+            membound_quant::ops::dequantize(self.embd.dtype, &self.embd.bytes[at..at + row])
+                .map_err(|e| DecodeError::Tensor {
+                    name: "token_embd.weight".into(),
+                    problem: e.to_string(),
+                })?;
+        x.iter_mut().for_each(|v| *v *= self.embd_scale);
+        let mut h = vec![0f32; d];
+        let mut y = vec![0f32; d];
+        let mut fixed = t0.elapsed().as_secs_f64();
+        for (layer, ns) in self.layers.iter_mut().zip(&mut self.layer_ns) {
+            let t = Instant::now();
+            rms_norm(&x, &layer.attn_norm, self.num.norm_eps, &mut h);
+            layer.attention(pool, self.isa, &self.num, &h, pos, &mut y)?;
+            add(&mut x, &y);
+            rms_norm(&x, &layer.ffn_norm, self.num.norm_eps, &mut h);
+            layer.ffn(pool, self.isa, &h, &mut y)?;
+            add(&mut x, &y);
+            *ns = t.elapsed().as_secs_f64() * 1e9;
+        }
+        let t = Instant::now();
+        rms_norm(&x, &self.out_norm, self.num.norm_eps, &mut h);
+        self.output.run_with(pool, self.isa, &h, &mut self.logits)?;
+        let next = argmax(&self.logits) as u32;
+        fixed += t.elapsed().as_secs_f64();
+        self.fixed_ns = fixed * 1e9;
+        Ok(next)
+    }
+
+    /// The last step's time in ns: measured when every layer is built; else the embedding
+    /// and lm_head time plus each sampled layer's time times the layers it stands for.
+    pub fn step_ns(&self) -> f64 {
+        self.sample.scale(self.fixed_ns, &self.layer_ns)
+    }
+
+    /// Each built layer's time in the last step (ns).
+    pub fn layer_ns(&self) -> &[f64] {
+        &self.layer_ns
+    }
+}
+
+/// Builds layer `i`.
+fn build_layer(
+    m: &ModelSpec,
+    src: &dyn TensorSource,
+    opts: &StepOptions,
+    i: u32,
+    seed: u64,
+) -> Result<Layer, DecodeError> {
+    let p = |base: &str| format!("blk.{i}.{base}");
+    let kind = m.layer_kind(i);
+    if kind == LayerKind::Linear {
+        return Err(DecodeError::Unsupported {
+            model: m.name.clone(),
+            what: format!("layer {i}'s linear attention (Gated DeltaNet)"),
+        });
+    }
+    let mut shape = AttnShape::from_spec(m, opts.layout, opts.kv_dtype, kind)
+        .map_err(|e| DecodeError::Request(e.to_string()))?;
+    let (cells, ring) = match shape.window {
+        Some(w) if opts.sliding_ring && w < opts.capacity => (w, true),
+        _ => (opts.capacity, false),
+    };
+    if ring {
+        shape.window = None;
+    }
+    let cache = KvCacheBuf::generate(&shape, cells, seed)?;
+    let a = &m.attention;
+    let mixer = match a.kind {
+        AttentionKind::Gqa => Mixer::Gqa(Gqa {
+            q: matrix(src, &p("attn_q.weight"))?,
+            k: matrix(src, &p("attn_k.weight"))?,
+            v: matrix(src, &p("attn_v.weight"))?,
+            o: matrix(src, &p("attn_output.weight"))?,
+            bias: [
+                vector_opt(src, &p("attn_q.bias"))?,
+                vector_opt(src, &p("attn_k.bias"))?,
+                vector_opt(src, &p("attn_v.bias"))?,
+                vector_opt(src, &p("attn_output.bias"))?,
+            ],
+            q_norm: vector_opt(src, &p("attn_q_norm.weight"))?,
+            k_norm: vector_opt(src, &p("attn_k_norm.weight"))?,
+        }),
+        AttentionKind::Mla => {
+            if src.tensor(&p("attn_k_b.weight"))?.is_none()
+                && src.tensor(&p("attn_kv_b.weight"))?.is_some()
+            {
+                return Err(DecodeError::Unsupported {
+                    model: m.name.clone(),
+                    what: "a fused attn_kv_b (files converted before llama.cpp split it into attn_k_b and attn_v_b)".into(),
+                });
+            }
+            let q_a = match src.tensor(&p("attn_q_a.weight"))? {
+                Some(_) => Some((
+                    matrix(src, &p("attn_q_a.weight"))?,
+                    vector(src, &p("attn_q_a_norm.weight"))?,
+                )),
+                None => None,
+            };
+            Mla {
+                q: matrix(
+                    src,
+                    &p(if q_a.is_some() {
+                        "attn_q_b.weight"
+                    } else {
+                        "attn_q.weight"
+                    }),
+                )?,
+                q_a,
+                kv_a: matrix(src, &p("attn_kv_a_mqa.weight"))?,
+                kv_norm: vector(src, &p("attn_kv_a_norm.weight"))?,
+                k_b: matrix(src, &p("attn_k_b.weight"))?,
+                v_b: matrix(src, &p("attn_v_b.weight"))?,
+                o: matrix(src, &p("attn_output.weight"))?,
+            }
+            .into_mixer()
+        }
+    };
+    let ffn = if m.is_moe_layer(i) {
+        Ffn::Moe(Box::new(moe_layer(m, src, i)?))
+    } else {
+        Ffn::Dense {
+            gate: matrix(src, &p("ffn_gate.weight"))?,
+            up: matrix(src, &p("ffn_up.weight"))?,
+            down: matrix(src, &p("ffn_down.weight"))?,
+            gelu: m.arch == "gemma3",
+        }
+    };
+    Ok(Layer {
+        attn_norm: vector(src, &p("attn_norm.weight"))?,
+        mixer,
+        sinks: if a.sinks {
+            vector(src, &p("attn_sinks.weight"))?
+        } else {
+            Vec::new()
+        },
+        cache,
+        ring,
+        ffn_norm: vector(src, &p("ffn_norm.weight"))?,
+        ffn,
+    })
+}
+
+impl Mla {
+    fn into_mixer(self) -> Mixer {
+        Mixer::Mla(self)
+    }
+}
+
+/// Layer `i`'s MoE FFN with the types its tensors are stored in.
+fn moe_layer(m: &ModelSpec, src: &dyn TensorSource, i: u32) -> Result<CpuMoe, DecodeError> {
+    let p = |base: &str| format!("blk.{i}.{base}");
+    let mut l = MoeLayer::from_spec(m, Recipe::Q8_0, i).ok_or_else(|| {
+        DecodeError::Request(format!("layer {i} of {} is not a MoE layer", m.name))
+    })?;
+    let (gate, up, down) = (
+        stack(src, &p("ffn_gate_exps.weight"))?,
+        stack(src, &p("ffn_up_exps.weight"))?,
+        stack(src, &p("ffn_down_exps.weight"))?,
+    );
+    let shared = if l.shared_ff > 0 {
+        Some((
+            stack(src, &p("ffn_gate_shexp.weight"))?,
+            stack(src, &p("ffn_up_shexp.weight"))?,
+            stack(src, &p("ffn_down_shexp.weight"))?,
+        ))
+    } else {
+        None
+    };
+    l.types = MoeTypes {
+        gate_up: gate.dtype(),
+        down: down.dtype(),
+        shared_gate_up: shared.as_ref().map_or(gate.dtype(), |s| s.0.dtype()),
+        shared_down: shared.as_ref().map_or(down.dtype(), |s| s.2.dtype()),
+    };
+    let mut router = vector(src, &p("ffn_gate_inp.weight"))?;
+    if l.shared_gate {
+        router.extend(vector(src, &p("ffn_gate_inp_shexp.weight"))?);
+    }
+    let mut router_bias = vector_opt(src, &p("ffn_gate_inp.bias"))?;
+    if router_bias.is_empty() {
+        router_bias = vector_opt(src, &p("exp_probs_b.bias"))?;
+    }
+    let bias = if l.expert_bias {
+        (
+            vector(src, &p("ffn_gate_exps.bias"))?,
+            vector(src, &p("ffn_up_exps.bias"))?,
+            vector(src, &p("ffn_down_exps.bias"))?,
+        )
+    } else {
+        Default::default()
+    };
+    let w = MoeWeights {
+        router,
+        router_bias,
+        gate,
+        up,
+        down,
+        bias,
+        shared,
+    };
+    Ok(CpuMoe::new(l, w)?)
+}
+
+impl Layer {
+    fn capacity(&self) -> usize {
+        if self.ring {
+            usize::MAX
+        } else {
+            self.cache.tokens()
+        }
+    }
+
+    /// The attention of one token at `pos` into `out` (`hidden` values).
+    fn attention(
+        &mut self,
+        pool: &ThreadPool,
+        isa: Isa,
+        num: &Numerics,
+        h: &[f32],
+        pos: usize,
+        out: &mut [f32],
+    ) -> Result<(), DecodeError> {
+        let cells = self.cache.tokens();
+        let (cell, depth) = if self.ring {
+            (pos % cells, (pos + 1).min(cells))
+        } else {
+            (pos, pos + 1)
+        };
+        let s = self.cache.shape().clone();
+        let mut attn = vec![0f32; s.n_heads * s.d_v];
+        match &self.mixer {
+            Mixer::Gqa(g) => {
+                let run = |w: &CpuGemv, b: &[f32]| -> Result<Vec<f32>, DecodeError> {
+                    let mut y = vec![0f32; w.rows()];
+                    w.run_with(pool, isa, h, &mut y)?;
+                    add(&mut y, b);
+                    Ok(y)
+                };
+                let (mut q, mut k, v) = (
+                    run(&g.q, &g.bias[0])?,
+                    run(&g.k, &g.bias[1])?,
+                    run(&g.v, &g.bias[2])?,
+                );
+                if !g.q_norm.is_empty() {
+                    rms_norm_heads(&mut q, &g.q_norm, num.norm_eps);
+                    rms_norm_heads(&mut k, &g.k_norm, num.norm_eps);
+                }
+                rope(&mut q, s.d_k, s.d_k, pos, num.rope_theta, num.rope_neox);
+                rope(&mut k, s.d_k, s.d_k, pos, num.rope_theta, num.rope_neox);
+                self.cache.write_token(cell, &k, &v)?;
+                attend(pool, &self.cache, &q, &self.sinks, depth, &mut attn)?;
+                g.o.run_with(pool, isa, &attn, out)?;
+                add(out, &g.bias[3]);
+            }
+            Mixer::Mla(a) => {
+                let nh = s.n_heads;
+                let kvr = a.kv_norm.len();
+                let rope_d = s.d_k - kvr;
+                let mut q = vec![0f32; a.q.rows()];
+                match &a.q_a {
+                    Some((qa, norm)) => {
+                        let mut c = vec![0f32; qa.rows()];
+                        qa.run_with(pool, isa, h, &mut c)?;
+                        let mut cn = vec![0f32; c.len()];
+                        rms_norm(&c, norm, num.norm_eps, &mut cn);
+                        a.q.run_with(pool, isa, &cn, &mut q)?;
+                    }
+                    None => a.q.run_with(pool, isa, h, &mut q)?,
+                }
+                let qk = q.len() / nh;
+                let nope = qk - rope_d;
+                let mut kv = vec![0f32; a.kv_a.rows()];
+                a.kv_a.run_with(pool, isa, h, &mut kv)?;
+                let mut row = vec![0f32; s.d_k];
+                rms_norm(&kv[..kvr], &a.kv_norm, num.norm_eps, &mut row[..kvr]);
+                row[kvr..].copy_from_slice(&kv[kvr..]);
+                rope(
+                    &mut row[kvr..],
+                    rope_d,
+                    rope_d,
+                    pos,
+                    num.rope_theta,
+                    num.rope_neox,
+                );
+                self.cache.write_token(cell, &row, &row[..kvr])?;
+                // Absorb W_UK: each head's query in latent space, its rope part appended.
+                let mut q_nope = vec![0f32; nh * nope];
+                for (dst, src) in q_nope.chunks_exact_mut(nope).zip(q.chunks_exact(qk)) {
+                    dst.copy_from_slice(&src[..nope]);
+                }
+                let mut q_lat = vec![0f32; nh * kvr];
+                a.k_b.run_grouped_with(pool, isa, nh, &q_nope, &mut q_lat)?;
+                let mut query = vec![0f32; nh * s.d_k];
+                for hd in 0..nh {
+                    let dst = &mut query[hd * s.d_k..(hd + 1) * s.d_k];
+                    dst[..kvr].copy_from_slice(&q_lat[hd * kvr..(hd + 1) * kvr]);
+                    dst[kvr..].copy_from_slice(&q[hd * qk + nope..(hd + 1) * qk]);
+                    rope(
+                        &mut dst[kvr..],
+                        rope_d,
+                        rope_d,
+                        pos,
+                        num.rope_theta,
+                        num.rope_neox,
+                    );
+                }
+                attend(pool, &self.cache, &query, &self.sinks, depth, &mut attn)?;
+                // W_UV per head, then the output projection.
+                let mut heads = vec![0f32; a.v_b.rows()];
+                a.v_b.run_grouped_with(pool, isa, nh, &attn, &mut heads)?;
+                a.o.run_with(pool, isa, &heads, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The FFN of one token into `out`.
+    fn ffn(
+        &mut self,
+        pool: &ThreadPool,
+        isa: Isa,
+        h: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), DecodeError> {
+        match &self.ffn {
+            Ffn::Dense {
+                gate,
+                up,
+                down,
+                gelu,
+            } => {
+                let (mut g, mut u) = (vec![0f32; gate.rows()], vec![0f32; up.rows()]);
+                gate.run_with(pool, isa, h, &mut g)?;
+                up.run_with(pool, isa, h, &mut u)?;
+                let act = if *gelu { geglu } else { swiglu };
+                g.iter_mut().zip(&u).for_each(|(g, &u)| *g = act(*g, u));
+                down.run_with(pool, isa, &g, out)?;
+            }
+            Ffn::Moe(moe) => {
+                moe.forward_with(pool, isa, h, &[], out)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -14,7 +14,7 @@ use crate::cmd_compare::{Case, read_json, read_text, walk};
 use crate::units::{clean, table};
 
 /// The claims shipped with membound.
-const CLAIMS: &str = include_str!("../models/claims.toml");
+pub(crate) const CLAIMS: &str = include_str!("../models/claims.toml");
 
 /// Arguments of `membound claims`.
 #[derive(clap::Args)]
@@ -109,10 +109,10 @@ pub fn parse_claims(text: &str) -> Result<Vec<Claim>> {
 }
 
 /// A results folder: its Criterion cases and machine.json.
-struct Results {
-    dir: PathBuf,
-    cases: std::collections::BTreeMap<String, Case>,
-    facts: serde_json::Value,
+pub(crate) struct Results {
+    pub(crate) dir: PathBuf,
+    pub(crate) cases: std::collections::BTreeMap<String, Case>,
+    pub(crate) facts: serde_json::Value,
 }
 
 /// The read bandwidth (GB/s) and spec-sheet bandwidth of each GPU of a results folder, with
@@ -145,7 +145,7 @@ fn label(r: &Results) -> String {
 }
 
 /// Every verdict of `claims` over the results folders.
-fn judge(claims: &[Claim], results: &[Results]) -> Result<Vec<Verdict>> {
+pub(crate) fn judge(claims: &[Claim], results: &[Results]) -> Result<Vec<Verdict>> {
     let mut out = Vec::new();
     for c in claims {
         match c.test {
@@ -376,7 +376,7 @@ fn judge(claims: &[Claim], results: &[Results]) -> Result<Vec<Verdict>> {
 }
 
 /// The folders of `results/` (those with a machine.json).
-fn default_dirs() -> Vec<PathBuf> {
+pub(crate) fn default_dirs() -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir("results") else {
         return Vec::new();
     };
@@ -391,12 +391,13 @@ fn default_dirs() -> Vec<PathBuf> {
 
 /// A results folder: machine.json is required, Criterion cases and derived files are optional
 /// (a folder may hold only a suite's verdict), but what is there must be readable.
-fn open(dir: &Path) -> Result<Results> {
+pub(crate) fn open(dir: &Path) -> Result<Results> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
     let mut cases = std::collections::BTreeMap::new();
     walk(dir, "new", 0, &mut cases)?;
+    crate::cmd_compare::add_paired(dir, &mut cases);
     Ok(Results {
         cases,
         facts: read_json(&dir.join("machine.json"))

@@ -49,6 +49,11 @@ impl Case {
     pub(crate) fn gbs(&self) -> Option<f64> {
         self.bytes.map(|b| b as f64 / self.mean_ns)
     }
+
+    /// GB/s as a fraction of the read measured around it (where the bench recorded one).
+    pub(crate) fn paired(&self) -> Option<f64> {
+        self.paired
+    }
 }
 
 /// A machine's cases by id, and its label.
@@ -176,7 +181,7 @@ pub(crate) fn load(dir: &Path, baseline: &str) -> Result<Machine> {
 
 /// Adds the paired fractions the benches recorded in `machine-<suite>.json` (`cases[]`) to the
 /// cases of the latest run; files that are missing or unreadable add nothing.
-fn add_paired(dir: &Path, cases: &mut BTreeMap<String, Case>) {
+pub(crate) fn add_paired(dir: &Path, cases: &mut BTreeMap<String, Case>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -2,17 +2,17 @@
 //! model spec its metadata implies, and the bytes one decode token reads — counted from the
 //! file's own tensor types and sizes, by the same rules as `membound spec` / `membound fit`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use membound_gguf::reads::{TensorRead, token_reads, top_k};
 use membound_gguf::spec::spec_from_gguf;
 use membound_gguf::synthetic::recipe_of_file_type;
-use membound_gguf::{GgufFile, TensorInfo, tensor_class};
-use membound_spec::bytes::weights;
+use membound_gguf::{GgufFile, tensor_class};
+use membound_spec::ModelSpec;
 use membound_spec::kv::{KvCache, KvLayout, kv_cache};
 use membound_spec::model::AttentionKind;
-use membound_spec::{DType, ModelSpec, Recipe};
 use serde::Serialize;
 use serde_json::json;
 
@@ -36,19 +36,7 @@ pub struct Args {
     pub json: bool,
 }
 
-/// One tensor of the file with its class and the bytes a decode token reads from it.
-#[derive(Debug, Serialize)]
-struct Row {
-    name: String,
-    #[serde(rename = "type")]
-    dtype: DType,
-    dims: Vec<u64>,
-    bytes: u64,
-    active_bytes: u64,
-    /// `membound_spec` tensor class where the name is in the spec's inventory, else the name's
-    /// base (`post_attention_norm`).
-    class: String,
-}
+type Row = TensorRead;
 
 /// Sums over a group of tensors.
 #[derive(Debug, Default, Serialize)]
@@ -68,29 +56,6 @@ impl Sum {
     }
 }
 
-/// Class label and the fraction `(num, den)` of each inventory tensor one token reads, taken
-/// from `membound_spec::bytes` (F32 storage: every tensor's bytes divide exactly).
-fn spec_classes(m: &ModelSpec) -> HashMap<String, (String, u64, u64)> {
-    weights(m, Recipe::F32)
-        .tensors
-        .into_iter()
-        .map(|s| {
-            let class = serde_json::to_value(s.desc.class)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| format!("{:?}", s.desc.class));
-            (s.desc.name, (class, s.active_bytes, s.bytes))
-        })
-        .collect()
-}
-
-/// `expert_used_count` (1 when absent).
-fn top_k(f: &GgufFile) -> u64 {
-    f.arch_meta("expert_used_count")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(1)
-}
-
 /// A note when `expert_used_count` exceeds the experts of a stacked expert tensor, which
 /// [`rows`] then counts whole.
 fn top_k_note(f: &GgufFile) -> Option<String> {
@@ -102,44 +67,6 @@ fn top_k_note(f: &GgufFile) -> Option<String> {
         "note: expert_used_count {k} exceeds the {} experts of {}; counted as reading all of them",
         t.dims[2], t.name
     ))
-}
-
-/// Classifies the file's tensors and counts what a token reads from each: matched tensors by
-/// the spec's rule; others by name — `token_embd` one row, stacked `*_exps` experts
-/// `expert_used_count` of them (at most all of them), everything else whole.
-fn rows(f: &GgufFile, spec: Option<&ModelSpec>) -> Vec<Row> {
-    let classes = spec.map(spec_classes).unwrap_or_default();
-    let top_k = top_k(f);
-    f.tensors()
-        .iter()
-        .map(|t: &TensorInfo| {
-            let base = tensor_class(&t.name).1;
-            let (class, num, den) = match classes.get(&t.name) {
-                Some((class, active, bytes)) => (class.clone(), *active, *bytes),
-                None => {
-                    let (num, den) = match (base, t.dims.as_slice()) {
-                        ("token_embd", [_, rows, ..]) => (1, *rows),
-                        (b, [_, _, experts]) if b.ends_with("_exps") => {
-                            (top_k.min(*experts), *experts)
-                        }
-                        _ => (1, 1),
-                    };
-                    (base.to_string(), num, den)
-                }
-            };
-            let active = (u128::from(t.n_bytes) * u128::from(num))
-                .checked_div(u128::from(den))
-                .unwrap_or(0) as u64;
-            Row {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                dims: t.dims.clone(),
-                bytes: t.n_bytes,
-                active_bytes: active,
-                class,
-            }
-        })
-        .collect()
 }
 
 /// The KV cache at `--ctx`, which needs the spec.
@@ -195,7 +122,7 @@ pub fn run(a: &Args) -> Result<()> {
     kv_dtype(&a.kv_type)?;
     let f = GgufFile::open(&a.file)?;
     let spec = spec_from_gguf(&f).map_err(|e| e.to_string());
-    let rows = rows(&f, spec.as_ref().ok());
+    let rows = token_reads(&f, spec.as_ref().ok());
     if spec.is_err()
         && let Some(note) = top_k_note(&f)
     {
@@ -317,6 +244,7 @@ pub fn run(a: &Args) -> Result<()> {
 mod tests {
     use super::*;
     use membound_gguf::GgufWriter;
+    use membound_spec::DType;
 
     #[test]
     fn rows_without_a_spec_use_names() {
@@ -338,7 +266,7 @@ mod tests {
                 .unwrap();
             let f = GgufFile::from_vec(w.to_bytes().unwrap()).unwrap();
             assert!(spec_from_gguf(&f).is_err());
-            let r = rows(&f, None);
+            let r = token_reads(&f, None);
             let active: Vec<(&str, u64)> = r
                 .iter()
                 .map(|r| (r.class.as_str(), r.active_bytes))

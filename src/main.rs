@@ -15,6 +15,7 @@ mod cmd_compare;
 mod cmd_devices;
 mod cmd_fit;
 mod cmd_inspect;
+mod cmd_report;
 mod cmd_results;
 mod cmd_spec;
 mod units;
@@ -50,6 +51,9 @@ enum Command {
     /// The seed report's claims (`models/claims.toml`) with a verdict per results folder:
     /// confirmed, refuted, predicted or not measured here.
     Claims(cmd_claims::Args),
+    /// A Markdown report with SVG figures of results folders (bandwidth, GEMV, MoE, attention,
+    /// decode) and the claims table.
+    Report(cmd_report::Args),
     /// The models membound knows (`models/*.toml`).
     Models {
         /// Print JSON instead of a table.
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => cmd_compare::run(&a),
         Command::Results(a) => cmd_results::run(&a),
         Command::Claims(a) => cmd_claims::run(&a),
+        Command::Report(a) => cmd_report::run(&a),
         Command::Models { json } => cmd_spec::models(json),
         Command::Hardware { json } => cmd_fit::hardware(json),
         Command::Devices { json } => cmd_devices::run(json),

@@ -12,12 +12,16 @@
 //! Bytes per token: `membound_spec::bytes::per_token` at the step's depth — active weights and
 //! the KV cache the step reads (`membound spec` / `membound fit`'s convention).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use membound_decode::sample::LayerSample;
-use membound_decode::source::SyntheticSource;
+use membound_decode::source::{GgufSource, SyntheticSource, TensorSource};
 use membound_decode::{CpuDecoder, StepOptions};
-use membound_spec::bytes::{per_token, weights};
+use membound_gguf::reads::token_reads;
+use membound_gguf::spec::spec_from_gguf;
+use membound_gguf::{GgufFile, tensor_class};
+use membound_spec::bytes::weights;
 use membound_spec::kv::kv_cache;
 use membound_spec::tensors::TensorClass;
 use membound_spec::{DType, KvLayout, ModelSpec, Recipe};
@@ -37,13 +41,25 @@ pub struct DecodeCase {
     pub case: String,
     /// The model.
     pub model: ModelSpec,
-    /// Storage recipe.
-    pub recipe: Recipe,
+    /// Where the weights come from.
+    pub weights: Weights,
     /// Tokens in the cache before the step.
     pub depth: usize,
     /// Force a sample even where the whole model fits (the estimate's check).
     pub force_sample: bool,
 }
+
+/// Where a case's weights come from.
+#[derive(Clone, Debug)]
+pub enum Weights {
+    /// Synthetic weights stored as the recipe stores them.
+    Synthetic(Recipe),
+    /// A GGUF file (`MEMBOUND_GGUF`).
+    Gguf(PathBuf),
+}
+
+/// The environment variable naming a GGUF file whose model the suite also decodes.
+pub const GGUF_ENV: &str = "MEMBOUND_GGUF";
 
 /// The models and recipes of the suite (`quick`: one dense, one MoE and one MLA model).
 fn model_recipes(scale: Scale) -> Vec<(&'static str, Recipe)> {
@@ -93,7 +109,7 @@ pub fn decode_plan(models: &[ModelSpec], scale: Scale) -> Vec<DecodeCase> {
             plan.push(DecodeCase {
                 case: case.clone(),
                 model: m.clone(),
-                recipe,
+                weights: Weights::Synthetic(recipe),
                 depth,
                 force_sample: false,
             });
@@ -101,7 +117,7 @@ pub fn decode_plan(models: &[ModelSpec], scale: Scale) -> Vec<DecodeCase> {
                 plan.push(DecodeCase {
                     case: format!("{case}-sampled"),
                     model: m.clone(),
-                    recipe,
+                    weights: Weights::Synthetic(recipe),
                     depth,
                     force_sample: true,
                 });
@@ -109,6 +125,38 @@ pub fn decode_plan(models: &[ModelSpec], scale: Scale) -> Vec<DecodeCase> {
         }
     }
     plan
+}
+
+/// The cases of a GGUF file: `gguf-{file stem}-d{depth}` at the suite's depths within the
+/// model's context (the spec is the one `spec_from_gguf` derives). An unreadable file is
+/// one case that fails with the reason.
+pub fn gguf_plan(path: &Path, scale: Scale) -> Result<Vec<DecodeCase>, String> {
+    let f = GgufFile::open(path).map_err(|e| e.to_string())?;
+    let m = spec_from_gguf(&f).map_err(|e| e.to_string())?;
+    let stem: String = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Ok(depths(scale)
+        .into_iter()
+        .filter(|&d| (d as u64) < m.max_context)
+        .map(|depth| DecodeCase {
+            case: format!("gguf-{stem}-d{depth}"),
+            model: m.clone(),
+            weights: Weights::Gguf(path.to_owned()),
+            depth,
+            force_sample: false,
+        })
+        .collect())
 }
 
 /// One row of the decode table.
@@ -140,7 +188,18 @@ pub struct DecodeRow {
 
 /// Runs the decode cases on the CPU; returns the table.
 pub fn decode(run: &mut Run, b: &CpuBackend, models: &[ModelSpec]) -> Vec<DecodeRow> {
-    let plan = decode_plan(models, run.scale);
+    let mut plan = decode_plan(models, run.scale);
+    if let Some(path) = std::env::var_os(GGUF_ENV) {
+        let path = PathBuf::from(path);
+        match gguf_plan(&path, run.scale) {
+            Ok(cases) => plan.extend(cases),
+            Err(e) => run.fail(
+                "gguf",
+                b.id(),
+                format!("{GGUF_ENV}={}: {e}", path.display()),
+            ),
+        }
+    }
     let mut paired = PairedRead::new(run, b);
     let mut rows = Vec::new();
     for c in &plan {
@@ -163,6 +222,112 @@ pub fn decode(run: &mut Run, b: &CpuBackend, models: &[ModelSpec]) -> Vec<Decode
     rows
 }
 
+/// candle-transformers' quantized model of the same file (llama and qwen3 architectures) as
+/// the peer of a depth-0 GGUF case: `forward` of one token at position 0 (its cache reset each
+/// call), timed on candle's own CPU threads.
+fn candle_peer(run: &mut Run, b: &CpuBackend, c: &DecodeCase, path: &Path, bytes: u64) {
+    use candle_core::{Device, Tensor};
+    use candle_transformers::models::{quantized_llama, quantized_qwen3};
+    let case = format!("candle-{}", c.case);
+    if !run.wanted(&case, b.id()) {
+        return;
+    }
+    let arch = c.model.arch.as_str();
+    if !matches!(arch, "llama" | "qwen3") {
+        run.skip(
+            &case,
+            b.id(),
+            format!(
+                "candle-transformers has no CPU model of `{arch}` here (llama and qwen3 are wired)"
+            ),
+        );
+        return;
+    }
+    let loaded = (|| -> candle_core::Result<Box<dyn FnMut() -> candle_core::Result<()>>> {
+        let dev = Device::Cpu;
+        let mut file = std::fs::File::open(path)?;
+        let ct = candle_core::quantized::gguf_file::Content::read(&mut file)?;
+        let x = Tensor::new(&[1u32], &dev)?.unsqueeze(0)?;
+        Ok(if arch == "llama" {
+            let mut m = quantized_llama::ModelWeights::from_gguf(ct, &mut file, &dev)?;
+            Box::new(move || m.forward(&x, 0).map(|_| ()))
+        } else {
+            let mut m = quantized_qwen3::ModelWeights::from_gguf(ct, &mut file, &dev)?;
+            Box::new(move || {
+                m.clear_kv_cache();
+                m.forward(&x, 0).map(|_| ())
+            })
+        })
+    })();
+    let mut forward = match loaded {
+        Ok(f) => f,
+        Err(e) => {
+            run.fail(
+                &case,
+                b.id(),
+                format!("candle could not load the file: {e}"),
+            );
+            return;
+        }
+    };
+    let kind = Kind::Peer {
+        peer: "candle".into(),
+        of: run.id(&c.case, b.id()),
+    };
+    run.bench(b, &case, kind, bytes, || {
+        forward().map_err(|e| e.to_string())
+    });
+}
+
+/// The weight bytes of a case: what a token reads, the embedding and output matrices held,
+/// and each layer's stored and read bytes.
+struct Accounting {
+    token_bytes: u64,
+    fixed: u64,
+    layer_bytes: Vec<u64>,
+    layer_reads: Vec<u64>,
+}
+
+impl Accounting {
+    /// `membound_spec::bytes` under a recipe (what `membound spec` reports).
+    fn of_recipe(m: &ModelSpec, recipe: Recipe) -> Accounting {
+        let w = weights(m, recipe);
+        Accounting {
+            token_bytes: w.totals(m).active_bytes,
+            fixed: w
+                .tensors
+                .iter()
+                .filter(|t| matches!(t.desc.class, TensorClass::TokenEmbd | TensorClass::Output))
+                .map(|t| t.bytes)
+                .sum(),
+            layer_bytes: (0..m.n_layers).map(|i| w.layer(m, Some(i)).bytes).collect(),
+            layer_reads: (0..m.n_layers).map(|i| w.layer_active_bytes(i)).collect(),
+        }
+    }
+
+    /// A file's own tensor types and sizes (`membound inspect`'s count).
+    fn of_file(m: &ModelSpec, f: &GgufFile) -> Accounting {
+        let reads = token_reads(f, Some(m));
+        let n = m.n_layers as usize;
+        let mut a = Accounting {
+            token_bytes: reads.iter().map(|r| r.active_bytes).sum(),
+            fixed: 0,
+            layer_bytes: vec![0; n],
+            layer_reads: vec![0; n],
+        };
+        for r in &reads {
+            match tensor_class(&r.name).0 {
+                Some(i) if i < n => {
+                    a.layer_bytes[i] += r.bytes;
+                    a.layer_reads[i] += r.active_bytes;
+                }
+                _ => a.fixed += r.bytes,
+            }
+        }
+        a
+    }
+}
+
 /// Bytes layer `i`'s cache holds.
 fn layer_cache(kv: &membound_spec::kv::KvCache, i: u32) -> u64 {
     kv.per_layer.get(i as usize).copied().unwrap_or(0)
@@ -176,7 +341,6 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
     let layout = KvLayout::native(m);
     let kv_dtype = DType::F16;
     let capacity = c.depth + 1;
-    let w = weights(m, c.recipe);
     // The cache the step reads: the depth and the token it appends.
     let kv = match kv_cache(m, layout, kv_dtype, capacity as u64) {
         Ok(kv) => kv,
@@ -185,20 +349,30 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
             return None;
         }
     };
-    let tokens = per_token(m, &w, &kv);
-    let fixed: u64 = w
-        .tensors
-        .iter()
-        .filter(|t| matches!(t.desc.class, TensorClass::TokenEmbd | TensorClass::Output))
-        .map(|t| t.bytes)
-        .sum();
+    let file = match &c.weights {
+        Weights::Gguf(path) => match GgufFile::open(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                run.fail(case, b.id(), e.to_string());
+                return None;
+            }
+        },
+        Weights::Synthetic(_) => None,
+    };
+    let acc = match (&c.weights, &file) {
+        (Weights::Synthetic(recipe), _) => Accounting::of_recipe(m, *recipe),
+        (_, Some(f)) => Accounting::of_file(m, f),
+        (Weights::Gguf(_), None) => return None,
+    };
+    let (weight_bytes, kv_bytes) = (acc.token_bytes, kv.traffic);
+    let fixed = acc.fixed;
     let mut budget = b.memory_budget().saturating_sub(fixed);
     if run.scale == Scale::Quick {
         budget = budget.min(2 << 30);
     }
-    let memory = |i: u32| w.layer(m, Some(i)).bytes + layer_cache(&kv, i);
+    let memory = |i: u32| acc.layer_bytes[i as usize] + layer_cache(&kv, i);
     let reads = |i: u32| {
-        w.layer_active_bytes(i) + kv.per_layer_traffic.get(i as usize).copied().unwrap_or(0)
+        acc.layer_reads[i as usize] + kv.per_layer_traffic.get(i as usize).copied().unwrap_or(0)
     };
     let touched = LLC_FACTOR * b.llc_bytes();
     let sample = if c.force_sample {
@@ -231,14 +405,22 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
         sample.layers.len(),
         m.n_layers,
         (built_bytes + fixed) as f64 / GIB,
-        tokens.total as f64 / GIB
+        (weight_bytes + kv_bytes) as f64 / GIB
     );
     let mut opts = StepOptions::new(m, capacity);
     opts.kv_dtype = kv_dtype;
     opts.layout = layout;
     opts.sample = sample.clone();
-    let src = SyntheticSource::new(m, c.recipe, 0x6465636f);
-    let mut dec = match CpuDecoder::new(m, &src, &opts) {
+    let src: Box<dyn TensorSource + '_> = match (&c.weights, &file) {
+        (Weights::Synthetic(recipe), _) => Box::new(SyntheticSource::new(m, *recipe, 0x6465636f)),
+        (_, Some(f)) => {
+            let g = GgufSource::new(f);
+            opts.numerics = g.numerics();
+            Box::new(g)
+        }
+        (Weights::Gguf(_), None) => return None,
+    };
+    let mut dec = match CpuDecoder::new(m, src.as_ref(), &opts) {
         Ok(d) => d,
         Err(e) => {
             run.skip(case, b.id(), e.to_string());
@@ -271,7 +453,7 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
         layers_built: sample.layers.len(),
         sampled: !whole,
     };
-    let idx = run.bench_timed(b, case, kind, tokens.total, |iters| {
+    let idx = run.bench_timed(b, case, kind, weight_bytes + kv_bytes, |iters| {
         let mut total = Duration::ZERO;
         for _ in 0..iters {
             let t = Instant::now();
@@ -284,6 +466,9 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
         }
         Ok(total)
     })?;
+    if let (Weights::Gguf(path), 0) = (&c.weights, c.depth) {
+        candle_peer(run, b, c, path, weight_bytes + kv_bytes);
+    }
     let r = &run.results[idx];
     let ms = r.mean_ns.map(|ns| ns / 1e6);
     Some(DecodeRow {
@@ -291,8 +476,8 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
         depth: c.depth,
         layers_built: sample.layers.len(),
         layers: m.n_layers,
-        weight_bytes: tokens.weights,
-        kv_bytes: tokens.kv,
+        weight_bytes,
+        kv_bytes,
         ms_per_token: ms,
         tokens_per_s: ms.map(|ms| 1e3 / ms),
         paired_read_gbs: None,

@@ -15,6 +15,7 @@
 mod codec;
 mod error;
 mod reader;
+pub mod reads;
 pub mod spec;
 pub mod synthetic;
 mod value;

@@ -14,26 +14,24 @@
 //! A read is sampled around each case; the table (t/s, ms/token, GiB/token, roofline at the
 //! paired read) is printed and written to `decode-table.json`.
 //!
-//! GPUs: the CUDA decode step (the kernels captured as one CUDA graph) is not built yet; each
-//! GPU is reported as skipped.
+//! GPUs: the same step as one launch plan of membound's kernels (GEMV, attention, MoE and the
+//! element-wise kernels of `kernels/decode.cu`), replayed as a CUDA graph between events; GQA
+//! models that fit the device whole (MLA, linear attention and GPU samples are not built yet:
+//! those cases are skipped with the reason).
 
 use membound_bench::{decode_suite, machine};
 
 fn main() {
     let (scale, backends, mut run) = membound_bench::start("decode");
     let models = membound_bench::models_or_exit();
-    for gpu in &backends.gpus {
-        run.skip(
-            "*",
-            membound_bench::Backend::id(gpu),
-            "the CUDA decode step is not built yet (the CPU decode step is)",
-        );
-    }
     let mut rows = Vec::new();
-    if let Some(cpu) = &backends.cpu {
-        rows = decode_suite::decode(&mut run, cpu, &models);
-        println!("{}", decode_suite::describe(&rows));
+    for gpu in &backends.gpus {
+        rows.extend(decode_suite::decode_gpu(&mut run, gpu, &models));
     }
+    if let Some(cpu) = &backends.cpu {
+        rows.extend(decode_suite::decode(&mut run, cpu, &models));
+    }
+    println!("{}", decode_suite::describe(&rows));
     machine::write_extra(
         "decode-table.json",
         "decode",

@@ -90,3 +90,27 @@ struct AttnParams {
 #define ATTN_SINKS 2u   // one sink logit per query head joins the softmax denominator
 
 static_assert(sizeof(AttnParams) == 80, "AttnParams must be 80 bytes");
+
+// The element-wise steps of a decode step (decode.cu); each kernel reads the fields it names.
+struct DecodeParams {
+    u32 n;       // values per row (rmsnorm, kv_write), elements (add, glu, argmax)
+    u32 rows;    // rows (rmsnorm), heads (rope, kv_write)
+    u32 head;    // values from one head to the next in the source (rope, kv_write)
+    u32 dims;    // rope: values rotated at the start of each head
+    u32 pos;     // rope: position; kv_write: the token written
+    u32 tokens;  // kv_write: cache rows per head
+    u32 flags;   // DEC_* bits below
+    u32 dtype;   // kv_write: DEC_KV_* element type
+    float eps;    // rmsnorm
+    float theta;  // rope base
+};
+
+#define DEC_NEOX 1u  // rope: pairs (i, i + dims/2), else (2i, 2i + 1)
+#define DEC_GELU 2u  // glu: GELU (tanh) instead of SiLU
+
+#define DEC_KV_F32 0u
+#define DEC_KV_F16 1u
+#define DEC_KV_BF16 2u
+#define DEC_KV_Q8_0 3u
+
+static_assert(sizeof(DecodeParams) == 40, "DecodeParams must be 40 bytes");

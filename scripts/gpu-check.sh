@@ -2,9 +2,12 @@
 # gpu-check.sh: one lent-GPU session's checks from a .gpu/ bundle (../shared/tools/gpu-bundle.sh),
 # run from the repo root on the GPU machine; everything lands in $OUT (or ./gpu-out):
 #   provenance.txt   date, nvidia-smi (before and after), driver, toolkit, NVTX libraries
-#   gpu-tests.log    every CUDA test (crates/membound-cuda/tests/gpu.rs) against the CPU reference
-#   bench-SUITE.log  each suite of $SUITES (default: bandwidth dense moe attention) on the GPU
-#                    backends, each within SUITE_S seconds (criterion.tgz beside them)
+#   gpu-tests.log    every CUDA test (crates/membound-cuda/tests/gpu.rs) against the CPU reference,
+#                    and the whole decode step on the GPU against the CPU step
+#                    (crates/membound-decode/tests/device.rs)
+#   bench-SUITE.log  each suite of $SUITES (default: bandwidth dense moe attention decode) on the
+#                    GPU backends, each within SUITE_S seconds (criterion.tgz beside them); decode
+#                    only the cases of DECODE_FILTER (a few models that fit one GPU whole)
 #   memcheck.log     compute-sanitizer memcheck over the kernel tests
 #   ncu.txt          one Nsight Compute profile of a GEMV (scripts/profile.sh), per-kernel summary
 # Each step has its own time limit (TEST_S, SUITE_S per suite, MEMCHECK_S, NCU_S seconds) so the
@@ -34,15 +37,22 @@ smi() {
 echo "== gpu tests"
 (cd crates/membound-cuda && timeout "${TEST_S:-150}" "$gpu_tests" --nocapture --test-threads=1) > "$out/gpu-tests.log" 2>&1
 echo "gpu tests rc=$?"; grep -E '^test |test result|panicked' "$out/gpu-tests.log"
+device_tests=$(ls "$root"/.gpu/bin/device-* 2>/dev/null | head -n 1)
+if [ -n "$device_tests" ]; then
+  (cd crates/membound-decode && timeout "${TEST_S:-150}" "$device_tests" --nocapture --test-threads=1 gpu_decode) >> "$out/gpu-tests.log" 2>&1
+  echo "decode gpu test rc=$?"; grep -E 'gpu_decode|test result|panicked|skipped' "$out/gpu-tests.log" | tail -n 4
+fi
 
-for suite in ${SUITES:-bandwidth dense moe attention}; do
+for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   echo "== bench $suite"
   exe=$(awk -F'\t' -v s="$suite" '$1 == "benches" && $4 == s { print $2 }' .gpu/manifest | head -n 1)
   [ -n "$exe" ] || { echo "no $suite bench in the bundle"; continue; }
   log="$out/bench-$suite.log"
-  MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot > "$log" 2>&1
+  filter=()
+  [ "$suite" = decode ] && filter=("${DECODE_FILTER:-llama-3.1-8b-q4_k_m-d(0|4096)/|qwen3-coder-30b-a3b-q8_0-d(0|4096)/|gpt-oss-20b-mxfp4_moe-d(0|4096)/}")
+  MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "${filter[@]}" > "$log" 2>&1
   echo "$suite rc=$?"
-  sed -n '/^moe verdict/,/^moe: /p; /^### attention on/,/^attention: /p; /^## membound/,/^Criterion output/p' "$log"
+  sed -n '/^moe verdict/,/^moe: /p; /^### attention on/,/^attention: /p; /^decode: t\/s/,/^decode: /p; /^## membound/,/^Criterion output/p' "$log"
   grep -E 'FAILED|skipped' "$log" | head -20
 done
 

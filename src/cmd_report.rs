@@ -163,6 +163,22 @@ fn draw(f: &Figure, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One joined series per name, points in x order, a colour each.
+fn joined(by: BTreeMap<String, Vec<(f64, f64)>>) -> Vec<Series> {
+    by.into_iter()
+        .enumerate()
+        .map(|(i, (name, mut points))| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series {
+                name,
+                points,
+                style: Style::Joined,
+                color: i,
+            }
+        })
+        .collect()
+}
+
 /// A compact tick label: 1.5k, 20M, 4G, 0.25.
 fn tick(v: f64) -> String {
     let a = v.abs();
@@ -243,19 +259,11 @@ fn bandwidth(r: &Results, tag: &str) -> Option<Figure> {
         y: "GB/s".into(),
         log_x: true,
         log_y: false,
-        series: by
-            .into_iter()
-            .enumerate()
-            .map(|(i, (b, mut p))| {
-                p.sort_by(|a, b| a.0.total_cmp(&b.0));
-                Series {
-                    name: format!("read {b}"),
-                    points: p,
-                    style: Style::Joined,
-                    color: i,
-                }
-            })
-            .collect(),
+        series: joined(
+            by.into_iter()
+                .map(|(b, p)| (format!("read {b}"), p))
+                .collect(),
+        ),
         legend: SeriesLabelPosition::UpperLeft,
     })
 }
@@ -293,19 +301,7 @@ fn gemv(r: &Results, tag: &str) -> Option<Figure> {
     if by.is_empty() {
         return None;
     }
-    let mut series: Vec<Series> = by
-        .into_iter()
-        .enumerate()
-        .map(|(i, (n, mut p))| {
-            p.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Series {
-                name: n,
-                points: p,
-                style: Style::Joined,
-                color: i,
-            }
-        })
-        .collect();
+    let mut series = joined(by);
     if !reads.is_empty() {
         reads.sort_by(|a, b| a.0.total_cmp(&b.0));
         series.push(Series {
@@ -459,19 +455,7 @@ fn attention_figure(
             y: "µs per layer per token".into(),
             log_x: true,
             log_y: true,
-            series: by
-                .into_iter()
-                .enumerate()
-                .map(|(i, (n, mut p))| {
-                    p.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Series {
-                        name: n,
-                        points: p,
-                        style: Style::Joined,
-                        color: i,
-                    }
-                })
-                .collect(),
+            series: joined(by),
             legend: SeriesLabelPosition::UpperLeft,
         }
     }

@@ -15,6 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use membound_cuda::decode::{Buf, GpuStep, step_launches};
+use membound_cuda::moe::f32s;
+use membound_decode::device::DeviceStep;
 use membound_decode::sample::LayerSample;
 use membound_decode::source::{GgufSource, SyntheticSource, TensorSource};
 use membound_decode::{CpuDecoder, StepOptions};
@@ -29,8 +32,9 @@ use serde::Serialize;
 
 use crate::harness::{Kind, Run};
 use crate::rotation::LLC_FACTOR;
+use crate::stream::StreamBackend;
 use crate::suites::PairedRead;
-use crate::{Backend, CpuBackend, Scale};
+use crate::{Backend, CpuBackend, GpuBackend, Scale};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -188,6 +192,12 @@ pub struct DecodeRow {
 
 /// Runs the decode cases on the CPU; returns the table.
 pub fn decode(run: &mut Run, b: &CpuBackend, models: &[ModelSpec]) -> Vec<DecodeRow> {
+    let plan = full_plan(run, b.id(), models);
+    paired_cases(run, b, &plan, decode_case)
+}
+
+/// The suite's cases and, with [`GGUF_ENV`] set, the file's (an unreadable file is one failure).
+fn full_plan(run: &mut Run, backend: &str, models: &[ModelSpec]) -> Vec<DecodeCase> {
     let mut plan = decode_plan(models, run.scale);
     if let Some(path) = std::env::var_os(GGUF_ENV) {
         let path = PathBuf::from(path);
@@ -195,18 +205,28 @@ pub fn decode(run: &mut Run, b: &CpuBackend, models: &[ModelSpec]) -> Vec<Decode
             Ok(cases) => plan.extend(cases),
             Err(e) => run.fail(
                 "gguf",
-                b.id(),
+                backend,
                 format!("{GGUF_ENV}={}: {e}", path.display()),
             ),
         }
     }
+    plan
+}
+
+/// Runs `case` for each of `plan` with a read sampled before and after it (the paired read)
+/// and fills each row's roofline from it.
+fn paired_cases<B: StreamBackend>(
+    run: &mut Run,
+    b: &B,
+    plan: &[DecodeCase],
+    case: fn(&mut Run, &B, &DecodeCase) -> Option<DecodeRow>,
+) -> Vec<DecodeRow> {
     let mut paired = PairedRead::new(run, b);
     let mut rows = Vec::new();
-    for c in &plan {
+    for c in plan {
         let from = run.results.len();
         let before = paired.sample(b);
-        let row = decode_case(run, b, c);
-        if let Some(mut row) = row {
+        if let Some(mut row) = case(run, b, c) {
             let after = paired.sample(b);
             let samples: Vec<f64> = before.into_iter().chain(after).collect();
             run.pair(from, b.id(), &samples);
@@ -220,6 +240,64 @@ pub fn decode(run: &mut Run, b: &CpuBackend, models: &[ModelSpec]) -> Vec<Decode
         }
     }
     rows
+}
+
+/// What a case needs before it builds anything: the cache it reads, its weights' source and
+/// their bytes.
+struct Prepared {
+    kv: membound_spec::kv::KvCache,
+    loaded: Loaded,
+    acc: Accounting,
+}
+
+/// A case's weights: a recipe's synthetic ones, or an opened GGUF file.
+enum Loaded {
+    Synthetic(Recipe),
+    File(Box<GgufFile>),
+}
+
+impl Prepared {
+    /// `None` (the reason recorded) when the cache is out of range or the file unreadable.
+    fn new(run: &mut Run, backend: &str, c: &DecodeCase) -> Option<Prepared> {
+        let (m, case) = (&c.model, c.case.as_str());
+        // The cache the step reads: the depth and the token it appends.
+        let kv = match kv_cache(m, KvLayout::native(m), DType::F16, (c.depth + 1) as u64) {
+            Ok(kv) => kv,
+            Err(e) => {
+                run.skip(case, backend, e.to_string());
+                return None;
+            }
+        };
+        let (loaded, acc) = match &c.weights {
+            Weights::Synthetic(recipe) => (
+                Loaded::Synthetic(*recipe),
+                Accounting::of_recipe(m, *recipe),
+            ),
+            Weights::Gguf(path) => match GgufFile::open(path) {
+                Ok(f) => {
+                    let acc = Accounting::of_file(m, &f);
+                    (Loaded::File(Box::new(f)), acc)
+                }
+                Err(e) => {
+                    run.fail(case, backend, e.to_string());
+                    return None;
+                }
+            },
+        };
+        Some(Prepared { kv, loaded, acc })
+    }
+
+    /// The case's tensors (a file's numerics into `opts`).
+    fn source<'a>(&'a self, m: &ModelSpec, opts: &mut StepOptions) -> Box<dyn TensorSource + 'a> {
+        match &self.loaded {
+            Loaded::File(f) => {
+                let g = GgufSource::new(f);
+                opts.numerics = g.numerics();
+                Box::new(g)
+            }
+            Loaded::Synthetic(recipe) => Box::new(SyntheticSource::new(m, *recipe, 0x6465636f)),
+        }
+    }
 }
 
 /// candle-transformers' quantized model of the same file (llama and qwen3 architectures) as
@@ -328,6 +406,122 @@ impl Accounting {
     }
 }
 
+/// Runs the decode cases on one GPU: the whole step as one launch plan
+/// (`membound_cuda::decode::step_launches`) over weights uploaded once, timed as a CUDA graph
+/// of the step replayed between events (the harness's GPU timing). GQA models only (MLA and
+/// linear attention are skipped with the reason), and only where the whole model and its cache
+/// fit the device (GPU samples are not built yet). Checked before timing as the CPU cases are
+/// (finite logits, the same step twice gives the same ones); the plan's results equal the CPU
+/// step's in membound-decode's tests, where the host build of the kernels runs it.
+pub fn decode_gpu(run: &mut Run, b: &GpuBackend, models: &[ModelSpec]) -> Vec<DecodeRow> {
+    let plan: Vec<DecodeCase> = full_plan(run, b.id(), models)
+        .into_iter()
+        .filter(|c| !c.force_sample)
+        .collect();
+    paired_cases(run, b, &plan, decode_gpu_case)
+}
+
+fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<DecodeRow> {
+    let (m, case) = (&c.model, c.case.as_str());
+    if !run.wanted(case, b.id()) {
+        return None;
+    }
+    let capacity = c.depth + 1;
+    let pre = Prepared::new(run, b.id(), c)?;
+    let (kv, acc) = (&pre.kv, &pre.acc);
+    let need = acc.fixed + acc.layer_bytes.iter().sum::<u64>() + kv.total;
+    if need > b.memory_budget() {
+        run.skip(
+            case,
+            b.id(),
+            format!(
+                "the whole model and cache need {:.1} GiB of the {:.1} GiB budget (GPU steps are not sampled yet)",
+                need as f64 / GIB,
+                b.memory_budget() as f64 / GIB
+            ),
+        );
+        return None;
+    }
+    let mut opts = StepOptions::new(m, capacity);
+    let src = pre.source(m, &mut opts);
+    let gpu = &b.gpu;
+    let built = DeviceStep::new(m, src.as_ref(), &opts, gpu.info().sm_count)
+        .map_err(|e| e.to_string())
+        .and_then(|dev| {
+            let launches = step_launches(&dev.desc, c.depth).map_err(|e| e.to_string())?;
+            let mut step =
+                GpuStep::new(gpu, &dev.desc, &dev.weights, &launches).map_err(|e| e.to_string())?;
+            step.write(gpu, Buf::Embd, &dev.embed(1).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            Ok((step, launches))
+        });
+    let (step, launches) = match built {
+        Ok(s) => s,
+        Err(e) if e.contains("not implemented") => {
+            run.skip(case, b.id(), e);
+            return None;
+        }
+        Err(e) => {
+            run.fail(case, b.id(), format!("set-up: {e}"));
+            return None;
+        }
+    };
+    eprintln!(
+        "membound: decode/{case}/{}: {} launches per step, {:.2} GiB read per token",
+        b.id(),
+        launches.len(),
+        (acc.token_bytes + kv.traffic) as f64 / GIB
+    );
+    let logits = || -> Result<Vec<u8>, String> {
+        step.run(gpu, &launches).map_err(|e| e.to_string())?;
+        gpu.synchronize().map_err(|e| e.to_string())?;
+        step.read(gpu, Buf::Logits).map_err(|e| e.to_string())
+    };
+    let checked = logits().and_then(|first| {
+        let again = logits()?;
+        check_logits(&f32s(&first), &f32s(&again))
+    });
+    if let Err(e) = checked {
+        run.fail(case, b.id(), format!("verification failed, not timed: {e}"));
+        return None;
+    }
+    let kind = Kind::Decode {
+        depth: c.depth,
+        layers_built: m.n_layers as usize,
+        sampled: false,
+    };
+    let bytes = acc.token_bytes + kv.traffic;
+    let idx = run.bench(b, case, kind, bytes, || {
+        step.run(gpu, &launches).map_err(|e| e.to_string())
+    })?;
+    let r = &run.results[idx];
+    let ms = r.mean_ns.map(|ns| ns / 1e6);
+    Some(DecodeRow {
+        id: r.id.clone(),
+        depth: c.depth,
+        layers_built: m.n_layers as usize,
+        layers: m.n_layers,
+        weight_bytes: acc.token_bytes,
+        kv_bytes: kv.traffic,
+        ms_per_token: ms,
+        tokens_per_s: ms.map(|ms| 1e3 / ms),
+        paired_read_gbs: None,
+        roofline_tps: None,
+        fraction_of_roofline: None,
+    })
+}
+
+/// The check before timing: finite logits, and the same step again gave the same ones.
+fn check_logits(first: &[f32], again: &[f32]) -> Result<(), String> {
+    if !first.iter().all(|v| v.is_finite()) {
+        return Err("non-finite logits".into());
+    }
+    if first != again {
+        return Err("the same step twice gave different logits".into());
+    }
+    Ok(())
+}
+
 /// Bytes layer `i`'s cache holds.
 fn layer_cache(kv: &membound_spec::kv::KvCache, i: u32) -> u64 {
     kv.per_layer.get(i as usize).copied().unwrap_or(0)
@@ -341,36 +535,15 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
     let layout = KvLayout::native(m);
     let kv_dtype = DType::F16;
     let capacity = c.depth + 1;
-    // The cache the step reads: the depth and the token it appends.
-    let kv = match kv_cache(m, layout, kv_dtype, capacity as u64) {
-        Ok(kv) => kv,
-        Err(e) => {
-            run.skip(case, b.id(), e.to_string());
-            return None;
-        }
-    };
-    let file = match &c.weights {
-        Weights::Gguf(path) => match GgufFile::open(path) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                run.fail(case, b.id(), e.to_string());
-                return None;
-            }
-        },
-        Weights::Synthetic(_) => None,
-    };
-    let acc = match (&c.weights, &file) {
-        (Weights::Synthetic(recipe), _) => Accounting::of_recipe(m, *recipe),
-        (_, Some(f)) => Accounting::of_file(m, f),
-        (Weights::Gguf(_), None) => return None,
-    };
+    let pre = Prepared::new(run, b.id(), c)?;
+    let (kv, acc) = (&pre.kv, &pre.acc);
     let (weight_bytes, kv_bytes) = (acc.token_bytes, kv.traffic);
     let fixed = acc.fixed;
     let mut budget = b.memory_budget().saturating_sub(fixed);
     if run.scale == Scale::Quick {
         budget = budget.min(2 << 30);
     }
-    let memory = |i: u32| acc.layer_bytes[i as usize] + layer_cache(&kv, i);
+    let memory = |i: u32| acc.layer_bytes[i as usize] + layer_cache(kv, i);
     let reads = |i: u32| {
         acc.layer_reads[i as usize] + kv.per_layer_traffic.get(i as usize).copied().unwrap_or(0)
     };
@@ -411,15 +584,7 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
     opts.kv_dtype = kv_dtype;
     opts.layout = layout;
     opts.sample = sample.clone();
-    let src: Box<dyn TensorSource + '_> = match (&c.weights, &file) {
-        (Weights::Synthetic(recipe), _) => Box::new(SyntheticSource::new(m, *recipe, 0x6465636f)),
-        (_, Some(f)) => {
-            let g = GgufSource::new(f);
-            opts.numerics = g.numerics();
-            Box::new(g)
-        }
-        (Weights::Gguf(_), None) => return None,
-    };
+    let src = pre.source(m, &mut opts);
     let mut dec = match CpuDecoder::new(m, src.as_ref(), &opts) {
         Ok(d) => d,
         Err(e) => {
@@ -435,14 +600,8 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
     let checked = (|| -> Result<(), String> {
         token = dec.step(pool, token, c.depth).map_err(|e| e.to_string())?;
         let first = dec.logits().to_vec();
-        if !first.iter().all(|v| v.is_finite()) {
-            return Err("non-finite logits".into());
-        }
         dec.step(pool, 1, c.depth).map_err(|e| e.to_string())?;
-        if dec.logits() != first.as_slice() {
-            return Err("the same step twice gave different logits".into());
-        }
-        Ok(())
+        check_logits(&first, dec.logits())
     })();
     if let Err(e) = checked {
         run.fail(case, b.id(), format!("verification failed, not timed: {e}"));

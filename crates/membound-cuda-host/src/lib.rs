@@ -16,6 +16,8 @@
 
 pub mod attention;
 mod buffer;
+pub mod decode;
+mod exec;
 pub mod moe;
 pub mod ops;
 
@@ -23,6 +25,7 @@ use std::ffi::{CString, c_char, c_void};
 
 pub use attention::HostAttn;
 pub use buffer::HostBuffer;
+pub use decode::HostStep;
 pub use membound_cuda::LaunchConfig;
 pub use moe::HostMoe;
 pub use ops::HostGpu;

@@ -10,7 +10,8 @@ use membound_cuda::moe::{
 };
 use membound_spec::moe::MoeLayer;
 
-use crate::{Arg, HostBuffer, HostError, LoadStats, launch};
+use crate::exec::{Named, launch_named};
+use crate::{Arg, HostBuffer, HostError, LoadStats};
 
 /// One MoE layer for batches of a fixed size, in host buffers (scratch poisoned, so a value a
 /// kernel should have written and did not is caught by the comparison with the reference).
@@ -88,53 +89,19 @@ impl HostMoe {
             self.bufs.insert(MoeBuf::Steer, HostBuffer::from_slice(st));
         }
         let mut stats = Vec::with_capacity(self.launches.len());
-        let bufs = &mut self.bufs;
         for l in &self.launches {
-            // Take the launch's buffers out of the map so inputs and outputs can be borrowed
-            // together; they go back whatever the launch returned.
-            let mut taken: Vec<(MoeBuf, bool, HostBuffer)> = Vec::new();
-            let mut values = Vec::new();
-            for a in &l.args {
-                match a {
-                    MoeArg::In(b) | MoeArg::Out(b) => {
-                        // A read-only buffer passed twice (the stand-in for unread arguments)
-                        // is passed as a copy the second time.
-                        let again = taken
-                            .iter()
-                            .find(|(t, out, _)| t == b && !out && matches!(a, MoeArg::In(_)))
-                            .map(|(_, _, h)| HostBuffer::from_slice(h.bytes()));
-                        let buf = again.or_else(|| bufs.remove(b)).ok_or_else(|| {
-                            HostError(format!(
-                                "{} needs {b:?} (absent or passed twice)",
-                                l.kernel.name()
-                            ))
-                        });
-                        match buf {
-                            Ok(buf) => taken.push((*b, matches!(a, MoeArg::Out(_)), buf)),
-                            Err(e) => {
-                                restore(bufs, taken);
-                                return Err(e);
-                            }
-                        }
-                    }
-                    MoeArg::Moe(_) | MoeArg::Quantize(_) => values.push(*a),
-                }
-            }
-            let mut args: Vec<Arg<'_>> = taken
-                .iter_mut()
-                .map(|(_, out, b)| if *out { Arg::Out(b) } else { Arg::In(&*b) })
+            let args = l
+                .args
+                .iter()
+                .map(|a| match a {
+                    MoeArg::In(b) => Named::In(*b),
+                    MoeArg::Out(b) => Named::Out(*b),
+                    MoeArg::Moe(p) => Named::Value(Arg::value(p)),
+                    MoeArg::Quantize(p) => Named::Value(Arg::value(p)),
+                })
                 .collect();
-            for v in &values {
-                match v {
-                    MoeArg::Moe(p) => args.push(Arg::value(p)),
-                    MoeArg::Quantize(p) => args.push(Arg::value(p)),
-                    _ => {}
-                }
-            }
-            let r = launch(l.kernel.name(), l.config, &mut args);
-            drop(args);
-            restore(bufs, taken);
-            stats.push((l.kernel, r?));
+            let r = launch_named(&mut self.bufs, l.kernel.name(), l.config, args)?;
+            stats.push((l.kernel, r));
         }
         Ok(stats)
     }
@@ -145,11 +112,5 @@ impl HostMoe {
             .get(&b)
             .map(|h| h.to_vec())
             .ok_or_else(|| HostError(format!("{b:?} is not allocated")))
-    }
-}
-
-fn restore(bufs: &mut BTreeMap<MoeBuf, HostBuffer>, taken: Vec<(MoeBuf, bool, HostBuffer)>) {
-    for (b, _, buf) in taken {
-        bufs.entry(b).or_insert(buf);
     }
 }

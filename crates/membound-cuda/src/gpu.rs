@@ -48,11 +48,17 @@ pub enum Kernel {
     AttnBf16,
     AttnQ8_0,
     AttnReduce,
+    DecRmsNorm,
+    DecRope,
+    DecAdd,
+    DecGlu,
+    DecKvWrite,
+    DecArgmax,
 }
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 30] = [
+    pub const ALL: [Kernel; 36] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -83,6 +89,12 @@ impl Kernel {
         Kernel::AttnBf16,
         Kernel::AttnQ8_0,
         Kernel::AttnReduce,
+        Kernel::DecRmsNorm,
+        Kernel::DecRope,
+        Kernel::DecAdd,
+        Kernel::DecGlu,
+        Kernel::DecKvWrite,
+        Kernel::DecArgmax,
     ];
 
     /// The `extern "C"` name in the kernel file.
@@ -118,6 +130,12 @@ impl Kernel {
             Kernel::AttnBf16 => "mb_attn_bf16",
             Kernel::AttnQ8_0 => "mb_attn_q8_0",
             Kernel::AttnReduce => "mb_attn_reduce",
+            Kernel::DecRmsNorm => "mb_dec_rmsnorm",
+            Kernel::DecRope => "mb_dec_rope",
+            Kernel::DecAdd => "mb_dec_add",
+            Kernel::DecGlu => "mb_dec_glu",
+            Kernel::DecKvWrite => "mb_dec_kv_write",
+            Kernel::DecArgmax => "mb_dec_argmax",
         }
     }
 
@@ -127,6 +145,7 @@ impl Kernel {
             Kernel::Read | Kernel::Write | Kernel::Copy | Kernel::Triad => "bandwidth.cu",
             k if k.name().starts_with("mb_moe_") => "moe.cu",
             k if k.name().starts_with("mb_attn_") => "attention.cu",
+            k if k.name().starts_with("mb_dec_") => "decode.cu",
             _ => "gemv.cu",
         }
     }

@@ -13,6 +13,8 @@
 //!   (flash-decoding) with a reduction; [`attention::attn_plan`] fixes its geometry.
 //! - [`moe`]: one MoE layer for a batch of decode tokens (router, top-k, the selected experts of
 //!   stacked tensors, shared expert), its launch sequence as data ([`moe::moe_launches`]).
+//! - [`decode`]: the element-wise steps of a decode step (RMSNorm, RoPE, residual add, gated
+//!   activation, KV-cache append, argmax): launch builders over `kernels/decode.cu`.
 //! - [`nvrtc`]: the NVRTC build; [`compile_all`] checks every kernel for an architecture without
 //!   a GPU (`scripts/nvrtc-check.sh`).
 //!
@@ -22,6 +24,7 @@
 
 pub mod attention;
 pub mod bandwidth;
+pub mod decode;
 mod error;
 pub mod gemv;
 mod gpu;

@@ -48,6 +48,7 @@ pub const KERNEL_FILES: &[(&str, &str)] = &[
         "attention.cu",
         include_str!("../../../kernels/attention.cu"),
     ),
+    ("decode.cu", include_str!("../../../kernels/decode.cu")),
 ];
 
 /// The stand-in for `<cuda/std/cstdint>` when no CUDA headers are found (LP64 and LLP64 agree

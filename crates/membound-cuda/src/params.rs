@@ -113,6 +113,34 @@ pub struct AttnParams {
     pub v_row_bytes: u64,
 }
 
+/// Parameters of the element-wise decode kernels (`kernels/decode.cu`); each kernel reads the
+/// fields it names.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DecodeParams {
+    /// Values per row (rmsnorm, kv_write), elements (add, glu, argmax).
+    pub n: u32,
+    /// Rows (rmsnorm), heads (rope, kv_write).
+    pub rows: u32,
+    /// Values from one head to the next in the source (rope, kv_write).
+    pub head: u32,
+    /// Rope: values rotated at the start of each head.
+    pub dims: u32,
+    /// Rope: the position; kv_write: the token written.
+    pub pos: u32,
+    /// kv_write: cache rows per head.
+    pub tokens: u32,
+    /// `DEC_*` flag bits.
+    pub flags: u32,
+    /// kv_write: the `DEC_KV_*` element type.
+    pub dtype: u32,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// RoPE base.
+    pub theta: f32,
+}
+
+const _: () = assert!(std::mem::size_of::<DecodeParams>() == 40);
 const _: () = assert!(std::mem::size_of::<StreamParams>() == 16);
 const _: () = assert!(std::mem::size_of::<AttnParams>() == 80);
 const _: () = assert!(std::mem::size_of::<MoeParams>() == 64);
@@ -130,6 +158,8 @@ unsafe impl DeviceRepr for QuantizeParams {}
 unsafe impl DeviceRepr for MoeParams {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for AttnParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for DecodeParams {}
 
 #[cfg(test)]
 mod tests {
@@ -172,6 +202,15 @@ mod tests {
             ),
             (48, 56, 64, 72)
         );
+        assert_eq!(
+            (
+                offset_of!(DecodeParams, pos),
+                offset_of!(DecodeParams, dtype),
+                offset_of!(DecodeParams, eps),
+                offset_of!(DecodeParams, theta)
+            ),
+            (16, 28, 32, 36)
+        );
         let cuh = crate::nvrtc::header_source("params.cuh").expect("params.cuh is embedded");
         for (name, size) in [
             ("StreamParams", std::mem::size_of::<StreamParams>()),
@@ -179,6 +218,7 @@ mod tests {
             ("QuantizeParams", std::mem::size_of::<QuantizeParams>()),
             ("MoeParams", std::mem::size_of::<MoeParams>()),
             ("AttnParams", std::mem::size_of::<AttnParams>()),
+            ("DecodeParams", std::mem::size_of::<DecodeParams>()),
         ] {
             let assert = format!("static_assert(sizeof({name}) == {size},");
             assert!(cuh.contains(&assert), "params.cuh lacks `{assert}`");

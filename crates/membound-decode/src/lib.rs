@@ -23,6 +23,7 @@
 //! and the CUDA step (the kernels exist per suite; their composition and graph capture are the
 //! next step).
 
+pub mod device;
 mod model;
 pub mod ops;
 pub mod sample;

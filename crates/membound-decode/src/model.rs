@@ -118,6 +118,37 @@ pub struct CpuDecoder {
     fixed_ns: f64,
 }
 
+/// Row `token` of the token embeddings (`hidden` values) times `scale`.
+pub(crate) fn embed_row(
+    embd: &Tensor,
+    hidden: u64,
+    token: u32,
+    scale: f32,
+) -> Result<Vec<f32>, DecodeError> {
+    let row = embd.dtype.bytes_for(hidden).unwrap_or(0) as usize;
+    let at = token as usize * row;
+    let bytes = embd
+        .bytes
+        .get(at..at + row)
+        .ok_or_else(|| DecodeError::Request(format!("token {token} past the embeddings")))?;
+    let mut x =
+        membound_quant::ops::dequantize(embd.dtype, bytes).map_err(|e| DecodeError::Tensor {
+            name: "token_embd.weight".into(),
+            problem: e.to_string(),
+        })?;
+    x.iter_mut().for_each(|v| *v *= scale);
+    Ok(x)
+}
+
+/// The factor on the embedding row (Gemma multiplies it by √hidden).
+pub(crate) fn embedding_scale(m: &ModelSpec) -> f32 {
+    if m.arch == "gemma3" {
+        (m.hidden as f32).sqrt()
+    } else {
+        1.0
+    }
+}
+
 /// Weight matrix `name` as a GEMV (rows = `dims[1..]`, columns `dims[0]`).
 fn matrix(src: &dyn TensorSource, name: &str) -> Result<CpuGemv, DecodeError> {
     let t = need(src, name)?;
@@ -128,18 +159,18 @@ fn matrix(src: &dyn TensorSource, name: &str) -> Result<CpuGemv, DecodeError> {
     })
 }
 
-fn need(src: &dyn TensorSource, name: &str) -> Result<Tensor, DecodeError> {
+pub(crate) fn need(src: &dyn TensorSource, name: &str) -> Result<Tensor, DecodeError> {
     src.tensor(name)?.ok_or_else(|| DecodeError::Missing {
         from: src.describe(),
         name: name.to_string(),
     })
 }
 
-fn vector(src: &dyn TensorSource, name: &str) -> Result<Vec<f32>, DecodeError> {
+pub(crate) fn vector(src: &dyn TensorSource, name: &str) -> Result<Vec<f32>, DecodeError> {
     need(src, name)?.to_f32(name)
 }
 
-fn vector_opt(src: &dyn TensorSource, name: &str) -> Result<Vec<f32>, DecodeError> {
+pub(crate) fn vector_opt(src: &dyn TensorSource, name: &str) -> Result<Vec<f32>, DecodeError> {
     match src.tensor(name)? {
         Some(t) => t.to_f32(name),
         None => Ok(Vec::new()),
@@ -212,11 +243,7 @@ impl CpuDecoder {
         Ok(CpuDecoder {
             spec: m.clone(),
             num: opts.numerics,
-            embd_scale: if m.arch == "gemma3" {
-                (m.hidden as f32).sqrt()
-            } else {
-                1.0
-            },
+            embd_scale: embedding_scale(m),
             embd,
             layer_ns: vec![0.0; layers.len()],
             layers,
@@ -266,15 +293,7 @@ impl CpuDecoder {
             )));
         }
         let t0 = Instant::now();
-        let row = self.embd.dtype.bytes_for(m.hidden).unwrap_or(0) as usize;
-        let at = token as usize * row;
-        let mut x =
-            membound_quant::ops::dequantize(self.embd.dtype, &self.embd.bytes[at..at + row])
-                .map_err(|e| DecodeError::Tensor {
-                    name: "token_embd.weight".into(),
-                    problem: e.to_string(),
-                })?;
-        x.iter_mut().for_each(|v| *v *= self.embd_scale);
+        let mut x = embed_row(&self.embd, m.hidden, token, self.embd_scale)?;
         let mut h = vec![0f32; d];
         let mut y = vec![0f32; d];
         let mut fixed = t0.elapsed().as_secs_f64();
@@ -418,7 +437,11 @@ impl Mla {
 }
 
 /// Layer `i`'s MoE FFN with the types its tensors are stored in.
-fn moe_layer(m: &ModelSpec, src: &dyn TensorSource, i: u32) -> Result<CpuMoe, DecodeError> {
+pub(crate) fn moe_layer(
+    m: &ModelSpec,
+    src: &dyn TensorSource,
+    i: u32,
+) -> Result<CpuMoe, DecodeError> {
     let p = |base: &str| format!("blk.{i}.{base}");
     let mut l = MoeLayer::from_spec(m, Recipe::Q8_0, i).ok_or_else(|| {
         DecodeError::Request(format!("layer {i} of {} is not a MoE layer", m.name))

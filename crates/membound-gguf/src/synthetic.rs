@@ -38,8 +38,9 @@ pub enum Fill {
         /// Base seed.
         seed: u64,
     },
-    /// Quantized normal values from `seed`, every row its own (no repeated tile): slower, for
-    /// small models whose computation is checked value by value.
+    /// Quantized normal values from `seed`, every row its own (no repeated tile), norm weights
+    /// near one but not one: slower, for small models whose computation is checked value by
+    /// value.
     Distinct {
         /// Base seed.
         seed: u64,
@@ -122,10 +123,15 @@ pub fn tensor_data(
     };
     let seed = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let n = usize::try_from(row * tile_rows).map_err(|_| too_large())?;
-    let values = if t.class == TensorClass::Norm {
-        vec![1.0; n]
-    } else {
-        normal_f32(seed, n, WEIGHT_SCALE)
+    let values = match (t.class, fill) {
+        // Distinct norms: ones with a little noise, so a norm applied to the wrong values or
+        // with the wrong weights shows.
+        (TensorClass::Norm, Fill::Distinct { .. }) => normal_f32(seed, n, 0.1)
+            .into_iter()
+            .map(|v| 1.0 + v)
+            .collect(),
+        (TensorClass::Norm, _) => vec![1.0; n],
+        _ => normal_f32(seed, n, WEIGHT_SCALE),
     };
     let tile = match quantize(dtype, &values) {
         Ok(tile) => tile,

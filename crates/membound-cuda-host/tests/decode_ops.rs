@@ -1,0 +1,188 @@
+//! The element-wise decode kernels (`kernels/decode.cu`) executed on the CPU against
+//! membound-decode's CPU steps (`membound_decode::ops`) and the CPU cache's append
+//! (`KvCacheBuf::write_token`): RMSNorm over rows (odd widths, more values than threads), RoPE
+//! in both pair styles on strided heads (values past `dims` untouched), residual add, SiLU and
+//! GELU gates, the cache append in every type (bytes equal the CPU's: Q8_0 blocks bit-exact),
+//! argmax with ties, NaN and a tail.
+
+use membound_cpu::attention::KvCacheBuf;
+use membound_cuda::decode::{self, DecLaunch};
+use membound_cuda_host::{Arg, HostBuffer, available, launch};
+use membound_decode::ops;
+use membound_quant::data::normal_f32;
+use membound_spec::DType;
+use membound_spec::attention::AttnShape;
+use membound_spec::kv::KvLayout;
+
+fn skip() -> bool {
+    if let Err(e) = available() {
+        eprintln!("skipped: {e}");
+        return true;
+    }
+    false
+}
+
+fn run(l: &DecLaunch, args: &mut [Arg<'_>]) {
+    launch(l.kernel.name(), l.config, args).unwrap();
+}
+
+fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * w.abs().max(1.0),
+            "{what} [{i}]: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn rmsnorm_matches_the_cpu_over_rows() {
+    if skip() {
+        return;
+    }
+    for (rows, n) in [(1, 4096), (3, 129), (8, 64), (2, 7)] {
+        let x = normal_f32(1, rows * n, 2.0);
+        let w = normal_f32(2, n, 1.0);
+        let l = decode::rmsnorm(rows, n, 1e-6).unwrap();
+        let (xb, wb) = (HostBuffer::from_slice(&x), HostBuffer::from_slice(&w));
+        let mut out = HostBuffer::poisoned(rows * n * 4);
+        run(
+            &l,
+            &mut [
+                Arg::In(&xb),
+                Arg::In(&wb),
+                Arg::Out(&mut out),
+                Arg::value(&l.params),
+            ],
+        );
+        let mut want = vec![0f32; rows * n];
+        for (o, r) in want.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+            ops::rms_norm(r, &w, 1e-6, o);
+        }
+        close(
+            &out.to_vec::<f32>(),
+            &want,
+            1e-5,
+            &format!("rmsnorm {rows}x{n}"),
+        );
+    }
+}
+
+#[test]
+fn rope_matches_the_cpu_in_both_styles() {
+    if skip() {
+        return;
+    }
+    // 5 heads of 96 values, the first 64 rotated (MLA's rope part sits at the end of a row
+    // in the cache, but a query head's at its start after the copy): values past 64 untouched.
+    let (heads, head, dims) = (5, 96, 64);
+    for neox in [true, false] {
+        for pos in [0, 1, 37, 4095, 262_143] {
+            let x = normal_f32(3, heads * head, 1.0);
+            let l = decode::rope(heads, head, dims, pos, 10_000.0, neox).unwrap();
+            let mut xb = HostBuffer::from_slice(&x);
+            run(&l, &mut [Arg::Out(&mut xb), Arg::value(&l.params)]);
+            let mut want = x.clone();
+            ops::rope(&mut want, head, dims, pos, 10_000.0, neox);
+            close(
+                &xb.to_vec::<f32>(),
+                &want,
+                1e-5,
+                &format!("rope neox={neox} pos={pos}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn add_and_gates_match_the_cpu() {
+    if skip() {
+        return;
+    }
+    let n = 1000;
+    let (x, y) = (normal_f32(4, n, 3.0), normal_f32(5, n, 3.0));
+    let l = decode::add(n).unwrap();
+    let (mut xb, yb) = (HostBuffer::from_slice(&x), HostBuffer::from_slice(&y));
+    run(
+        &l,
+        &mut [Arg::Out(&mut xb), Arg::In(&yb), Arg::value(&l.params)],
+    );
+    let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+    assert_eq!(xb.to_vec::<f32>(), want);
+    for gelu in [false, true] {
+        let l = decode::glu(n, gelu).unwrap();
+        let mut gb = HostBuffer::from_slice(&x);
+        run(
+            &l,
+            &mut [Arg::Out(&mut gb), Arg::In(&yb), Arg::value(&l.params)],
+        );
+        let act = if gelu { ops::geglu } else { ops::swiglu };
+        let want: Vec<f32> = x.iter().zip(&y).map(|(&g, &u)| act(g, u)).collect();
+        close(
+            &gb.to_vec::<f32>(),
+            &want,
+            1e-5,
+            &format!("glu gelu={gelu}"),
+        );
+    }
+}
+
+#[test]
+fn the_cache_append_writes_the_cpu_caches_bytes() {
+    if skip() {
+        return;
+    }
+    for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q8_0] {
+        // GQA (2 heads of 64, K and V) and the MLA latent row (1 head of 576).
+        for shape in [
+            AttnShape::new(KvLayout::Gqa, 4, 2, 64, 64, dtype),
+            AttnShape::new(KvLayout::MlaLatent, 4, 1, 576, 512, dtype),
+        ] {
+            let tokens = 5;
+            let mut cpu = KvCacheBuf::generate(&shape, tokens, 3).unwrap();
+            let k = normal_f32(7, shape.kv_heads * shape.d_k, 4.0);
+            let v = normal_f32(8, shape.kv_heads * shape.d_v, 4.0);
+            let mut kb = HostBuffer::from_slice(cpu.k_bytes());
+            let l =
+                decode::kv_write(shape.kv_heads, shape.d_k, shape.d_k, tokens, 3, dtype).unwrap();
+            let src = HostBuffer::from_slice(&k);
+            run(
+                &l,
+                &mut [Arg::In(&src), Arg::Out(&mut kb), Arg::value(&l.params)],
+            );
+            cpu.write_token(3, &k, &v).unwrap();
+            assert!(
+                kb.bytes() == cpu.k_bytes(),
+                "{dtype} {:?}: the kernel's cache bytes differ from the CPU's",
+                shape.layout
+            );
+        }
+    }
+}
+
+#[test]
+fn argmax_takes_the_first_of_equals_and_skips_nan() {
+    if skip() {
+        return;
+    }
+    let mut x = normal_f32(9, 1001, 1.0);
+    x[700] = 50.0;
+    x[999] = 50.0;
+    x[3] = f32::NAN;
+    for (vals, want) in [
+        (x.clone(), 700u32),
+        (vec![f32::NAN, 2.0, 1.0], 1),
+        (vec![f32::NEG_INFINITY; 5], 0),
+    ] {
+        assert_eq!(ops::argmax(&vals) as u32, want);
+        let l = decode::argmax(vals.len()).unwrap();
+        let xb = HostBuffer::from_slice(&vals);
+        let mut out = HostBuffer::poisoned(4);
+        run(
+            &l,
+            &mut [Arg::In(&xb), Arg::Out(&mut out), Arg::value(&l.params)],
+        );
+        assert_eq!(out.to_vec::<u32>(), vec![want]);
+    }
+}

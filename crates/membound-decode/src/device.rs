@@ -1,0 +1,192 @@
+//! The decode step as the CUDA kernels run it: a `membound_cuda::decode::StepDesc` (shapes,
+//! types, numerics) and its weight buffers, built from a spec and a tensor source as
+//! [`crate::CpuDecoder`] builds its layers, so a GPU (`GpuStep`) and the host execution of the
+//! kernels (`membound_cuda_host::HostStep`) run the same step the CPU does.
+//!
+//! Covered: GQA layers (biases, QK-norm, sinks, sliding windows read from a full cache) with a
+//! dense FFN or a MoE layer. Not yet: MLA (its per-head `W_UK`/`W_UV` need a grouped GEMV
+//! kernel), linear attention. The embedding row is looked up on the host ([`DeviceStep::embed`])
+//! and written into `Buf::Embd` before the launches.
+
+use membound_cuda::decode::{Buf, FfnDesc, LayerDesc, Mat, StepDesc, Wt};
+use membound_cuda::moe::weight_bufs;
+use membound_spec::attention::AttnShape;
+use membound_spec::model::{AttentionKind, LayerKind};
+use membound_spec::{KvLayout, ModelSpec};
+
+use crate::model::{embed_row, embedding_scale, moe_layer, need, vector, vector_opt};
+use crate::source::{Tensor, TensorSource};
+use crate::{DecodeError, StepOptions};
+
+/// A step's description, its weights as kernel buffers, and the token embeddings.
+pub struct DeviceStep {
+    /// Shapes, types and numerics.
+    pub desc: StepDesc,
+    /// Every weight buffer.
+    pub weights: Vec<(Buf, Vec<u8>)>,
+    embd: Tensor,
+    embd_scale: f32,
+    hidden: u64,
+}
+
+fn le(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Matrix `name` and its bytes.
+fn mat(src: &dyn TensorSource, name: &str) -> Result<(Mat, Vec<u8>), DecodeError> {
+    let t = need(src, name)?;
+    let (rows, cols) = t.rows_cols();
+    Ok((
+        Mat {
+            dtype: t.dtype,
+            rows,
+            cols,
+        },
+        t.bytes,
+    ))
+}
+
+impl DeviceStep {
+    /// The step of `m` over `opts.capacity` cache rows (every layer of the model: a device
+    /// step is not sampled yet), the attention split for `sm_count` SMs.
+    pub fn new(
+        m: &ModelSpec,
+        src: &dyn TensorSource,
+        opts: &StepOptions,
+        sm_count: u32,
+    ) -> Result<DeviceStep, DecodeError> {
+        let unsupported = |what: &str| DecodeError::Unsupported {
+            model: m.name.clone(),
+            what: what.to_string(),
+        };
+        if m.attention.kind == AttentionKind::Mla {
+            return Err(unsupported(
+                "MLA on the device path (its per-head W_UK and W_UV need a grouped GEMV kernel)",
+            ));
+        }
+        let mut weights = Vec::new();
+        let mut layers = Vec::new();
+        for i in 0..m.n_layers {
+            let p = |base: &str| format!("blk.{i}.{base}");
+            let kind = m.layer_kind(i);
+            if kind == LayerKind::Linear {
+                return Err(unsupported("linear attention (Gated DeltaNet)"));
+            }
+            let attn = AttnShape::from_spec(m, KvLayout::Gqa, opts.kv_dtype, kind)
+                .map_err(|e| DecodeError::Request(e.to_string()))?;
+            let mut w = |t: Wt, bytes: Vec<u8>| weights.push((Buf::W(i, t), bytes));
+            let mut mats = Vec::new();
+            for (t, name) in [
+                (Wt::Q, "attn_q.weight"),
+                (Wt::K, "attn_k.weight"),
+                (Wt::V, "attn_v.weight"),
+                (Wt::O, "attn_output.weight"),
+            ] {
+                let (mt, bytes) = mat(src, &p(name))?;
+                w(t, bytes);
+                mats.push(mt);
+            }
+            let mut bias = [false; 4];
+            for (k, (t, name)) in [
+                (Wt::BQ, "attn_q.bias"),
+                (Wt::BK, "attn_k.bias"),
+                (Wt::BV, "attn_v.bias"),
+                (Wt::BO, "attn_output.bias"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let b = vector_opt(src, &p(name))?;
+                bias[k] = !b.is_empty();
+                if bias[k] {
+                    w(t, le(&b));
+                }
+            }
+            let q_norm = vector_opt(src, &p("attn_q_norm.weight"))?;
+            let qk_norm = !q_norm.is_empty();
+            if qk_norm {
+                w(Wt::QNorm, le(&q_norm));
+                w(Wt::KNorm, le(&vector(src, &p("attn_k_norm.weight"))?));
+            }
+            if attn.sinks {
+                w(Wt::Sinks, le(&vector(src, &p("attn_sinks.weight"))?));
+            }
+            w(Wt::AttnNorm, le(&vector(src, &p("attn_norm.weight"))?));
+            w(Wt::FfnNorm, le(&vector(src, &p("ffn_norm.weight"))?));
+            let ffn = if m.is_moe_layer(i) {
+                let moe = moe_layer(m, src, i)?;
+                let mw = moe.weights();
+                for (mb, bytes) in weight_bufs(
+                    &mw.router,
+                    &mw.router_bias,
+                    mw.stacks(),
+                    mw.biases(),
+                    mw.shared_stacks(),
+                ) {
+                    if !bytes.is_empty() {
+                        weights.push((Buf::Moe(i, mb), bytes.into_owned()));
+                    }
+                }
+                FfnDesc::Moe(moe.layer().clone())
+            } else {
+                let (gate, g) = mat(src, &p("ffn_gate.weight"))?;
+                let (up, u) = mat(src, &p("ffn_up.weight"))?;
+                let (down, d) = mat(src, &p("ffn_down.weight"))?;
+                weights.push((Buf::W(i, Wt::Gate), g));
+                weights.push((Buf::W(i, Wt::Up), u));
+                weights.push((Buf::W(i, Wt::Down), d));
+                FfnDesc::Dense {
+                    gate,
+                    up,
+                    down,
+                    gelu: m.arch == "gemma3",
+                }
+            };
+            layers.push(LayerDesc {
+                attn,
+                q: mats[0],
+                k: mats[1],
+                v: mats[2],
+                o: mats[3],
+                bias,
+                qk_norm,
+                ffn,
+            });
+        }
+        let out_name = if m.tied_embeddings || src.tensor("output.weight")?.is_none() {
+            "token_embd.weight"
+        } else {
+            "output.weight"
+        };
+        let (output, out_bytes) = mat(src, out_name)?;
+        weights.push((Buf::Output, out_bytes));
+        weights.push((Buf::OutNorm, le(&vector(src, "output_norm.weight")?)));
+        Ok(DeviceStep {
+            desc: StepDesc {
+                hidden: m.hidden as usize,
+                layers,
+                output,
+                tokens: opts.capacity,
+                eps: opts.numerics.norm_eps,
+                theta: opts.numerics.rope_theta,
+                neox: opts.numerics.rope_neox,
+                sm_count,
+            },
+            weights,
+            embd: need(src, "token_embd.weight")?,
+            embd_scale: embedding_scale(m),
+            hidden: m.hidden,
+        })
+    }
+
+    /// Token `token`'s embedding row as the bytes of [`Buf::Embd`] (f32).
+    pub fn embed(&self, token: u32) -> Result<Vec<u8>, DecodeError> {
+        Ok(le(&embed_row(
+            &self.embd,
+            self.hidden,
+            token,
+            self.embd_scale,
+        )?))
+    }
+}

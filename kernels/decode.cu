@@ -1,0 +1,179 @@
+// decode.cu: the small steps between a decode step's matrix products (membound-decode's
+// ops.rs is their CPU reference):
+//   mb_dec_rmsnorm   out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, rows r of n values (the
+//                    hidden state: 1 row; per-head QK-norm: heads rows); in place allowed
+//   mb_dec_rope      rotates the first `dims` values of each of `rows` heads (`head` apart) for
+//                    position `pos`: pairs (i, i + dims/2) with DEC_NEOX, else (2i, 2i + 1),
+//                    angle pos * theta^(-2i/dims) in f64 reduced modulo 2*pi, sine in f32
+//   mb_dec_add       x[i] += y[i]
+//   mb_dec_glu       g[i] = silu(g[i]) * u[i] (DEC_GELU: gelu_tanh(g[i]) * u[i])
+//   mb_dec_kv_write  token `pos` of a head-major cache ([rows][tokens][n] of `dtype`): head h's
+//                    n values from src + h * head, stored as f32, f16, bf16 or ggml Q8_0
+//   mb_dec_argmax    the index of the largest of n values (the first of equals; NaN never wins)
+//
+// Launch geometry (host: membound_cuda::decode): rmsnorm one block of DEC_BLOCK threads per
+// row; argmax one block; kv_write one warp per 32 values of each head (a Q8_0 block); the
+// element-wise kernels one thread per element (rope: per pair), grid = ceil(count / DEC_BLOCK).
+
+#include "common.cuh"
+#include "params.cuh"
+
+#define DEC_BLOCK 256
+
+static __device__ __forceinline__ u64 mb_dec_tid() {
+    return (u64)blockIdx.x * blockDim.x + threadIdx.x;
+}
+
+// The sum of v over the block (every thread gets it); `scratch` holds 32 floats.
+static __device__ __forceinline__ float mb_dec_block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % MB_WARP_SIZE;
+    const int warp = threadIdx.x / MB_WARP_SIZE;
+    v = mb_warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float s = lane < (int)(blockDim.x / MB_WARP_SIZE) ? scratch[lane] : 0.0f;
+        s = mb_warp_sum(s);
+        if (lane == 0) scratch[0] = s;
+    }
+    __syncthreads();
+    return scratch[0];
+}
+
+extern "C" __global__ void __launch_bounds__(DEC_BLOCK)
+mb_dec_rmsnorm(const float* x, const float* __restrict__ w, float* out, DecodeParams p) {
+    __shared__ float scratch[32];
+    const u64 row = blockIdx.x;
+    const float* xr = x + row * p.n;
+    float ss = 0.0f;
+    for (u32 i = threadIdx.x; i < p.n; i += blockDim.x) {
+        const float v = mb_ld(xr + i);
+        ss += v * v;
+    }
+    const float inv = 1.0f / sqrtf(mb_dec_block_sum(ss, scratch) / (float)p.n + p.eps);
+    for (u32 i = threadIdx.x; i < p.n; i += blockDim.x) {
+        out[row * p.n + i] = mb_ld(xr + i) * inv * mb_ld(w + i);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(DEC_BLOCK)
+mb_dec_rope(float* x, DecodeParams p) {
+    const u32 half = p.dims / 2;
+    const u64 t = mb_dec_tid();
+    if (t >= (u64)p.rows * half) return;
+    const u32 h = (u32)(t / half), i = (u32)(t % half);
+    float* xh = x + (u64)h * p.head;
+    // The angle in f64, reduced modulo 2*pi before the f32 sine: an f32 product loses 1e-4 rad
+    // by position 4096 and 1e-2 by 256k (llama.cpp's CUDA rope keeps that error).
+    const double turn = (double)p.pos * pow((double)p.theta, -2.0 * (double)i / (double)p.dims);
+    const float angle = (float)fmod(turn, 6.283185307179586);
+    const float s = sinf(angle), c = cosf(angle);
+    const u32 a = (p.flags & DEC_NEOX) ? i : 2 * i;
+    const u32 b = (p.flags & DEC_NEOX) ? i + half : 2 * i + 1;
+    const float x0 = mb_ld(xh + a), x1 = mb_ld(xh + b);
+    xh[a] = x0 * c - x1 * s;
+    xh[b] = x0 * s + x1 * c;
+}
+
+extern "C" __global__ void __launch_bounds__(DEC_BLOCK)
+mb_dec_add(float* __restrict__ x, const float* __restrict__ y, DecodeParams p) {
+    const u64 t = mb_dec_tid();
+    if (t < p.n) x[t] = mb_ld(x + t) + mb_ld(y + t);
+}
+
+extern "C" __global__ void __launch_bounds__(DEC_BLOCK)
+mb_dec_glu(float* __restrict__ g, const float* __restrict__ u, DecodeParams p) {
+    const u64 t = mb_dec_tid();
+    if (t >= p.n) return;
+    const float v = mb_ld(g + t);
+    float a;
+    if (p.flags & DEC_GELU) {
+        const float c = 0.7978846f;  // sqrt(2/pi)
+        a = 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
+    } else {
+        a = v / (1.0f + expf(-v));
+    }
+    g[t] = a * mb_ld(u + t);
+}
+
+// One warp per 32 values of one head: lane j converts value j of the block; for Q8_0 the warp
+// finds the block's largest magnitude, lane 0 writes the f16 scale.
+extern "C" __global__ void __launch_bounds__(DEC_BLOCK)
+mb_dec_kv_write(const float* __restrict__ src, u8* __restrict__ cache, DecodeParams p) {
+    const u64 warp = mb_dec_tid() / MB_WARP_SIZE;
+    const u32 lane = threadIdx.x % MB_WARP_SIZE;
+    const u32 blocks = p.n / 32;
+    if (warp >= (u64)p.rows * blocks) return;
+    const u32 h = (u32)(warp / blocks), blk = (u32)(warp % blocks);
+    const float v = mb_ld(src + (u64)h * p.head + blk * 32 + lane);
+    const u64 row = (u64)h * p.tokens + p.pos;
+    switch (p.dtype) {
+        case DEC_KV_F32: {
+            float* r = reinterpret_cast<float*>(cache) + row * p.n;
+            r[blk * 32 + lane] = v;
+            break;
+        }
+        case DEC_KV_F16: {
+            u16* r = reinterpret_cast<u16*>(cache) + row * p.n;
+            r[blk * 32 + lane] = mb_f32_to_f16(v);
+            break;
+        }
+        case DEC_KV_BF16: {
+            // Round to nearest even (NaN kept quiet), as half::bf16::from_f32.
+            const u32 b = __float_as_uint(v);
+            u16 out;
+            if ((b & 0x7fffffffu) > 0x7f800000u) {
+                out = (u16)((b >> 16) | 0x40u);
+            } else {
+                out = (u16)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+            }
+            u16* r = reinterpret_cast<u16*>(cache) + row * p.n;
+            r[blk * 32 + lane] = out;
+            break;
+        }
+        default: {
+            // ggml Q8_0: d = amax / 127 (stored as f16), q = round(x / d) half away from zero.
+            u8* b = cache + row * (u64)(blocks * 34) + (u64)blk * 34;
+            const float amax = mb_warp_max(fabsf(v));
+            const float d = amax / 127.0f;
+            const float id = d != 0.0f ? 1.0f / d : 0.0f;
+            b[2 + lane] = (u8)(i8)roundf(v * id);
+            if (lane == 0) {
+                const u16 dh = mb_f32_to_f16(d);
+                b[0] = (u8)(dh & 0xff);
+                b[1] = (u8)(dh >> 8);
+            }
+            break;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(DEC_BLOCK)
+mb_dec_argmax(const float* __restrict__ x, u32* __restrict__ out, DecodeParams p) {
+    __shared__ float best_v[DEC_BLOCK];
+    __shared__ u32 best_i[DEC_BLOCK];
+    float bv = __uint_as_float(0xff800000u);  // -inf
+    u32 bi = 0xffffffffu;
+    for (u32 i = threadIdx.x; i < p.n; i += blockDim.x) {
+        const float v = mb_ld(x + i);
+        if (v > bv) {  // NaN never compares greater; the first of equals stays (i ascends)
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[threadIdx.x] = bv;
+    best_i[threadIdx.x] = bi;
+    __syncthreads();
+    for (u32 s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            const float ov = best_v[threadIdx.x + s];
+            const u32 oi = best_i[threadIdx.x + s];
+            if (ov > best_v[threadIdx.x] || (ov == best_v[threadIdx.x] && oi < best_i[threadIdx.x])) {
+                best_v[threadIdx.x] = ov;
+                best_i[threadIdx.x] = oi;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = best_i[0] == 0xffffffffu ? 0u : best_i[0];
+}

@@ -91,7 +91,7 @@ fn draw(f: &Figure, dir: &Path) -> Result<()> {
     ) else {
         bail!("figure {} has no points", f.file);
     };
-    let root = SVGBackend::new(&path, (900, 540)).into_drawing_area();
+    let root = SVGBackend::new(&path, (1000, 620)).into_drawing_area();
     let fail = |e: String| anyhow::anyhow!("{}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
     let mut b = ChartBuilder::on(&root);
@@ -137,7 +137,10 @@ fn draw(f: &Figure, dir: &Path) -> Result<()> {
                         .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
                         .map_err(|e| fail(e.to_string()))?,
                 };
-                drawn.label(s.name.as_str()).legend(legend);
+                // A reference line shares its measurement's colour and entry.
+                if s.style != Style::Dashed {
+                    drawn.label(s.name.as_str()).legend(legend);
+                }
                 if s.style == Style::Joined {
                     chart
                         .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
@@ -514,7 +517,7 @@ fn decode(r: &Results, tag: &str) -> Result<Option<Figure>> {
     }
     Ok((!series.is_empty()).then(|| Figure {
         file: format!("{tag}-decode.svg"),
-        title: "decode t/s against depth (dashed: the roofline, paired read ÷ bytes per token)"
+        title: "decode t/s against depth (dashed, same colour: the roofline, paired read ÷ bytes per token)"
             .into(),
         x: "cached tokens (0 drawn at 1)".into(),
         y: "tokens per second".into(),

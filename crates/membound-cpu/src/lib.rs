@@ -4,7 +4,8 @@
 //! - [`bandwidth`]: STREAM-style `read`, `write`, `copy`, `triad` on an explicit
 //!   [`rayon::ThreadPool`], with one byte convention ([`bandwidth::bytes_moved`]).
 //! - [`CpuGemv`]: GEMV and GEMM over ggml-layout weights (F32, F16, BF16, Q8_0, Q4_K, Q6_K,
-//!   MXFP4; blocks from `membound-quant`), activations quantized as ggml does.
+//!   MXFP4 with SIMD paths; Q5_0 and Q5_K, llama.cpp's fallbacks, portable only; blocks from
+//!   `membound-quant`), activations quantized as ggml does.
 //! - [`attention`]: decode attention over a KV cache in any layout (GQA, MLA latent / split,
 //!   expanded MHA; F32, F16, BF16, Q8_0 rows), split-K across the pool, and its f64 reference.
 //! - [`moe`]: one MoE layer (router, top-k, the selected experts of stacked tensors, shared
@@ -31,7 +32,9 @@ use membound_spec::DType;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CpuError {
     /// The weight type has no CPU kernel here.
-    #[error("{0} has no membound-cpu kernel (supported: f32, f16, bf16, q8_0, q4_k, q6_k, mxfp4)")]
+    #[error(
+        "{0} has no membound-cpu kernel (supported: f32, f16, bf16, q8_0, q5_0, q4_k, q5_k, q6_k, mxfp4)"
+    )]
     Unsupported(DType),
     /// The requested instruction set is not available on this CPU.
     #[error("instruction set {0} is not available on this CPU")]

@@ -193,7 +193,8 @@ pub fn write_model_file(
 
 /// A small model of the same structure as `spec`: the same arch, layer pattern (two periods
 /// after the dense-first layers), attention kind and flags, MoE shape (4 experts, top-2,
-/// shared experts and gates kept) and linear attention, with `hidden` as the hidden size (and
+/// shared experts and gates kept, group-limited routing as 2 groups keeping 1) and linear
+/// attention, with `hidden` as the hidden size (and
 /// expert width), 4 query heads of dimension 32 and a vocabulary of `2 * hidden`. Use a
 /// multiple of 256 for `hidden` to keep K-quant types on every matrix.
 pub fn tiny(spec: &ModelSpec, hidden: u64) -> ModelSpec {
@@ -234,6 +235,11 @@ pub fn tiny(spec: &ModelSpec, hidden: u64) -> ModelSpec {
         e.expert_intermediate = hidden;
         e.shared_intermediate = e.shared_intermediate.map(|_| hidden);
         e.dense_first = dense_first;
+        // Group-limited routing stays group-limited: 2 groups of 2, the best one kept.
+        if e.n_group.is_some_and(|g| g > 1) {
+            e.n_group = Some(2);
+            e.topk_group = Some(1);
+        }
     }
     m
 }

@@ -38,6 +38,16 @@ pub struct BlockQ4_0 {
     pub qs: [u8; QK32 / 2],
 }
 
+/// Q5_0: `d * (q - 16)`, 5-bit values: low nibbles in `qs` (values 0..16 low, 16..32 high
+/// nibbles), the fifth bits in `qh` (bit j for value j).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockQ5_0 {
+    pub d: u16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK32 / 2],
+}
+
 /// Q4_K: 8 sub-blocks of 32, 6-bit scales and mins packed in 12 bytes, `d`/`dmin` super-scales.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +99,7 @@ pub struct BlockMxfp4 {
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
@@ -119,6 +130,10 @@ unsafe impl Block for BlockQ8_1 {
 }
 unsafe impl Block for BlockQ4_0 {
     const DTYPE: DType = DType::Q4_0;
+    const VALUES: usize = QK32;
+}
+unsafe impl Block for BlockQ5_0 {
+    const DTYPE: DType = DType::Q5_0;
     const VALUES: usize = QK32;
 }
 unsafe impl Block for BlockQ4K {
@@ -180,6 +195,7 @@ mod tests {
         check::<BlockQ8_0>();
         check::<BlockQ8_1>();
         check::<BlockQ4_0>();
+        check::<BlockQ5_0>();
         check::<BlockQ4K>();
         check::<BlockQ5K>();
         check::<BlockQ6K>();

@@ -1,5 +1,5 @@
 //! membound-quant: ggml's quant block layouts ([`blocks`]) and bit-exact CPU quantization and
-//! dequantization for Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, MXFP4, the Q8_1 / Q8_K activation types
+//! dequantization for Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, MXFP4, the Q8_1 / Q8_K activation types
 //! and F16 / BF16, plus ggml's generic scalar dot products ([`ops::vec_dot`]).
 //! Quantizers are ggml's `quantize_row_*_ref` (no importance matrix).
 //!
@@ -14,6 +14,7 @@ pub mod mxfp4;
 pub mod ops;
 pub mod q4_0;
 pub mod q4_k;
+pub mod q5_0;
 pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;

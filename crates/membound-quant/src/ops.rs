@@ -7,8 +7,8 @@
 use membound_spec::DType;
 
 use crate::blocks::{
-    Block, BlockMxfp4, BlockQ4_0, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
-    as_bytes, from_bytes,
+    Block, BlockMxfp4, BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1,
+    BlockQ8K, as_bytes, from_bytes,
 };
 use crate::fp::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 
@@ -191,6 +191,7 @@ pub fn quantize(dtype: DType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
         DType::Q8_0 => quantize_as::<BlockQ8_0>(src),
         DType::Q8_1 => quantize_as::<BlockQ8_1>(src),
         DType::Q4_0 => quantize_as::<BlockQ4_0>(src),
+        DType::Q5_0 => quantize_as::<BlockQ5_0>(src),
         DType::Q4_K => quantize_as::<BlockQ4K>(src),
         DType::Q5_K => quantize_as::<BlockQ5K>(src),
         DType::Q6_K => quantize_as::<BlockQ6K>(src),
@@ -207,6 +208,7 @@ pub fn dequantize(dtype: DType, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
         DType::Q8_0 => dequantize_as::<BlockQ8_0>(bytes),
         DType::Q8_1 => dequantize_as::<BlockQ8_1>(bytes),
         DType::Q4_0 => dequantize_as::<BlockQ4_0>(bytes),
+        DType::Q5_0 => dequantize_as::<BlockQ5_0>(bytes),
         DType::Q4_K => dequantize_as::<BlockQ4K>(bytes),
         DType::Q5_K => dequantize_as::<BlockQ5K>(bytes),
         DType::Q6_K => dequantize_as::<BlockQ6K>(bytes),
@@ -254,6 +256,7 @@ pub fn vec_dot(weight: DType, w_row: &[u8], act_row: &[u8]) -> Result<f32, Quant
         }
         DType::Q8_0 => vec_dot_as::<BlockQ8_0>(w_row, act_row),
         DType::Q4_0 => vec_dot_as::<BlockQ4_0>(w_row, act_row),
+        DType::Q5_0 => vec_dot_as::<BlockQ5_0>(w_row, act_row),
         DType::MXFP4 => vec_dot_as::<BlockMxfp4>(w_row, act_row),
         DType::Q4_K => vec_dot_as::<BlockQ4K>(w_row, act_row),
         DType::Q5_K => vec_dot_as::<BlockQ5K>(w_row, act_row),

@@ -1,6 +1,7 @@
 //! candle-core 0.11 (CPU) as a second oracle.
 //!
-//! Where candle and current ggml agree, bytes must be equal: Q4_0, Q8_0 and Q8_K quantization,
+//! Where candle and current ggml agree, bytes must be equal: Q4_0, Q5_0, Q8_0 and Q8_K
+//! quantization,
 //! and every dequantizer. Known disagreements (ggml is the truth; `ggml_golden.rs` asserts it):
 //! - Q4_K / Q5_K quantization: candle still uses ggml's old `make_qkx1_quants`; ggml now uses
 //!   `make_qkx2_quants` (weighted fit over 21/16 trial scales), so the bytes differ.
@@ -16,7 +17,7 @@
 mod common;
 
 use candle_core::quantized::k_quants::{
-    BlockQ4_0, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0, GgmlType,
+    BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, GgmlType,
 };
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -26,6 +27,7 @@ use membound_spec::DType;
 fn candle_type(t: DType) -> GgmlDType {
     match t {
         DType::Q4_0 => GgmlDType::Q4_0,
+        DType::Q5_0 => GgmlDType::Q5_0,
         DType::Q8_0 => GgmlDType::Q8_0,
         DType::Q4_K => GgmlDType::Q4K,
         DType::Q5_K => GgmlDType::Q5K,
@@ -54,7 +56,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn quantized_bytes_equal_candle_where_algorithms_agree() {
     for c in common::cases() {
-        for t in [DType::Q4_0, DType::Q8_0, DType::Q8_K] {
+        for t in [DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q8_K] {
             if t == DType::Q8_K && c.name == "ties" {
                 continue; // rounding of exact ties differs, see the module comment
             }
@@ -120,6 +122,7 @@ fn dequantize_equals_candle_on_candles_blocks() {
     {
         for t in [
             DType::Q4_0,
+            DType::Q5_0,
             DType::Q8_0,
             DType::Q4_K,
             DType::Q5_K,
@@ -181,6 +184,7 @@ fn check_dot<W: GgmlType>(t: DType, at: DType, exact_unopt: bool) {
 #[test]
 fn vec_dot_matches_candle() {
     check_dot::<BlockQ4_0>(DType::Q4_0, DType::Q8_0, true);
+    check_dot::<BlockQ5_0>(DType::Q5_0, DType::Q8_0, false);
     check_dot::<BlockQ8_0>(DType::Q8_0, DType::Q8_0, false);
     check_dot::<BlockQ4K>(DType::Q4_K, DType::Q8_K, false);
     check_dot::<BlockQ5K>(DType::Q5_K, DType::Q8_K, false);
@@ -201,6 +205,7 @@ fn vec_dot_is_close_to_the_f32_dot_of_dequantized_rows() {
         for t in [
             DType::Q8_0,
             DType::Q4_0,
+            DType::Q5_0,
             DType::Q4_K,
             DType::Q5_K,
             DType::Q6_K,

@@ -27,18 +27,21 @@ pub const SUPPORTED_DTYPES: &[DType] = &[
     DType::F16,
     DType::BF16,
     DType::Q8_0,
+    DType::Q5_0,
     DType::Q4_K,
+    DType::Q5_K,
     DType::Q6_K,
     DType::MXFP4,
 ];
 
 /// The type activations take for a dot with `weight`: `F32` for float weights, else ggml's
-/// `vec_dot_type` (Q8_0 for Q8_0 and MXFP4, Q8_K for Q4_K and Q6_K). `None` when unsupported.
+/// `vec_dot_type` (Q8_0 for Q8_0, Q5_0 and MXFP4, Q8_K for Q4_K, Q5_K and Q6_K). `None` when
+/// unsupported.
 pub fn act_dtype(weight: DType) -> Option<DType> {
     match weight {
         DType::F32 | DType::F16 | DType::BF16 => Some(DType::F32),
-        DType::Q8_0 | DType::MXFP4 => Some(DType::Q8_0),
-        DType::Q4_K | DType::Q6_K => Some(DType::Q8_K),
+        DType::Q8_0 | DType::Q5_0 | DType::MXFP4 => Some(DType::Q8_0),
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => Some(DType::Q8_K),
         _ => None,
     }
 }
@@ -164,7 +167,9 @@ fn scalar_fn(dtype: DType) -> DotFn {
         DType::F16 => scalar::dot_f16,
         DType::BF16 => scalar::dot_bf16,
         DType::Q8_0 => scalar::dot_q8_0,
+        DType::Q5_0 => scalar::dot_q5_0,
         DType::Q4_K => scalar::dot_q4_k,
+        DType::Q5_K => scalar::dot_q5_k,
         DType::Q6_K => scalar::dot_q6_k,
         DType::MXFP4 => scalar::dot_mxfp4,
         _ => unreachable!("act_dtype admits only the types above"),
@@ -178,7 +183,9 @@ fn x86_fn(dtype: DType) -> DotFn {
         DType::F16 => x86::dot_f16,
         DType::BF16 => x86::dot_bf16,
         DType::Q8_0 => x86::dot_q8_0,
+        DType::Q5_0 => scalar::dot_q5_0,
         DType::Q4_K => x86::dot_q4_k,
+        DType::Q5_K => scalar::dot_q5_k,
         DType::Q6_K => x86::dot_q6_k,
         DType::MXFP4 => x86::dot_mxfp4,
         _ => unreachable!("act_dtype admits only the types above"),
@@ -193,8 +200,10 @@ fn arm_fn(dtype: DType, dotprod: bool) -> DotFn {
         (DType::BF16, _) => arm::dot_bf16,
         (DType::Q8_0, false) => arm::dot_q8_0,
         (DType::Q8_0, true) => arm::dot_q8_0_dotprod,
+        (DType::Q5_0, _) => scalar::dot_q5_0,
         (DType::Q4_K, false) => arm::dot_q4_k,
         (DType::Q4_K, true) => arm::dot_q4_k_dotprod,
+        (DType::Q5_K, _) => scalar::dot_q5_k,
         (DType::Q6_K, false) => arm::dot_q6_k,
         (DType::Q6_K, true) => arm::dot_q6_k_dotprod,
         (DType::MXFP4, false) => arm::dot_mxfp4,
@@ -207,8 +216,13 @@ fn arm_fn(dtype: DType, dotprod: bool) -> DotFn {
 
 /// Q8_0 block: `d` f16 at 0, 32 × i8 at 2.
 pub(crate) const Q8_0_BYTES: usize = 34;
+/// Q5_0 block: `d` f16 at 0, `qh` (fifth bits) at 2, 16 nibble bytes at 6.
+pub(crate) const Q5_0_BYTES: usize = 22;
 /// Q4_K block: `d` at 0, `dmin` at 2, 12 scale bytes at 4, 128 nibble bytes at 16.
 pub(crate) const Q4_K_BYTES: usize = 144;
+/// Q5_K block: `d` at 0, `dmin` at 2, 12 scale bytes at 4, 32 high-bit bytes at 16, 128
+/// nibble bytes at 48.
+pub(crate) const Q5_K_BYTES: usize = 176;
 /// Q6_K block: `ql` 128 bytes at 0, `qh` 64 at 128, 16 × i8 scales at 192, `d` at 208.
 pub(crate) const Q6_K_BYTES: usize = 210;
 /// Q8_K block: `d` f32 at 0, 256 × i8 at 4, 16 × i16 `bsums` at 260.
@@ -318,7 +332,12 @@ mod tests {
     fn layouts_match_block_structs() {
         use membound_quant::blocks::*;
         assert_eq!(size_of::<BlockQ8_0>(), Q8_0_BYTES);
+        assert_eq!(size_of::<BlockQ5_0>(), Q5_0_BYTES);
+        assert_eq!(std::mem::offset_of!(BlockQ5_0, qs), 6);
         assert_eq!(size_of::<BlockQ4K>(), Q4_K_BYTES);
+        assert_eq!(size_of::<BlockQ5K>(), Q5_K_BYTES);
+        assert_eq!(std::mem::offset_of!(BlockQ5K, qh), 16);
+        assert_eq!(std::mem::offset_of!(BlockQ5K, qs), 48);
         assert_eq!(size_of::<BlockQ6K>(), Q6_K_BYTES);
         assert_eq!(size_of::<BlockQ8K>(), Q8_K_BYTES);
         assert_eq!(size_of::<BlockMxfp4>(), MXFP4_BYTES);

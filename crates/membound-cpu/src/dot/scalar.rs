@@ -2,8 +2,8 @@
 //! compiled. Integer sums are exact; float sums use eight independent lanes.
 
 use super::{
-    KVALUES_MXFP4, MXFP4_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, Q8_K_BYTES, e8m0_half, f16_at,
-    f32_at, q4k_min_sum, q4k_scales_mins,
+    KVALUES_MXFP4, MXFP4_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8_0_BYTES,
+    Q8_K_BYTES, e8m0_half, f16_at, f32_at, q4k_min_sum, q4k_scales_mins,
 };
 
 /// Σ w·x over a float row whose values `load(w_chunk, i)` decodes, `esize` bytes each.
@@ -58,6 +58,25 @@ pub(super) fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
     sumf
 }
 
+/// Q5_0 · Q8_0 (`ggml_vec_dot_q5_0_q8_0_generic`): on every instruction set (llama.cpp uses
+/// Q5_0 only for small matrices whose rows are not whole K-quant blocks).
+pub(super) fn dot_q5_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (wb, ab) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
+        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let h0 = ((qh >> j) << 4) & 0x10;
+            let h1 = (qh >> (j + 12)) & 0x10;
+            let x0 = (u32::from(wb[6 + j] & 0x0F) | h0) as i32 - 16;
+            let x1 = (u32::from(wb[6 + j] >> 4) | h1) as i32 - 16;
+            sumi += x0 * i32::from(ab[2 + j] as i8) + x1 * i32::from(ab[18 + j] as i8);
+        }
+        sumf += (f16_at(wb, 0) * f16_at(ab, 0)) * sumi as f32;
+    }
+    sumf
+}
+
 /// Q4_K · Q8_K (`ggml_vec_dot_q4_K_q8_K_generic`).
 pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0f32;
@@ -73,6 +92,37 @@ pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
                 let q = q4[32 * j + l];
                 lo += i32::from(q & 0x0F) * i32::from(q8[64 * j + l] as i8);
                 hi += i32::from(q >> 4) * i32::from(q8[64 * j + 32 + l] as i8);
+            }
+            sumi += lo * i32::from(sc[2 * j]) + hi * i32::from(sc[2 * j + 1]);
+        }
+        let yd = f32_at(ab, 0);
+        sumf += yd * f16_at(wb, 0) * sumi as f32;
+        sumf -= yd * f16_at(wb, 2) * q4k_min_sum(ab, mn) as f32;
+    }
+    sumf
+}
+
+/// Q5_K · Q8_K (`ggml_vec_dot_q5_K_q8_K_generic`): Q4_K with a fifth bit per value from `qh`
+/// (bit 2j of byte l for value l of sub-block 2j, bit 2j+1 for sub-block 2j+1). On every
+/// instruction set (llama.cpp's Q4_K_M gives Q5_K to a few `attn_v` of large GQA models).
+pub(super) fn dot_q5_k(w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (wb, ab) in w.chunks_exact(Q5_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
+        let sm = q4k_scales_mins(&wb[4..16]);
+        let (sc, mn) = sm.split_at(8);
+        let qh = &wb[16..48];
+        let q4 = &wb[48..176];
+        let q8 = &ab[4..260];
+        let mut sumi = 0i32;
+        for j in 0..4 {
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                let q = q4[32 * j + l];
+                let h = qh[l] >> (2 * j);
+                lo +=
+                    (i32::from(q & 0x0F) + 16 * i32::from(h & 1)) * i32::from(q8[64 * j + l] as i8);
+                hi += (i32::from(q >> 4) + 16 * i32::from((h >> 1) & 1))
+                    * i32::from(q8[64 * j + 32 + l] as i8);
             }
             sumi += lo * i32::from(sc[2 * j]) + hi * i32::from(sc[2 * j + 1]);
         }

@@ -8,7 +8,14 @@ use membound_quant::ops;
 use membound_spec::DType;
 
 /// The quantized weight types.
-pub const QUANT: [DType; 4] = [DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::MXFP4];
+pub const QUANT: [DType; 6] = [
+    DType::Q8_0,
+    DType::Q5_0,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::MXFP4,
+];
 /// The float weight types.
 pub const FLOAT: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -48,8 +55,8 @@ pub fn random_blocks(dtype: DType, rows: usize, cols: usize, seed: u64) -> CpuGe
     };
     for block in bytes.chunks_exact_mut(bb) {
         match dtype {
-            DType::Q8_0 => block[0..2].copy_from_slice(&scale(&mut rng)),
-            DType::Q4_K => {
+            DType::Q8_0 | DType::Q5_0 => block[0..2].copy_from_slice(&scale(&mut rng)),
+            DType::Q4_K | DType::Q5_K => {
                 block[0..2].copy_from_slice(&scale(&mut rng));
                 block[2..4].copy_from_slice(&scale(&mut rng));
             }

@@ -3,7 +3,8 @@
 //! Ids `decode/{model}-{recipe}-d{depth}[-sampled]/{backend}`: every listed model of `models/`
 //! at its common quantizations (GLM-4.7-Flash Q8_0 and Q4_K_M, Qwen3-Coder-30B-A3B Q8_0,
 //! gpt-oss-20b/120b MXFP4_MOE, Qwen3-Coder-Next, Llama-3.1-8B/70B, Qwen3-32B, Gemma-3-27B,
-//! Mistral-Small-24B and Llama-3.2-3B at Q4_K_M; `quick`: Llama-3.2-3B, Qwen3-Coder-30B-A3B
+//! Mistral-Small-24B, Llama-3.2-3B, Qwen2.5-Coder-7B, Gemma-3-4B, Llama-3.3-70B and
+//! DeepSeek-V3 at Q4_K_M; `quick`: Llama-3.2-3B, Qwen3-Coder-30B-A3B
 //! and GLM-4.7-Flash), at depths 0, 4096 and 32768 (`full`: to 256k within each model's
 //! context). The step is the real computation (`membound_decode::CpuDecoder`) over synthetic
 //! weights stored as the recipe stores them, the KV cache in F16 in the model's native layout.

@@ -83,6 +83,10 @@ fn model_recipes(scale: Scale) -> Vec<(&'static str, Recipe)> {
             ("qwen3-32b", Recipe::Q4_K_M),
             ("gemma-3-27b", Recipe::Q4_K_M),
             ("mistral-small-24b", Recipe::Q4_K_M),
+            ("qwen2.5-coder-7b", Recipe::Q4_K_M),
+            ("gemma-3-4b", Recipe::Q4_K_M),
+            ("llama-3.3-70b", Recipe::Q4_K_M),
+            ("deepseek-v3", Recipe::Q4_K_M),
         ]);
     }
     v

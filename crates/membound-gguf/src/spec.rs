@@ -641,6 +641,13 @@ pub fn gguf_metadata(spec: &ModelSpec) -> Result<Vec<(String, MetaValue)>> {
             "expert_weights_scale",
             MetaValue::F32(e.routed_scaling as f32),
         );
+        if let Some(g) = e.n_group.filter(|g| *g > 1) {
+            put("expert_group_count", MetaValue::U32(u32_of("n_group", g)?));
+            put(
+                "expert_group_used_count",
+                MetaValue::U32(u32_of("topk_group", e.topk_group.unwrap_or(g))?),
+            );
+        }
     }
     Ok(m)
 }

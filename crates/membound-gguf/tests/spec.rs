@@ -42,7 +42,7 @@ fn read_back(spec: &ModelSpec, recipe: Recipe, fill: Fill) -> GgufFile {
 #[test]
 fn every_embedded_spec_round_trips_through_gguf() {
     let all = embedded().unwrap();
-    assert_eq!(all.len(), 14);
+    assert_eq!(all.len(), 18);
     for spec in &all {
         let small = tiny(spec, 64);
         small.validate().unwrap();

@@ -24,9 +24,15 @@ pub struct Args {
     /// Read this saved baseline (`--save-baseline NAME`) instead of the latest run (`new`).
     #[arg(long, default_value = "new")]
     pub baseline: String,
-    /// Only ids containing this text.
+    /// Only ids matching this regular expression (plain text matches ids containing it).
     #[arg(long)]
     pub filter: Option<String>,
+    /// Only this suite's ids (`bandwidth`, `dense`, `moe`, `attention`, `decode`).
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// Table layout: `text` (aligned columns), `markdown` or `csv`.
+    #[arg(long, default_value = "text", value_parser = ["text", "markdown", "csv"])]
+    pub format: String,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -223,7 +229,18 @@ pub fn run(a: &Args) -> Result<()> {
     let mut ids: Vec<&String> = machines.iter().flat_map(|m| m.cases.keys()).collect();
     ids.sort();
     ids.dedup();
-    ids.retain(|id| a.filter.as_ref().is_none_or(|f| id.contains(f.as_str())));
+    let filter = a
+        .filter
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .context("--filter is not a valid regular expression")?;
+    ids.retain(|id| {
+        filter.as_ref().is_none_or(|f| f.is_match(id))
+            && a.suite
+                .as_ref()
+                .is_none_or(|s| id.split('/').next() == Some(s.as_str()))
+    });
     let read_bw = |m: &Machine, id: &str| {
         m.cases
             .get(&format!("bandwidth/read/{}", backend(id)))
@@ -246,10 +263,13 @@ pub fn run(a: &Args) -> Result<()> {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    for (i, m) in machines.iter().enumerate() {
-        outln!("[{}] {}", i + 1, clean(&m.label));
+    // CSV is data only: its header names the machines by number, in the order given.
+    if a.format != "csv" {
+        for (i, m) in machines.iter().enumerate() {
+            outln!("[{}] {}", i + 1, clean(&m.label));
+        }
+        outln!();
     }
-    outln!();
     let mut header = vec!["id".to_string()];
     for i in 1..=machines.len() {
         header.push(format!("[{i}] time"));
@@ -292,8 +312,51 @@ pub fn run(a: &Args) -> Result<()> {
         })
         .collect();
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    outln!("{}", table(&header, &rows));
+    match a.format.as_str() {
+        "markdown" => outln!("{}", markdown(&header, &rows)),
+        "csv" => outln!("{}", csv(&header, &rows)),
+        _ => outln!("{}", table(&header, &rows)),
+    }
     Ok(())
+}
+
+/// A Markdown table (`|` in cells escaped).
+fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
+    let cell = |s: &str| clean(s).replace('|', "\\|");
+    let mut out = format!(
+        "| {} |\n|{}|\n",
+        header
+            .iter()
+            .map(|h| cell(h))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} |\n",
+            r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+/// CSV (RFC 4180 quoting where a cell holds a comma, quote or line break).
+fn csv(header: &[&str], rows: &[Vec<String>]) -> String {
+    let cell = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    std::iter::once(header.iter().map(|h| cell(h)).collect::<Vec<_>>().join(","))
+        .chain(
+            rows.iter()
+                .map(|r| r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(",")),
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn fmt_time(ns: f64) -> String {

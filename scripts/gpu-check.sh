@@ -69,5 +69,7 @@ if command -v ncu > /dev/null; then
   echo "ncu rc=$?"
   [ -f "$out/profile-dense.ncu-rep" ] && ncu -i "$out/profile-dense.ncu-rep" --page details \
     --section SpeedOfLight --section MemoryWorkloadAnalysis > "$out/ncu.txt" 2>&1 && grep -E 'mb_|Memory Throughput|DRAM Throughput|Duration|L1/TEX Hit|Mem Busy' "$out/ncu.txt" | head -30
+  # profile.sh's own per-launch table (duration, DRAM bytes and % of peak, occupancy, registers).
+  [ -f "$out/profile-dense-kernels.csv" ] && head -n 8 "$out/profile-dense-kernels.csv"
 fi
 smi >> "$out/provenance.txt" 2>&1

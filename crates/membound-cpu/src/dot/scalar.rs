@@ -77,21 +77,31 @@ pub(super) fn dot_q5_0(w: &[u8], a: &[u8]) -> f32 {
     sumf
 }
 
-/// Q4_K · Q8_K (`ggml_vec_dot_q4_K_q8_K_generic`).
-pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
+/// The shared body of Q4_K and Q5_K · Q8_K: blocks of `block` bytes whose nibbles start at
+/// `qs`; `high(block, j, l)` gives the fifth bits (low half, high half of pair `j`) of value
+/// `l` as 0 or 16 (always 0 for Q4_K).
+#[inline(always)]
+fn dot_k4(
+    w: &[u8],
+    a: &[u8],
+    block: usize,
+    qs: usize,
+    high: impl Fn(&[u8], usize, usize) -> (i32, i32),
+) -> f32 {
     let mut sumf = 0f32;
-    for (wb, ab) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
+    for (wb, ab) in w.chunks_exact(block).zip(a.chunks_exact(Q8_K_BYTES)) {
         let sm = q4k_scales_mins(&wb[4..16]);
         let (sc, mn) = sm.split_at(8);
-        let q4 = &wb[16..];
+        let q4 = &wb[qs..qs + 128];
         let q8 = &ab[4..260];
         let mut sumi = 0i32;
         for j in 0..4 {
             let (mut lo, mut hi) = (0i32, 0i32);
             for l in 0..32 {
                 let q = q4[32 * j + l];
-                lo += i32::from(q & 0x0F) * i32::from(q8[64 * j + l] as i8);
-                hi += i32::from(q >> 4) * i32::from(q8[64 * j + 32 + l] as i8);
+                let (h0, h1) = high(wb, j, l);
+                lo += (i32::from(q & 0x0F) + h0) * i32::from(q8[64 * j + l] as i8);
+                hi += (i32::from(q >> 4) + h1) * i32::from(q8[64 * j + 32 + l] as i8);
             }
             sumi += lo * i32::from(sc[2 * j]) + hi * i32::from(sc[2 * j + 1]);
         }
@@ -102,35 +112,19 @@ pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
     sumf
 }
 
+/// Q4_K · Q8_K (`ggml_vec_dot_q4_K_q8_K_generic`).
+pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
+    dot_k4(w, a, Q4_K_BYTES, 16, |_, _, _| (0, 0))
+}
+
 /// Q5_K · Q8_K (`ggml_vec_dot_q5_K_q8_K_generic`): Q4_K with a fifth bit per value from `qh`
 /// (bit 2j of byte l for value l of sub-block 2j, bit 2j+1 for sub-block 2j+1). On every
 /// instruction set (llama.cpp's Q4_K_M gives Q5_K to a few `attn_v` of large GQA models).
 pub(super) fn dot_q5_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut sumf = 0f32;
-    for (wb, ab) in w.chunks_exact(Q5_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
-        let sm = q4k_scales_mins(&wb[4..16]);
-        let (sc, mn) = sm.split_at(8);
-        let qh = &wb[16..48];
-        let q4 = &wb[48..176];
-        let q8 = &ab[4..260];
-        let mut sumi = 0i32;
-        for j in 0..4 {
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                let q = q4[32 * j + l];
-                let h = qh[l] >> (2 * j);
-                lo +=
-                    (i32::from(q & 0x0F) + 16 * i32::from(h & 1)) * i32::from(q8[64 * j + l] as i8);
-                hi += (i32::from(q >> 4) + 16 * i32::from((h >> 1) & 1))
-                    * i32::from(q8[64 * j + 32 + l] as i8);
-            }
-            sumi += lo * i32::from(sc[2 * j]) + hi * i32::from(sc[2 * j + 1]);
-        }
-        let yd = f32_at(ab, 0);
-        sumf += yd * f16_at(wb, 0) * sumi as f32;
-        sumf -= yd * f16_at(wb, 2) * q4k_min_sum(ab, mn) as f32;
-    }
-    sumf
+    dot_k4(w, a, Q5_K_BYTES, 48, |wb, j, l| {
+        let h = i32::from(wb[16 + l] >> (2 * j));
+        (16 * (h & 1), 16 * ((h >> 1) & 1))
+    })
 }
 
 /// Q6_K · Q8_K (`ggml_vec_dot_q6_K_q8_K_generic`).

@@ -115,6 +115,19 @@ pub(crate) struct Results {
     pub(crate) facts: serde_json::Value,
 }
 
+impl Results {
+    /// A suite's derived file of this folder (`moe-verdict.json`, `decode-table.json`, …):
+    /// `None` where the folder has none, an error where it is unreadable.
+    pub(crate) fn derived(&self, file: &str) -> Result<Option<serde_json::Value>> {
+        let path = self.dir.join(file);
+        if path.is_file() {
+            read_json(&path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 /// The read bandwidth (GB/s) and spec-sheet bandwidth of each GPU of a results folder, with
 /// its table id.
 fn gpu_reads(r: &Results) -> Vec<(String, f64, Option<f64>)> {
@@ -196,11 +209,9 @@ pub(crate) fn judge(claims: &[Claim], results: &[Results]) -> Result<Vec<Verdict
             Test::MoeActive => {
                 let mut any = false;
                 for r in results {
-                    let path = r.dir.join("moe-verdict.json");
-                    if !path.is_file() {
+                    let Some(v) = r.derived("moe-verdict.json")? else {
                         continue;
-                    }
-                    let v = read_json(&path)?;
+                    };
                     for b in v["verdicts"].as_array().into_iter().flatten() {
                         any = true;
                         let backend = b["backend"].as_str().unwrap_or("?");
@@ -287,11 +298,9 @@ pub(crate) fn judge(claims: &[Claim], results: &[Results]) -> Result<Vec<Verdict
                 let tol = c.tolerance.unwrap_or(0.05);
                 let mut any = false;
                 for r in results {
-                    let path = r.dir.join("decode-table.json");
-                    if !path.is_file() {
+                    let Some(v) = r.derived("decode-table.json")? else {
                         continue;
-                    }
-                    let v = read_json(&path)?;
+                    };
                     let rows: Vec<&serde_json::Value> =
                         v["decode"].as_array().into_iter().flatten().collect();
                     // `decode/{model}-{recipe}-d{depth}/{backend}` (sampled estimates included).

@@ -14,7 +14,6 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 use crate::cmd_claims::{CLAIMS, Results, default_dirs, judge, open, parse_claims};
-use crate::cmd_compare::read_json;
 
 /// Arguments of `membound report`.
 #[derive(clap::Args)]
@@ -328,11 +327,9 @@ fn gemv(r: &Results, tag: &str) -> Option<Figure> {
 
 /// MoE time per token against active and total bytes, with both fitted lines.
 fn moe(r: &Results, tag: &str) -> Result<Vec<Figure>> {
-    let path = r.dir.join("moe-verdict.json");
-    if !path.is_file() {
+    let Some(v) = r.derived("moe-verdict.json")? else {
         return Ok(Vec::new());
-    }
-    let v = read_json(&path)?;
+    };
     let mut out = Vec::new();
     for b in v["verdicts"].as_array().into_iter().flatten() {
         let backend = b["backend"].as_str().unwrap_or("?");
@@ -406,11 +403,9 @@ fn moe(r: &Results, tag: &str) -> Result<Vec<Figure>> {
 
 /// Attention time per layer against depth, one series per model, layout and KV type.
 fn attention(r: &Results, tag: &str) -> Result<Vec<Figure>> {
-    let path = r.dir.join("attention-table.json");
-    if !path.is_file() {
+    let Some(v) = r.derived("attention-table.json")? else {
         return Ok(Vec::new());
-    }
-    let v = read_json(&path)?;
+    };
     let mut out = Vec::new();
     for t in v["tables"].as_array().into_iter().flatten() {
         let backend = t["backend"].as_str().unwrap_or("?");
@@ -466,11 +461,9 @@ fn attention_figure(
 
 /// Decode t/s against depth per model, beside each model's roofline at the paired read.
 fn decode(r: &Results, tag: &str) -> Result<Option<Figure>> {
-    let path = r.dir.join("decode-table.json");
-    if !path.is_file() {
+    let Some(v) = r.derived("decode-table.json")? else {
         return Ok(None);
-    }
-    let v = read_json(&path)?;
+    };
     // Per model and backend: measured t/s and the roofline, by depth.
     type Points = Vec<(f64, f64)>;
     let mut by: BTreeMap<String, (Points, Points)> = BTreeMap::new();

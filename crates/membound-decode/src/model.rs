@@ -386,7 +386,7 @@ fn build_layer(
                 )),
                 None => None,
             };
-            Mla {
+            Mixer::Mla(Mla {
                 q: matrix(
                     src,
                     &p(if q_a.is_some() {
@@ -401,8 +401,7 @@ fn build_layer(
                 k_b: matrix(src, &p("attn_k_b.weight"))?,
                 v_b: matrix(src, &p("attn_v_b.weight"))?,
                 o: matrix(src, &p("attn_output.weight"))?,
-            }
-            .into_mixer()
+            })
         }
     };
     let ffn = if m.is_moe_layer(i) {
@@ -428,12 +427,6 @@ fn build_layer(
         ffn_norm: vector(src, &p("ffn_norm.weight"))?,
         ffn,
     })
-}
-
-impl Mla {
-    fn into_mixer(self) -> Mixer {
-        Mixer::Mla(self)
-    }
 }
 
 /// Layer `i`'s MoE FFN with the types its tensors are stored in.

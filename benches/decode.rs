@@ -19,6 +19,12 @@
 //! element-wise kernels of `kernels/decode.cu`), replayed as a CUDA graph between events; GQA
 //! models that fit the device whole (MLA, linear attention and GPU samples are not built yet:
 //! those cases are skipped with the reason).
+//!
+//! Placements (`membound_decode::placement`), on the first GPU: Llama-3.1-8B Q4_K_M and
+//! Qwen3-30B-A3B Q8_0 split in half across two GPUs (`…-split{at}`, llama.cpp's layer split;
+//! `…-split{at}-one-gpu` where there is one GPU, which then holds both halves) and with their
+//! first 4 layers on the CPU (`…-cpu4`, the seed's Ollama case), timed as wall time of whole
+//! steps; the residual stream crosses through host memory.
 
 use membound_bench::{decode_suite, machine};
 
@@ -28,6 +34,15 @@ fn main() {
     let mut rows = Vec::new();
     for gpu in &backends.gpus {
         rows.extend(decode_suite::decode_gpu(&mut run, gpu, &models));
+    }
+    if let Some(first) = backends.gpus.first() {
+        rows.extend(decode_suite::decode_placed(
+            &mut run,
+            first,
+            backends.gpus.get(1),
+            backends.cpu.as_ref(),
+            &models,
+        ));
     }
     if let Some(cpu) = &backends.cpu {
         rows.extend(decode_suite::decode(&mut run, cpu, &models));

@@ -18,6 +18,7 @@ mod cmd_inspect;
 mod cmd_report;
 mod cmd_results;
 mod cmd_spec;
+mod cmd_synth;
 mod units;
 
 use std::io::Write as _;
@@ -54,6 +55,9 @@ enum Command {
     /// A Markdown report with SVG figures of results folders (bandwidth, GEMV, MoE, attention,
     /// decode) and the claims table.
     Report(cmd_report::Args),
+    /// Writes a GGUF file of a model's real shapes with generated weights in a recipe's types
+    /// (for `MEMBOUND_GGUF` and for llama.cpp's `llama-bench` on the same bytes).
+    Synth(cmd_synth::Args),
     /// The models membound knows (`models/*.toml`).
     Models {
         /// Print JSON instead of a table.
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
         Command::Results(a) => cmd_results::run(&a),
         Command::Claims(a) => cmd_claims::run(&a),
         Command::Report(a) => cmd_report::run(&a),
+        Command::Synth(a) => cmd_synth::run(&a),
         Command::Models { json } => cmd_spec::models(json),
         Command::Hardware { json } => cmd_fit::hardware(json),
         Command::Devices { json } => cmd_devices::run(json),

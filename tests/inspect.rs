@@ -200,3 +200,54 @@ fn bad_files_exit_2_naming_the_file() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `membound synth` writes the file `inspect` reads back as the same model (real or `--tiny`
+/// shapes), with the keys llama.cpp needs to load a file without a vocabulary; it refuses to
+/// overwrite without `--force` and names bad input in one line.
+#[test]
+fn synth_writes_a_model_file_inspect_and_llama_cpp_can_read() {
+    let dir = temp_dir("synth");
+    let path = dir.join("gpt-oss-tiny.gguf");
+    let p = path.to_str().unwrap();
+    let out = membound(&[
+        "synth",
+        "gpt-oss-20b",
+        "--tiny",
+        "256",
+        "--quant",
+        "MXFP4_MOE",
+        "-o",
+        p,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("100 %"), "progress: {err}");
+    let f = membound_gguf::GgufFile::open(&path).unwrap();
+    assert_eq!(f.meta_str("tokenizer.ggml.model").unwrap(), "none");
+    let spec = membound_gguf::spec::spec_from_gguf(&f).unwrap();
+    let want =
+        membound_gguf::synthetic::tiny(&membound_spec::registry::find("gpt-oss-20b").unwrap(), 256);
+    assert_eq!(
+        f.meta("gpt-oss.vocab_size").and_then(|v| v.as_u64()),
+        Some(want.vocab)
+    );
+    assert_eq!(
+        (spec.n_layers, spec.hidden, spec.vocab),
+        (want.n_layers, want.hidden, want.vocab)
+    );
+    let written: u64 = String::from_utf8_lossy(&out.stdout)
+        .split('\t')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert_eq!(written, std::fs::metadata(&path).unwrap().len());
+    let js = json_of(&["inspect", p, "--json"]);
+    assert_eq!(js["file_type"], "MXFP4_MOE", "{js}");
+    common::fails_with(&["synth", "gpt-oss-20b", "-o", p], &["exists", "--force"]);
+    common::fails_with(&["synth", "nope", "-o", p], &["unknown model"]);
+    common::fails_with(
+        &["synth", "gpt-oss-20b", "--fill", "ones", "-o", p],
+        &["--fill ones"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

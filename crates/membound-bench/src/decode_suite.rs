@@ -15,9 +15,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use membound_cuda::decode::{Buf, GpuStep, step_launches};
+use membound_cuda::decode::{Buf, GpuStep, OnGpu, step_launches};
 use membound_cuda::moe::f32s;
 use membound_decode::device::DeviceStep;
+use membound_decode::placement::{PlacedStep, Placement};
 use membound_decode::sample::LayerSample;
 use membound_decode::source::{GgufSource, SyntheticSource, TensorSource};
 use membound_decode::{CpuDecoder, StepOptions};
@@ -51,6 +52,8 @@ pub struct DecodeCase {
     pub depth: usize,
     /// Force a sample even where the whole model fits (the estimate's check).
     pub force_sample: bool,
+    /// Where the layers run (GPU cases).
+    pub placement: Placement,
 }
 
 /// Where a case's weights come from.
@@ -120,6 +123,7 @@ pub fn decode_plan(models: &[ModelSpec], scale: Scale) -> Vec<DecodeCase> {
                 weights: Weights::Synthetic(recipe),
                 depth,
                 force_sample: false,
+                placement: Placement::Whole,
             });
             if name == "llama-3.2-3b" && scale != Scale::Quick && depth == 4096 {
                 plan.push(DecodeCase {
@@ -128,6 +132,7 @@ pub fn decode_plan(models: &[ModelSpec], scale: Scale) -> Vec<DecodeCase> {
                     weights: Weights::Synthetic(recipe),
                     depth,
                     force_sample: true,
+                    placement: Placement::Whole,
                 });
             }
         }
@@ -163,6 +168,7 @@ pub fn gguf_plan(path: &Path, scale: Scale) -> Result<Vec<DecodeCase>, String> {
             weights: Weights::Gguf(path.to_owned()),
             depth,
             force_sample: false,
+            placement: Placement::Whole,
         })
         .collect())
 }
@@ -197,7 +203,7 @@ pub struct DecodeRow {
 /// Runs the decode cases on the CPU; returns the table.
 pub fn decode(run: &mut Run, b: &CpuBackend, models: &[ModelSpec]) -> Vec<DecodeRow> {
     let plan = full_plan(run, b.id(), models);
-    paired_cases(run, b, &plan, decode_case)
+    paired_cases(run, b, &plan, &mut decode_case)
 }
 
 /// The suite's cases and, with [`GGUF_ENV`] set, the file's (an unreadable file is one failure).
@@ -223,7 +229,7 @@ fn paired_cases<B: StreamBackend>(
     run: &mut Run,
     b: &B,
     plan: &[DecodeCase],
-    case: fn(&mut Run, &B, &DecodeCase) -> Option<DecodeRow>,
+    case: &mut dyn FnMut(&mut Run, &B, &DecodeCase) -> Option<DecodeRow>,
 ) -> Vec<DecodeRow> {
     let mut paired = PairedRead::new(run, b);
     let mut rows = Vec::new();
@@ -422,7 +428,230 @@ pub fn decode_gpu(run: &mut Run, b: &GpuBackend, models: &[ModelSpec]) -> Vec<De
         .into_iter()
         .filter(|c| !c.force_sample)
         .collect();
-    paired_cases(run, b, &plan, decode_gpu_case)
+    paired_cases(run, b, &plan, &mut decode_gpu_case)
+}
+
+/// Models and recipes of the placement cases: the two GPU goal models.
+const PLACED_MODELS: [(&str, Recipe); 2] = [
+    ("llama-3.1-8b", Recipe::Q4_K_M),
+    ("qwen3-30b-a3b", Recipe::Q8_0),
+];
+
+/// Layers the offload cases keep on the CPU (the seed's Ollama run: 4).
+pub const OFFLOAD_LAYERS: u32 = 4;
+
+/// The placement cases of `models` on a machine with `gpus` GPUs: each model split in half
+/// across two GPUs (`-split{at}`; `-split{at}-one-gpu` where there is one GPU, which then
+/// holds both halves) and with its first [`OFFLOAD_LAYERS`] layers on the CPU (`-cpu{n}`), at
+/// depth 0 (and 32768 at `full`).
+pub fn placement_plan(models: &[ModelSpec], scale: Scale, gpus: usize) -> Vec<DecodeCase> {
+    let depths: &[usize] = if scale == Scale::Full {
+        &[0, 32768]
+    } else {
+        &[0]
+    };
+    let mut plan = Vec::new();
+    for (name, recipe) in PLACED_MODELS {
+        let Some(m) = models.iter().find(|m| m.name == name) else {
+            continue;
+        };
+        for &depth in depths {
+            let base = format!("{name}-{}-d{depth}", recipe.name().to_lowercase());
+            let at = m.n_layers / 2;
+            for (placement, suffix) in [
+                (
+                    Placement::Split { at },
+                    if gpus > 1 { "" } else { "-one-gpu" },
+                ),
+                (
+                    Placement::Offload {
+                        cpu_layers: OFFLOAD_LAYERS,
+                    },
+                    "",
+                ),
+            ] {
+                plan.push(DecodeCase {
+                    case: format!("{base}-{placement}{suffix}"),
+                    model: m.clone(),
+                    weights: Weights::Synthetic(recipe),
+                    depth,
+                    force_sample: false,
+                    placement,
+                });
+            }
+        }
+    }
+    plan
+}
+
+/// Runs the placement cases on GPU `b` (and `second`, the next GPU, for a split; `b` again
+/// where there is none) with `cpu`'s pool for offloaded layers.
+pub fn decode_placed(
+    run: &mut Run,
+    b: &GpuBackend,
+    second: Option<&GpuBackend>,
+    cpu: Option<&CpuBackend>,
+    models: &[ModelSpec],
+) -> Vec<DecodeRow> {
+    let plan = placement_plan(models, run.scale, if second.is_some() { 2 } else { 1 });
+    paired_cases(run, b, &plan, &mut |run, b, c| {
+        decode_placed_case(run, b, second.unwrap_or(b), cpu, c)
+    })
+}
+
+/// One placement case: the step built across the devices, checked (finite logits, the same
+/// step twice alike), timed as wall time of whole steps (each stage waits for the one before,
+/// so no graph: the residual stream crosses through host memory as llama.cpp's and Ollama's do
+/// at batch 1).
+fn decode_placed_case(
+    run: &mut Run,
+    b: &GpuBackend,
+    second: &GpuBackend,
+    cpu: Option<&CpuBackend>,
+    c: &DecodeCase,
+) -> Option<DecodeRow> {
+    let (m, case) = (&c.model, c.case.as_str());
+    if !run.wanted(case, b.id()) {
+        return None;
+    }
+    let pre = Prepared::new(run, b.id(), c)?;
+    let (kv, acc) = (&pre.kv, &pre.acc);
+    let on_cpu = match c.placement {
+        Placement::Offload { cpu_layers } => cpu_layers as usize,
+        _ => 0,
+    };
+    let device_need: u64 = acc.fixed
+        + acc
+            .layer_bytes
+            .get(on_cpu..)
+            .unwrap_or(&[])
+            .iter()
+            .sum::<u64>()
+        + (on_cpu as u32..m.n_layers)
+            .map(|i| layer_cache(kv, i))
+            .sum::<u64>();
+    if device_need > b.memory_budget() {
+        run.skip(
+            case,
+            b.id(),
+            format!(
+                "the device part needs {:.1} GiB of the {:.1} GiB budget",
+                device_need as f64 / GIB,
+                b.memory_budget() as f64 / GIB
+            ),
+        );
+        return None;
+    }
+    let mut opts = StepOptions::new(m, c.depth + 1);
+    let src = pre.source(m, &mut opts);
+    let gpus = [b, second];
+    let built = PlacedStep::new(
+        m,
+        src.as_ref(),
+        &opts,
+        b.gpu.info().sm_count.min(second.gpu.info().sm_count),
+        c.placement,
+        &mut |i, dev| {
+            let gpu = &gpus[i.min(1)].gpu;
+            let first = step_launches(&dev.desc, 0).map_err(device_error)?;
+            let step = GpuStep::new(gpu, &dev.desc, &dev.weights, &first).map_err(device_error)?;
+            Ok(OnGpu { gpu, step })
+        },
+    );
+    let mut placed = match built {
+        Ok(p) => p,
+        Err(e) if e.to_string().contains("not implemented") => {
+            run.skip(case, b.id(), e.to_string());
+            return None;
+        }
+        Err(e) => {
+            run.fail(case, b.id(), format!("set-up: {e}"));
+            return None;
+        }
+    };
+    // Offloaded layers run on the CPU backend's pool, or on a pool of every core where
+    // MEMBOUND_BACKENDS left the CPU out (its cases are not run; its threads still are).
+    let own_pool;
+    let pool = match cpu {
+        Some(cpu) => &*cpu.pool,
+        None => {
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            own_pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                Ok(p) => p,
+                Err(e) => {
+                    run.fail(case, b.id(), format!("a CPU pool: {e}"));
+                    return None;
+                }
+            };
+            &own_pool
+        }
+    };
+    let devices = match c.placement {
+        Placement::Split { .. } if second.id() == b.id() => {
+            format!("both halves on {} (one GPU)", b.id())
+        }
+        Placement::Split { .. } => format!("{} then {}", b.id(), second.id()),
+        _ => format!("{on_cpu} layers on the CPU, the rest on {}", b.id()),
+    };
+    eprintln!(
+        "membound: decode/{case}/{}: {devices}; {:?} launches per step",
+        b.id(),
+        placed.launch_counts(c.depth).unwrap_or_default()
+    );
+    let mut logits = || -> Result<Vec<f32>, String> {
+        placed.step(pool, 1, c.depth).map_err(|e| e.to_string())?;
+        placed.logits().map_err(|e| e.to_string())
+    };
+    let checked = logits().and_then(|first| check_logits(&first, &logits()?));
+    if let Err(e) = checked {
+        run.fail(case, b.id(), format!("verification failed, not timed: {e}"));
+        return None;
+    }
+    let kind = Kind::Decode {
+        depth: c.depth,
+        layers_built: m.n_layers as usize,
+        sampled: false,
+    };
+    let bytes = acc.token_bytes + kv.traffic;
+    let idx = run.bench_timed(b, case, kind, bytes, |iters| {
+        crate::harness::wall_time(iters, &mut || {
+            placed
+                .step(pool, 1, c.depth)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    })?;
+    Some(row_of(run, idx, c, acc, kv, m.n_layers as usize))
+}
+
+fn device_error(e: membound_cuda::CudaError) -> membound_decode::DecodeError {
+    membound_decode::DecodeError::Request(format!("device: {e}"))
+}
+
+/// The table row of result `idx`, a case of every layer.
+fn row_of(
+    run: &Run,
+    idx: usize,
+    c: &DecodeCase,
+    acc: &Accounting,
+    kv: &membound_spec::kv::KvCache,
+    layers_built: usize,
+) -> DecodeRow {
+    let r = &run.results[idx];
+    let ms = r.mean_ns.map(|ns| ns / 1e6);
+    DecodeRow {
+        id: r.id.clone(),
+        depth: c.depth,
+        layers_built,
+        layers: c.model.n_layers,
+        weight_bytes: acc.token_bytes,
+        kv_bytes: kv.traffic,
+        ms_per_token: ms,
+        tokens_per_s: ms.map(|ms| 1e3 / ms),
+        paired_read_gbs: None,
+        roofline_tps: None,
+        fraction_of_roofline: None,
+    }
 }
 
 fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<DecodeRow> {
@@ -498,21 +727,7 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
     let idx = run.bench(b, case, kind, bytes, || {
         step.run(gpu, &launches).map_err(|e| e.to_string())
     })?;
-    let r = &run.results[idx];
-    let ms = r.mean_ns.map(|ns| ns / 1e6);
-    Some(DecodeRow {
-        id: r.id.clone(),
-        depth: c.depth,
-        layers_built: m.n_layers as usize,
-        layers: m.n_layers,
-        weight_bytes: acc.token_bytes,
-        kv_bytes: kv.traffic,
-        ms_per_token: ms,
-        tokens_per_s: ms.map(|ms| 1e3 / ms),
-        paired_read_gbs: None,
-        roofline_tps: None,
-        fraction_of_roofline: None,
-    })
+    Some(row_of(run, idx, c, acc, kv, m.n_layers as usize))
 }
 
 /// The check before timing: finite logits, and the same step again gave the same ones.
@@ -716,5 +931,31 @@ mod tests {
             assert!(full.iter().any(|c| c.case == want), "{want}");
         }
         assert!(!full.iter().any(|c| c.case == "glm-4.7-flash-q8_0-d262143"));
+    }
+
+    #[test]
+    fn placement_cases_name_their_devices() {
+        let models = membound_spec::registry::embedded().unwrap();
+        let one: Vec<String> = placement_plan(&models, Scale::Default, 1)
+            .into_iter()
+            .map(|c| c.case)
+            .collect();
+        assert_eq!(
+            one,
+            [
+                "llama-3.1-8b-q4_k_m-d0-split16-one-gpu",
+                "llama-3.1-8b-q4_k_m-d0-cpu4",
+                "qwen3-30b-a3b-q8_0-d0-split24-one-gpu",
+                "qwen3-30b-a3b-q8_0-d0-cpu4",
+            ]
+        );
+        let two = placement_plan(&models, Scale::Full, 2);
+        assert!(
+            two.iter()
+                .any(|c| c.case == "qwen3-30b-a3b-q8_0-d32768-split24")
+        );
+        for c in &two {
+            assert!(c.placement.check(&c.model).is_ok(), "{}", c.case);
+        }
     }
 }

@@ -387,8 +387,21 @@ impl CpuMoe {
         self.forward_with(pool, Isa::detect(), xs, steer, out)
     }
 
-    /// [`CpuMoe::forward`] on `isa`.
+    /// [`CpuMoe::forward`] on `isa`. The layer runs on a pool thread, so its parallel loops
+    /// (router, experts, shared expert) start directly rather than each being handed to the
+    /// pool from outside.
     pub fn forward_with(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        xs: &[f32],
+        steer: &[f32],
+        out: &mut [f32],
+    ) -> Result<Routing, CpuError> {
+        pool.install(|| self.forward_here(pool, isa, xs, steer, out))
+    }
+
+    fn forward_here(
         &self,
         pool: &ThreadPool,
         isa: Isa,

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use membound_cuda::decode::{Buf, StepArg, StepDesc, StepLaunch, initial_data, scratch_buffers};
+use membound_cuda::CudaError;
+use membound_cuda::decode::{
+    Buf, StepArg, StepDesc, StepExec, StepLaunch, initial_data, scratch_buffers,
+};
 
 use crate::exec::{Named, launch_named};
 use crate::{Arg, HostBuffer, HostError};
@@ -77,5 +80,26 @@ impl HostStep {
             .get(&b)
             .map(|h| h.to_vec())
             .ok_or_else(|| HostError(format!("{b:?} is not allocated")))
+    }
+}
+
+impl StepExec for HostStep {
+    fn write(&mut self, b: Buf, bytes: &[u8]) -> Result<(), CudaError> {
+        HostStep::write(self, b, bytes).map_err(host_error)
+    }
+
+    fn run(&mut self, launches: &[StepLaunch]) -> Result<(), CudaError> {
+        HostStep::run(self, launches).map_err(host_error)
+    }
+
+    fn read(&mut self, b: Buf) -> Result<Vec<u8>, CudaError> {
+        HostStep::read(self, b).map_err(host_error)
+    }
+}
+
+fn host_error(e: HostError) -> CudaError {
+    CudaError::InvalidArgument {
+        op: "host kernels",
+        reason: e.0,
     }
 }

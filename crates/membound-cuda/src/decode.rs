@@ -389,15 +389,20 @@ pub struct LayerDesc {
     pub ffn: FfnDesc,
 }
 
-/// A decode step: its layers, the output projection, the numerics, the caches' rows.
+/// A decode step, or one stage of a step split across devices: its layers, the output
+/// projection, the numerics, the caches' rows.
 #[derive(Clone, Debug)]
 pub struct StepDesc {
     /// Hidden size.
     pub hidden: usize,
-    /// The layers, in order.
+    /// The layers, in order (their buffers are numbered from 0 within the step).
     pub layers: Vec<LayerDesc>,
-    /// The output projection.
-    pub output: Mat,
+    /// The step starts from the embedded token in [`Buf::Embd`] (`false`: from the residual
+    /// stream an earlier stage left, written into [`Buf::X`] before the launches).
+    pub embed: bool,
+    /// The output projection (`None`: the stage ends with the residual stream in [`Buf::X`],
+    /// for the next stage).
+    pub output: Option<Mat>,
     /// Cache rows per head (the deepest position is `tokens - 1`).
     pub tokens: usize,
     /// RMSNorm epsilon.
@@ -467,7 +472,8 @@ impl Builder {
 /// The launches of one step at position `pos` (the caches hold positions `< pos`; the step
 /// writes `pos` and attends to `pos + 1` tokens): the token's embedding is in [`Buf::Embd`] on
 /// entry (it stays, so the same step can be replayed); the logits end in [`Buf::Logits`] and
-/// their argmax in [`Buf::Token`].
+/// their argmax in [`Buf::Token`]. A stage without the embedding starts from [`Buf::X`] as the
+/// host wrote it (the host writes it again before a replay); one without the output ends there.
 pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
     use StepArg::{In, Out};
     if pos >= d.tokens {
@@ -481,20 +487,22 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
         xq_holds: None,
     };
     let h = d.hidden;
-    let copy = StreamParams {
-        n: h as u64,
-        scalar: 0.0,
-        _pad: 0,
-    };
-    b.push(
-        Kernel::Copy,
-        LaunchConfig {
-            grid_dim: ((h as u32).div_ceil(4 * DEC_BLOCK).max(1), 1, 1),
-            block_dim: (DEC_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        },
-        vec![In(Buf::Embd), Out(Buf::X), StepArg::Stream(copy)],
-    );
+    if d.embed {
+        let copy = StreamParams {
+            n: h as u64,
+            scalar: 0.0,
+            _pad: 0,
+        };
+        b.push(
+            Kernel::Copy,
+            LaunchConfig {
+                grid_dim: ((h as u32).div_ceil(4 * DEC_BLOCK).max(1), 1, 1),
+                block_dim: (DEC_BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            },
+            vec![In(Buf::Embd), Out(Buf::X), StepArg::Stream(copy)],
+        );
+    }
     for (i, l) in d.layers.iter().enumerate() {
         let i = i as u32;
         let w = |t: Wt| Buf::W(i, t);
@@ -613,15 +621,15 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
         }
         b.dec(add(h)?, vec![Out(Buf::X), In(Buf::Y)]);
     }
+    let Some(output) = &d.output else {
+        return Ok(b.v);
+    };
     b.dec(
         rmsnorm(1, h, d.eps)?,
         vec![In(Buf::X), In(Buf::OutNorm), Out(Buf::H)],
     );
-    b.gemv(&d.output, Buf::Output, Buf::H, Buf::Logits)?;
-    b.dec(
-        argmax(d.output.rows)?,
-        vec![In(Buf::Logits), Out(Buf::Token)],
-    );
+    b.gemv(output, Buf::Output, Buf::H, Buf::Logits)?;
+    b.dec(argmax(output.rows)?, vec![In(Buf::Logits), Out(Buf::Token)]);
     Ok(b.v)
 }
 
@@ -651,7 +659,8 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
                     }
                     c
                 })
-                .chain([d.output.cols, d.hidden])
+                .chain(d.output.map(|o| o.cols))
+                .chain([d.hidden])
                 .max()
                 .unwrap_or(0);
             cols / 32 * Q8_1_BLOCK_BYTES
@@ -665,7 +674,7 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
             }
             most
         }
-        Buf::Logits => f(d.output.rows),
+        Buf::Logits => f(d.output.map_or(0, |o| o.rows)),
         Buf::Token => 4,
         Buf::Dummy => 16,
         Buf::KCache(i) | Buf::VCache(i) => {
@@ -718,6 +727,41 @@ pub fn initial_data(d: &StepDesc) -> Vec<(Buf, Vec<u8>)> {
             _ => None,
         })
         .collect()
+}
+
+/// What runs a step's launches over its buffers: a device ([`OnGpu`]) or the host build of
+/// the kernels (`membound_cuda_host::HostStep`), so code that composes steps (a model split
+/// across devices) is written once for both.
+pub trait StepExec {
+    /// Overwrites buffer `b`.
+    fn write(&mut self, b: Buf, bytes: &[u8]) -> Result<()>;
+    /// Queues `launches` (from [`step_launches`] of this step's description).
+    fn run(&mut self, launches: &[StepLaunch]) -> Result<()>;
+    /// Buffer `b`'s bytes once the queued launches are done.
+    fn read(&mut self, b: Buf) -> Result<Vec<u8>>;
+}
+
+/// A [`GpuStep`] with the device it lives on.
+pub struct OnGpu<'g> {
+    /// The device.
+    pub gpu: &'g crate::gpu::Gpu,
+    /// The step's buffers.
+    pub step: GpuStep,
+}
+
+impl StepExec for OnGpu<'_> {
+    fn write(&mut self, b: Buf, bytes: &[u8]) -> Result<()> {
+        self.step.write(self.gpu, b, bytes)
+    }
+
+    fn run(&mut self, launches: &[StepLaunch]) -> Result<()> {
+        self.step.run(self.gpu, launches)
+    }
+
+    fn read(&mut self, b: Buf) -> Result<Vec<u8>> {
+        self.gpu.synchronize()?;
+        self.step.read(self.gpu, b)
+    }
 }
 
 /// A step's buffers on a device: weights uploaded once, scratch and caches allocated once, so

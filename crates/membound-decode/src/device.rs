@@ -24,7 +24,8 @@ pub struct DeviceStep {
     pub desc: StepDesc,
     /// Every weight buffer.
     pub weights: Vec<(Buf, Vec<u8>)>,
-    embd: Tensor,
+    /// The token embeddings (a stage that starts from the embedding).
+    embd: Option<Tensor>,
     embd_scale: f32,
     hidden: u64,
 }
@@ -47,14 +48,53 @@ fn mat(src: &dyn TensorSource, name: &str) -> Result<(Mat, Vec<u8>), DecodeError
     ))
 }
 
+/// Which part of a model's step a [`DeviceStep`] runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// Model layer indices, in order.
+    pub layers: Vec<u32>,
+    /// Starts from the embedded token (else from the residual stream of an earlier stage).
+    pub embed: bool,
+    /// Ends with the final norm, lm_head and argmax (else with the residual stream).
+    pub head: bool,
+}
+
+impl Stage {
+    /// The whole step of `m`.
+    pub fn whole(m: &ModelSpec) -> Stage {
+        Stage::range(m, 0..m.n_layers)
+    }
+
+    /// Layers `layers` of `m`: with the embedding when they start at layer 0, with the head
+    /// when they end at the last layer.
+    pub fn range(m: &ModelSpec, layers: std::ops::Range<u32>) -> Stage {
+        Stage {
+            embed: layers.start == 0,
+            head: layers.end == m.n_layers,
+            layers: layers.collect(),
+        }
+    }
+}
+
 impl DeviceStep {
-    /// The step of `m` over `opts.capacity` cache rows (every layer of the model: a device
-    /// step is not sampled yet), the attention split for `sm_count` SMs.
+    /// The whole step of `m` over `opts.capacity` cache rows, the attention split for
+    /// `sm_count` SMs.
     pub fn new(
         m: &ModelSpec,
         src: &dyn TensorSource,
         opts: &StepOptions,
         sm_count: u32,
+    ) -> Result<DeviceStep, DecodeError> {
+        DeviceStep::stage(m, src, opts, sm_count, &Stage::whole(m))
+    }
+
+    /// Stage `stage` of the step of `m` (its layers' buffers numbered from 0).
+    pub fn stage(
+        m: &ModelSpec,
+        src: &dyn TensorSource,
+        opts: &StepOptions,
+        sm_count: u32,
+        stage: &Stage,
     ) -> Result<DeviceStep, DecodeError> {
         let unsupported = |what: &str| DecodeError::Unsupported {
             model: m.name.clone(),
@@ -67,7 +107,14 @@ impl DeviceStep {
         }
         let mut weights = Vec::new();
         let mut layers = Vec::new();
-        for i in 0..m.n_layers {
+        for (local, &i) in stage.layers.iter().enumerate() {
+            if i >= m.n_layers {
+                return Err(DecodeError::Request(format!(
+                    "layer {i} of a model of {} layers",
+                    m.n_layers
+                )));
+            }
+            let local = local as u32;
             let p = |base: &str| format!("blk.{i}.{base}");
             let kind = m.layer_kind(i);
             if kind == LayerKind::Linear {
@@ -75,7 +122,7 @@ impl DeviceStep {
             }
             let attn = AttnShape::from_spec(m, KvLayout::Gqa, opts.kv_dtype, kind)
                 .map_err(|e| DecodeError::Request(e.to_string()))?;
-            let mut w = |t: Wt, bytes: Vec<u8>| weights.push((Buf::W(i, t), bytes));
+            let mut w = |t: Wt, bytes: Vec<u8>| weights.push((Buf::W(local, t), bytes));
             let mut mats = Vec::new();
             for (t, name) in [
                 (Wt::Q, "attn_q.weight"),
@@ -125,7 +172,7 @@ impl DeviceStep {
                     mw.shared_stacks(),
                 ) {
                     if !bytes.is_empty() {
-                        weights.push((Buf::Moe(i, mb), bytes.into_owned()));
+                        weights.push((Buf::Moe(local, mb), bytes.into_owned()));
                     }
                 }
                 FfnDesc::Moe(moe.layer().clone())
@@ -133,9 +180,9 @@ impl DeviceStep {
                 let (gate, g) = mat(src, &p("ffn_gate.weight"))?;
                 let (up, u) = mat(src, &p("ffn_up.weight"))?;
                 let (down, d) = mat(src, &p("ffn_down.weight"))?;
-                weights.push((Buf::W(i, Wt::Gate), g));
-                weights.push((Buf::W(i, Wt::Up), u));
-                weights.push((Buf::W(i, Wt::Down), d));
+                weights.push((Buf::W(local, Wt::Gate), g));
+                weights.push((Buf::W(local, Wt::Up), u));
+                weights.push((Buf::W(local, Wt::Down), d));
                 FfnDesc::Dense {
                     gate,
                     up,
@@ -154,18 +201,24 @@ impl DeviceStep {
                 ffn,
             });
         }
-        let out_name = if m.tied_embeddings || src.tensor("output.weight")?.is_none() {
-            "token_embd.weight"
+        let output = if stage.head {
+            let out_name = if m.tied_embeddings || src.tensor("output.weight")?.is_none() {
+                "token_embd.weight"
+            } else {
+                "output.weight"
+            };
+            let (output, out_bytes) = mat(src, out_name)?;
+            weights.push((Buf::Output, out_bytes));
+            weights.push((Buf::OutNorm, le(&vector(src, "output_norm.weight")?)));
+            Some(output)
         } else {
-            "output.weight"
+            None
         };
-        let (output, out_bytes) = mat(src, out_name)?;
-        weights.push((Buf::Output, out_bytes));
-        weights.push((Buf::OutNorm, le(&vector(src, "output_norm.weight")?)));
         Ok(DeviceStep {
             desc: StepDesc {
                 hidden: m.hidden as usize,
                 layers,
+                embed: stage.embed,
                 output,
                 tokens: opts.capacity,
                 eps: opts.numerics.norm_eps,
@@ -174,7 +227,11 @@ impl DeviceStep {
                 sm_count,
             },
             weights,
-            embd: need(src, "token_embd.weight")?,
+            embd: if stage.embed {
+                Some(need(src, "token_embd.weight")?)
+            } else {
+                None
+            },
             embd_scale: embedding_scale(m),
             hidden: m.hidden,
         })
@@ -182,11 +239,9 @@ impl DeviceStep {
 
     /// Token `token`'s embedding row as the bytes of [`Buf::Embd`] (f32).
     pub fn embed(&self, token: u32) -> Result<Vec<u8>, DecodeError> {
-        Ok(le(&embed_row(
-            &self.embd,
-            self.hidden,
-            token,
-            self.embd_scale,
-        )?))
+        let embd = self.embd.as_ref().ok_or_else(|| {
+            DecodeError::Request("this stage starts from the residual stream".into())
+        })?;
+        Ok(le(&embed_row(embd, self.hidden, token, self.embd_scale)?))
     }
 }

@@ -26,6 +26,7 @@
 pub mod device;
 mod model;
 pub mod ops;
+pub mod placement;
 pub mod sample;
 pub mod source;
 

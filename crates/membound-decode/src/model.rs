@@ -34,6 +34,9 @@ pub struct StepOptions {
     /// Sliding-window layers keep only their window, as a ring (`false`: a cache of
     /// `capacity` tokens of which the window is attended, as the attention suite does).
     pub sliding_ring: bool,
+    /// Build the final norm and lm_head (`false`: a stage that hands its residual stream to
+    /// another device, [`CpuDecoder::hidden`]).
+    pub head: bool,
 }
 
 impl StepOptions {
@@ -48,6 +51,7 @@ impl StepOptions {
             numerics: Numerics::for_arch(&m.arch),
             seed: 1,
             sliding_ring: true,
+            head: true,
         }
     }
 }
@@ -111,9 +115,14 @@ pub struct CpuDecoder {
     layers: Vec<Layer>,
     sample: LayerSample,
     out_norm: Vec<f32>,
-    output: CpuGemv,
+    /// The lm_head (none in a stage without the head).
+    output: Option<CpuGemv>,
     isa: Isa,
     logits: Vec<f32>,
+    /// The residual stream, the normed state and a sub-layer's output (`hidden` each).
+    x: Vec<f32>,
+    h: Vec<f32>,
+    y: Vec<f32>,
     layer_ns: Vec<f64>,
     fixed_ns: f64,
 }
@@ -225,10 +234,12 @@ impl CpuDecoder {
             return Err(DecodeError::Request("a cache of 0 tokens".into()));
         }
         let embd = need(src, "token_embd.weight")?;
-        let output = if m.tied_embeddings || src.tensor("output.weight")?.is_none() {
-            matrix(src, "token_embd.weight")?
+        let output = if !opts.head {
+            None
+        } else if m.tied_embeddings || src.tensor("output.weight")?.is_none() {
+            Some(matrix(src, "token_embd.weight")?)
         } else {
-            matrix(src, "output.weight")?
+            Some(matrix(src, "output.weight")?)
         };
         let mut layers = Vec::with_capacity(opts.sample.layers.len());
         for (n, &i) in opts.sample.layers.iter().enumerate() {
@@ -248,9 +259,16 @@ impl CpuDecoder {
             layer_ns: vec![0.0; layers.len()],
             layers,
             sample: opts.sample.clone(),
-            out_norm: vector(src, "output_norm.weight")?,
-            logits: vec![0.0; output.rows()],
+            out_norm: if opts.head {
+                vector(src, "output_norm.weight")?
+            } else {
+                Vec::new()
+            },
+            logits: vec![0.0; output.as_ref().map_or(0, CpuGemv::rows)],
             output,
+            x: Vec::new(),
+            h: vec![0.0; m.hidden as usize],
+            y: vec![0.0; m.hidden as usize],
             isa: Isa::detect(),
             fixed_ns: 0.0,
         })
@@ -278,8 +296,57 @@ impl CpuDecoder {
     /// One decode step: token `token` at position `pos` (the caches hold positions `< pos`;
     /// this step writes position `pos` and attends to it). Returns the argmax of the logits.
     pub fn step(&mut self, pool: &ThreadPool, token: u32, pos: usize) -> Result<u32, DecodeError> {
+        let output = self.output.take().ok_or_else(|| {
+            DecodeError::Request(
+                "this decoder was built without its head (StepOptions::head)".into(),
+            )
+        })?;
+        let next = self.run_layers(pool, token, pos).and_then(|fixed| {
+            let t = Instant::now();
+            rms_norm(&self.x, &self.out_norm, self.num.norm_eps, &mut self.h);
+            let (isa, h, logits) = (self.isa, &self.h, &mut self.logits);
+            pool.install(|| output.run_with(pool, isa, h, logits))?;
+            let next = argmax(&self.logits) as u32;
+            self.fixed_ns = (fixed + t.elapsed().as_secs_f64()) * 1e9;
+            Ok(next)
+        });
+        self.output = Some(output);
+        next
+    }
+
+    /// The residual stream after the built layers for token `token` at `pos` (the embedding
+    /// row through every built layer): what a stage on another device continues from.
+    pub fn hidden(
+        &mut self,
+        pool: &ThreadPool,
+        token: u32,
+        pos: usize,
+    ) -> Result<&[f32], DecodeError> {
+        self.fixed_ns = self.run_layers(pool, token, pos)? * 1e9;
+        Ok(&self.x)
+    }
+
+    /// The embedding row of `token` through every built layer into `self.x`; returns the
+    /// seconds spent outside the layers.
+    fn run_layers(
+        &mut self,
+        pool: &ThreadPool,
+        token: u32,
+        pos: usize,
+    ) -> Result<f64, DecodeError> {
+        // On a pool thread every kernel's parallel loop starts directly; from outside, each
+        // of the step's hundreds of loops would be handed to the pool and waited for (two
+        // thread wake-ups: 10-20 µs each on the 2-vCPU VM, measured).
+        pool.install(|| self.run_layers_here(pool, token, pos))
+    }
+
+    fn run_layers_here(
+        &mut self,
+        pool: &ThreadPool,
+        token: u32,
+        pos: usize,
+    ) -> Result<f64, DecodeError> {
         let m = &self.spec;
-        let d = m.hidden as usize;
         if u64::from(token) >= m.vocab {
             return Err(DecodeError::Request(format!(
                 "token {token} of a vocabulary of {}",
@@ -293,27 +360,20 @@ impl CpuDecoder {
             )));
         }
         let t0 = Instant::now();
-        let mut x = embed_row(&self.embd, m.hidden, token, self.embd_scale)?;
-        let mut h = vec![0f32; d];
-        let mut y = vec![0f32; d];
-        let mut fixed = t0.elapsed().as_secs_f64();
+        self.x = embed_row(&self.embd, m.hidden, token, self.embd_scale)?;
+        let (x, h, y) = (&mut self.x, &mut self.h, &mut self.y);
+        let fixed = t0.elapsed().as_secs_f64();
         for (layer, ns) in self.layers.iter_mut().zip(&mut self.layer_ns) {
             let t = Instant::now();
-            rms_norm(&x, &layer.attn_norm, self.num.norm_eps, &mut h);
-            layer.attention(pool, self.isa, &self.num, &h, pos, &mut y)?;
-            add(&mut x, &y);
-            rms_norm(&x, &layer.ffn_norm, self.num.norm_eps, &mut h);
-            layer.ffn(pool, self.isa, &h, &mut y)?;
-            add(&mut x, &y);
+            rms_norm(x, &layer.attn_norm, self.num.norm_eps, h);
+            layer.attention(pool, self.isa, &self.num, h, pos, y)?;
+            add(x, y);
+            rms_norm(x, &layer.ffn_norm, self.num.norm_eps, h);
+            layer.ffn(pool, self.isa, h, y)?;
+            add(x, y);
             *ns = t.elapsed().as_secs_f64() * 1e9;
         }
-        let t = Instant::now();
-        rms_norm(&x, &self.out_norm, self.num.norm_eps, &mut h);
-        self.output.run_with(pool, self.isa, &h, &mut self.logits)?;
-        let next = argmax(&self.logits) as u32;
-        fixed += t.elapsed().as_secs_f64();
-        self.fixed_ns = fixed * 1e9;
-        Ok(next)
+        Ok(fixed)
     }
 
     /// The last step's time in ns: measured when every layer is built; else the embedding

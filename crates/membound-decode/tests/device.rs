@@ -11,13 +11,14 @@
 //! compared here; the dense suite checks those GEMVs against their own arithmetic.)
 //! The same comparison runs on a GPU where there is one (skipped with the reason otherwise).
 
-use membound_cuda::decode::{Buf, GpuStep, step_launches};
+use membound_cuda::decode::{Buf, GpuStep, OnGpu, StepExec, step_launches};
 use membound_cuda::moe::{f32s, u32s};
 use membound_cuda::{CudaError, Gpu, Probe, probe};
 use membound_cuda_host::{HostStep, available};
 use membound_decode::device::DeviceStep;
+use membound_decode::placement::{PlacedStep, Placement};
 use membound_decode::source::SyntheticSource;
-use membound_decode::{CpuDecoder, StepOptions};
+use membound_decode::{CpuDecoder, DecodeError, StepOptions};
 use membound_gguf::synthetic::tiny;
 use membound_spec::registry::find;
 use membound_spec::{DType, ModelSpec, Recipe};
@@ -125,6 +126,103 @@ fn moe_models_run_the_same_step_on_the_kernels() {
     check("gpt-oss-20b", Recipe::MXFP4_MOE, 1e-4, &mut host);
 }
 
+/// Largest relative logit difference of each step of `m` placed as `placement` (device stages
+/// on executors from `exec`) against the whole step on the CPU, and whether the argmax agreed.
+fn compare_placed<E: StepExec>(
+    m: &ModelSpec,
+    recipe: Recipe,
+    placement: Placement,
+    exec: &mut dyn FnMut(usize, &DeviceStep) -> Result<E, DecodeError>,
+) -> Vec<(f32, bool)> {
+    let src = SyntheticSource::new(m, recipe, 9);
+    let mut opts = StepOptions::new(m, TOKENS.len());
+    opts.sliding_ring = false;
+    let mut cpu = CpuDecoder::new(m, &src, &opts).unwrap();
+    let mut placed = PlacedStep::new(m, &src, &opts, 4, placement, exec).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    TOKENS
+        .iter()
+        .enumerate()
+        .map(|(pos, &t)| {
+            let want_token = cpu.step(&pool, t, pos).unwrap();
+            let want = cpu.logits().to_vec();
+            let token = placed.step(&pool, t, pos).unwrap();
+            let got = placed.logits().unwrap();
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let diff = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            (diff / scale, token == want_token)
+        })
+        .collect()
+}
+
+/// Every placement case: (model, recipe, placement).
+const PLACED: [(&str, Recipe, Placement); 4] = [
+    ("llama-3.1-8b", Recipe::F16, Placement::Split { at: 1 }),
+    (
+        "llama-3.1-8b",
+        Recipe::F16,
+        Placement::Offload { cpu_layers: 1 },
+    ),
+    (
+        "qwen3-30b-a3b",
+        Recipe::Q8_0,
+        Placement::Offload { cpu_layers: 1 },
+    ),
+    ("gpt-oss-20b", Recipe::MXFP4_MOE, Placement::Split { at: 3 }),
+];
+
+fn check_placed<E: StepExec>(exec: &mut dyn FnMut(usize, &DeviceStep) -> Result<E, DecodeError>) {
+    for (name, recipe, placement) in PLACED {
+        let m = tiny(&find(name).unwrap(), 256);
+        let r = compare_placed(&m, recipe, placement, exec);
+        eprintln!("{name} {} {placement}: {r:?}", recipe.name());
+        for (step, (d, same)) in r.iter().enumerate() {
+            assert!(
+                *d <= 1e-4 && *same,
+                "{name} {placement} step {step}: logits differ by {d}, argmax equal: {same}"
+            );
+        }
+    }
+}
+
+/// The host build of the kernels as a stage's executor.
+fn host_stage(_: usize, dev: &DeviceStep) -> Result<HostStep, DecodeError> {
+    let first = step_launches(&dev.desc, 0).unwrap();
+    Ok(HostStep::new(&dev.desc, &dev.weights, &first).unwrap())
+}
+
+#[test]
+fn a_step_split_across_devices_or_offloaded_equals_the_whole_step() {
+    if skip() {
+        return;
+    }
+    check_placed(&mut host_stage);
+}
+
+#[test]
+fn placements_that_leave_a_device_empty_are_refused() {
+    let m = tiny(&find("llama-3.1-8b").unwrap(), 256);
+    let n = m.n_layers;
+    for p in [
+        Placement::Split { at: 0 },
+        Placement::Split { at: n },
+        Placement::Offload { cpu_layers: 0 },
+        Placement::Offload { cpu_layers: n },
+    ] {
+        let e = p.check(&m).err().unwrap();
+        assert!(e.to_string().contains("without layers"), "{p}: {e}");
+    }
+    assert!(Placement::Split { at: 1 }.check(&m).is_ok());
+    assert_eq!(Placement::Split { at: 1 }.to_string(), "split1");
+    assert_eq!(Placement::Offload { cpu_layers: 4 }.to_string(), "cpu4");
+}
+
 #[test]
 fn mla_and_linear_attention_are_refused_with_a_reason() {
     for name in ["glm-4.7-flash", "qwen3-coder-next"] {
@@ -178,4 +276,18 @@ fn gpu_decode_equals_cpu_decode() {
     check("qwen3-32b", Recipe::F16, 1e-4, &mut on_gpu);
     check("qwen3-30b-a3b", Recipe::Q8_0, 1e-4, &mut on_gpu);
     check("gpt-oss-20b", Recipe::MXFP4_MOE, 1e-4, &mut on_gpu);
+}
+
+#[test]
+fn gpu_placements_equal_the_whole_cpu_step() {
+    let Some(g) = gpu() else {
+        return;
+    };
+    // One GPU holds both stages of a split (each its own buffers), as the decode suite's
+    // split case does on a machine with one GPU.
+    check_placed(&mut |_, dev: &DeviceStep| {
+        let first = step_launches(&dev.desc, 0).unwrap();
+        let step = GpuStep::new(&g, &dev.desc, &dev.weights, &first).unwrap();
+        Ok(OnGpu { gpu: &g, step })
+    });
 }

@@ -185,4 +185,7 @@ pub enum WriteError {
         expected: Option<u64>,
         got: u64,
     },
+    /// Making a deferred tensor's bytes failed.
+    #[error("tensor {name}: {problem}")]
+    Produce { name: String, problem: String },
 }

@@ -506,6 +506,7 @@ pub fn gguf_metadata(spec: &ModelSpec) -> Result<Vec<(String, MetaValue)>> {
         "embedding_length",
         MetaValue::U32(u32_of("hidden", spec.hidden)?),
     );
+    put("vocab_size", MetaValue::U32(u32_of("vocab", spec.vocab)?));
     if let Some(ff) = spec.ffn.intermediate {
         put(
             "feed_forward_length",

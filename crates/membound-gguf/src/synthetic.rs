@@ -9,7 +9,8 @@
 //! up to [`TILE_ROWS`] rows is quantized and repeated. Norm weights are ones. Types that
 //! membound-quant cannot quantize (the `Q5_0`/`Q5_1` fallbacks of K-quant recipes on short rows)
 //! are written as zero blocks, which are valid blocks of every type. [`Fill::Zeros`] writes
-//! zeros throughout (fastest). The file is built in memory: meant for small (test) models.
+//! zeros throughout (fastest). Each tensor is made as it is written, so the largest tensor, not the
+//! file, bounds the memory used.
 
 use std::io::Write;
 use std::path::Path;
@@ -151,8 +152,10 @@ pub fn tensor_data(
     Ok(out)
 }
 
-/// A writer holding the whole synthetic file of `spec` under `recipe` (metadata, then every
-/// tensor in inventory order), plus `general.file_type`.
+/// A writer of the whole synthetic file of `spec` under `recipe` (metadata, then every
+/// tensor in inventory order), plus `general.file_type` and the tokenizer keys llama.cpp
+/// needs to load a file without a vocabulary (`tokenizer.ggml.model = "none"`). Tensor data is
+/// made as the file is written, one tensor at a time.
 pub fn model_writer(
     spec: &ModelSpec,
     recipe: Recipe,
@@ -163,10 +166,16 @@ pub fn model_writer(
         w.add_meta(&key, value)?;
     }
     w.add_meta("general.file_type", MetaValue::U32(file_type(recipe)))?;
-    for (i, t) in inventory(spec).iter().enumerate() {
-        let dtype = recipe.dtype_for(spec, t);
-        let data = tensor_data(t, dtype, fill, i as u64)?;
-        w.add_tensor(&t.name, &t.dims, dtype, data)?;
+    w.add_meta("tokenizer.ggml.model", "none")?;
+    for (i, t) in inventory(spec).into_iter().enumerate() {
+        let dtype = recipe.dtype_for(spec, &t);
+        let (name, dims) = (t.name.clone(), t.dims.clone());
+        w.add_tensor_deferred(&name, &dims, dtype, move || {
+            tensor_data(&t, dtype, fill, i as u64).map_err(|e| WriteError::Produce {
+                name: t.name.clone(),
+                problem: e.to_string(),
+            })
+        })?;
     }
     Ok(w)
 }

@@ -2,8 +2,10 @@
 //! synthetic models). Tensor data is padded to the alignment, which `general.alignment` sets.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use membound_quant::blocks::{Block, as_bytes};
 use membound_spec::DType;
@@ -16,13 +18,42 @@ use crate::value::{MetaArray, MetaValue};
 /// The version the writer emits.
 pub const WRITE_VERSION: u32 = 3;
 
+/// Makes a tensor's bytes when the writer reaches it.
+type Produce<'a> = Arc<dyn Fn() -> Result<Vec<u8>, WriteError> + Send + Sync + 'a>;
+
+/// A tensor's bytes: held, or made when written (so a file larger than memory can be
+/// written one tensor at a time).
+#[derive(Clone)]
+enum TensorData<'a> {
+    Held(Cow<'a, [u8]>),
+    Deferred { len: u64, produce: Produce<'a> },
+}
+
+impl fmt::Debug for TensorData<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TensorData::Held(b) => write!(f, "Held({} bytes)", b.len()),
+            TensorData::Deferred { len, .. } => write!(f, "Deferred({len} bytes)"),
+        }
+    }
+}
+
+impl TensorData<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            TensorData::Held(b) => b.len() as u64,
+            TensorData::Deferred { len, .. } => *len,
+        }
+    }
+}
+
 /// A tensor waiting to be written.
 #[derive(Debug, Clone)]
 struct PendingTensor<'a> {
     name: String,
     dims: Vec<u64>,
     dtype: DType,
-    data: Cow<'a, [u8]>,
+    data: TensorData<'a>,
 }
 
 /// Builds a GGUF v3 file. Metadata and tensors are written in the order they were added.
@@ -103,6 +134,45 @@ impl<'a> GgufWriter<'a> {
         data: impl Into<Cow<'a, [u8]>>,
     ) -> Result<&mut Self, WriteError> {
         let data = data.into();
+        let got = data.len() as u64;
+        self.push_tensor(name, dims, dtype, got, TensorData::Held(data))
+    }
+
+    /// Adds a tensor whose bytes `produce` makes when the file is written (checked then
+    /// against the size `dims` of `dtype` occupy): the writer holds one tensor at a time.
+    pub fn add_tensor_deferred(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        dtype: DType,
+        produce: impl Fn() -> Result<Vec<u8>, WriteError> + Send + Sync + 'a,
+    ) -> Result<&mut Self, WriteError> {
+        let len = tensor_size(dims, dtype).map_err(|_| self.bad_bytes(name, dims, dtype, 0))?;
+        let data = TensorData::Deferred {
+            len,
+            produce: Arc::new(produce),
+        };
+        self.push_tensor(name, dims, dtype, len, data)
+    }
+
+    fn bad_bytes(&self, name: &str, dims: &[u64], dtype: DType, got: u64) -> WriteError {
+        WriteError::BadTensorBytes {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            dtype,
+            expected: tensor_size(dims, dtype).ok(),
+            got,
+        }
+    }
+
+    fn push_tensor(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        dtype: DType,
+        got: u64,
+        data: TensorData<'a>,
+    ) -> Result<&mut Self, WriteError> {
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(WriteError::DuplicateTensor(name.to_string()));
         }
@@ -118,15 +188,8 @@ impl<'a> GgufWriter<'a> {
                 dtype,
             });
         }
-        let expected = tensor_size(dims, dtype).ok();
-        if expected != Some(data.len() as u64) {
-            return Err(WriteError::BadTensorBytes {
-                name: name.to_string(),
-                dims: dims.to_vec(),
-                dtype,
-                expected,
-                got: data.len() as u64,
-            });
+        if tensor_size(dims, dtype).ok() != Some(got) {
+            return Err(self.bad_bytes(name, dims, dtype, got));
         }
         self.tensors.push(PendingTensor {
             name: name.to_string(),
@@ -181,24 +244,59 @@ impl<'a> GgufWriter<'a> {
             // add_tensor accepted only types with an id.
             t.dtype.ggml_id().unwrap_or(u32::MAX).write(&mut out);
             offset.write(&mut out);
-            offset = (offset + t.data.len() as u64).next_multiple_of(align);
+            offset = (offset + t.data.len()).next_multiple_of(align);
         }
         out.resize((out.len() as u64).next_multiple_of(align) as usize, 0);
         out
     }
 
+    /// The file's size in bytes (header, tensors and padding).
+    pub fn file_size(&self) -> u64 {
+        let align = self.alignment();
+        self.header().len() as u64
+            + self
+                .tensors
+                .iter()
+                .map(|t| t.data.len().next_multiple_of(align))
+                .sum::<u64>()
+    }
+
     /// Writes the file to `w`; returns the bytes written.
     pub fn write_to(&self, w: &mut impl Write) -> Result<u64, WriteError> {
+        self.write_with_progress(w, &mut |_, _| {})
+    }
+
+    /// Writes the file to `w`, calling `progress(bytes written, file size)` after the header
+    /// and after each tensor; returns the bytes written.
+    pub fn write_with_progress(
+        &self,
+        w: &mut impl Write,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<u64, WriteError> {
         let align = self.alignment();
+        let total = self.file_size();
         let header = self.header();
         w.write_all(&header)?;
         let mut written = header.len() as u64;
+        progress(written, total);
         for t in &self.tensors {
-            w.write_all(&t.data)?;
-            let len = t.data.len() as u64;
+            let made;
+            let bytes: &[u8] = match &t.data {
+                TensorData::Held(b) => b,
+                TensorData::Deferred { len, produce } => {
+                    made = produce()?;
+                    if made.len() as u64 != *len {
+                        return Err(self.bad_bytes(&t.name, &t.dims, t.dtype, made.len() as u64));
+                    }
+                    &made
+                }
+            };
+            w.write_all(bytes)?;
+            let len = bytes.len() as u64;
             let pad = len.next_multiple_of(align) - len;
             std::io::copy(&mut std::io::repeat(0).take(pad), w)?;
             written += len + pad;
+            progress(written, total);
         }
         Ok(written)
     }

@@ -699,3 +699,27 @@ fn tensor_counts_and_names_are_bounded() {
         }
     }
 }
+
+/// A deferred tensor is made when written, lands where a held one would, and a producer that
+/// makes the wrong number of bytes fails the write naming the tensor.
+#[test]
+fn deferred_tensors_are_made_at_write_time_and_checked() {
+    let values = [1.0f32, 2.0, 3.0, 4.0];
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut held = GgufWriter::new();
+    held.add_tensor("t", &[4], DType::F32, bytes.clone())
+        .unwrap();
+    let mut deferred = GgufWriter::new();
+    let made = bytes.clone();
+    deferred
+        .add_tensor_deferred("t", &[4], DType::F32, move || Ok(made.clone()))
+        .unwrap();
+    assert_eq!(deferred.file_size(), held.to_bytes().unwrap().len() as u64);
+    assert_eq!(deferred.to_bytes().unwrap(), held.to_bytes().unwrap());
+    let mut short = GgufWriter::new();
+    short
+        .add_tensor_deferred("short", &[4], DType::F32, || Ok(vec![0; 12]))
+        .unwrap();
+    let e = short.to_bytes().unwrap_err().to_string();
+    assert!(e.contains("short") && e.contains("got 12"), "{e}");
+}

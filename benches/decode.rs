@@ -17,14 +17,14 @@
 //!
 //! GPUs: the same step as one launch plan of membound's kernels (GEMV, attention, MoE and the
 //! element-wise kernels of `kernels/decode.cu`), replayed as a CUDA graph between events; GQA
-//! models that fit the device whole (MLA, linear attention and GPU samples are not built yet:
-//! those cases are skipped with the reason).
+//! and MLA models that fit the device whole (linear attention, types without a CUDA GEMV such
+//! as Q5_0/Q5_K, and GPU samples are not built yet: those cases are skipped with the reason).
 //!
-//! Placements (`membound_decode::placement`), on the first GPU: Llama-3.1-8B Q4_K_M and
-//! Qwen3-30B-A3B Q8_0 split in half across two GPUs (`…-split{at}`, llama.cpp's layer split;
-//! `…-split{at}-one-gpu` where there is one GPU, which then holds both halves) and with their
-//! first 4 layers on the CPU (`…-cpu4`, the seed's Ollama case), timed as wall time of whole
-//! steps; the residual stream crosses through host memory.
+//! Placements (`membound_decode::placement`), on the first GPU: Llama-3.1-8B Q4_K_M,
+//! Qwen3-30B-A3B Q8_0 and GLM-4.7-Flash Q8_0 split in half across two GPUs (`…-split{at}`,
+//! llama.cpp's layer split; `…-split{at}-one-gpu` where there is one GPU, which then holds both
+//! halves) and with their first 4 layers on the CPU (`…-cpu4`, the seed's Ollama case; 112k at
+//! `full`), timed as wall time of whole steps; the residual stream crosses through host memory.
 
 use membound_bench::{decode_suite, machine};
 

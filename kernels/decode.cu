@@ -2,9 +2,11 @@
 // ops.rs is their CPU reference):
 //   mb_dec_rmsnorm   out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, rows r of n values (the
 //                    hidden state: 1 row; per-head QK-norm: heads rows); in place allowed
-//   mb_dec_rope      rotates the first `dims` values of each of `rows` heads (`head` apart) for
-//                    position `pos`: pairs (i, i + dims/2) with DEC_NEOX, else (2i, 2i + 1),
+//   mb_dec_rope      rotates `dims` values from value `n` of each of `rows` heads (`head` apart)
+//                    for position `pos`: pairs (i, i + dims/2) with DEC_NEOX, else (2i, 2i + 1),
 //                    angle pos * theta^(-2i/dims) in f64 reduced modulo 2*pi, sine in f32
+//   mb_dec_copy2d    dst[r * dims + tokens + i] = src[r * head + pos + i], rows r of n values
+//                    (MLA: a head's parts gathered into its query, the latent row assembled)
 //   mb_dec_add       x[i] += y[i]
 //   mb_dec_glu       g[i] = silu(g[i]) * u[i] (DEC_GELU: gelu_tanh(g[i]) * u[i])
 //   mb_dec_kv_write  token `pos` of a head-major cache ([rows][tokens][n] of `dtype`): head h's
@@ -62,7 +64,7 @@ mb_dec_rope(float* x, DecodeParams p) {
     const u64 t = mb_dec_tid();
     if (t >= (u64)p.rows * half) return;
     const u32 h = (u32)(t / half), i = (u32)(t % half);
-    float* xh = x + (u64)h * p.head;
+    float* xh = x + (u64)h * p.head + p.n;
     // The angle in f64, reduced modulo 2*pi before the f32 sine: an f32 product loses 1e-4 rad
     // by position 4096 and 1e-2 by 256k (llama.cpp's CUDA rope keeps that error).
     const double turn = (double)p.pos * pow((double)p.theta, -2.0 * (double)i / (double)p.dims);
@@ -73,6 +75,14 @@ mb_dec_rope(float* x, DecodeParams p) {
     const float x0 = mb_ld(xh + a), x1 = mb_ld(xh + b);
     xh[a] = x0 * c - x1 * s;
     xh[b] = x0 * s + x1 * c;
+}
+
+extern "C" __global__ void __launch_bounds__(DEC_BLOCK)
+mb_dec_copy2d(const float* __restrict__ src, float* __restrict__ dst, DecodeParams p) {
+    const u64 t = mb_dec_tid();
+    if (t >= (u64)p.rows * p.n) return;
+    const u64 r = t / p.n, i = t % p.n;
+    dst[r * p.dims + p.tokens + i] = mb_ld(src + r * p.head + p.pos + i);
 }
 
 extern "C" __global__ void __launch_bounds__(DEC_BLOCK)

@@ -17,6 +17,10 @@
 // rows. The chunk dot products then read shared memory only. Rows whose bytes are not 16-byte
 // aligned fall back to 4-, 2- or 1-byte words (still consecutive across lanes).
 //
+// Grouped GEMV (MLA's per-head W_UK and W_UV): rows form groups of group_rows (a multiple of
+// GEMV_WARPS, so a block's rows share one input) and group g's rows take input g, the g-th run
+// of cols values of x (of cols/32 Q8_1 blocks once quantized); group_rows = rows otherwise.
+//
 // Launch geometry (host: membound_cuda::gemv::gemv_config): GEMV_WARPS warps (default 4, 128
 // threads) per block, one row per warp, grid = ceil(rows / GEMV_WARPS) blocks. Warps past the
 // last row still take part in the block's barriers and x copies. Lane l of a row's warp takes the tile's chunks l,
@@ -76,6 +80,8 @@ static __device__ __forceinline__ void mb_gemv_tiled(const u8* __restrict__ w,
     const u32 row = blockIdx.x * GEMV_WARPS + threadIdx.x / MB_WARP_SIZE;
     const bool active = row < p.rows;  // warp-uniform
     const u8* wr[1] = {w + (u64)(active ? row : 0) * p.row_bytes};
+    // A grouped GEMV's block takes its rows' input (group_rows is a multiple of GEMV_WARPS).
+    x += (u64)(blockIdx.x * GEMV_WARPS / p.group_rows) * (p.cols / Q::BLOCK_VALUES) * Q::X_PER_BLOCK;
     float acc[1];
     mb_rows_dot<Q, GEMV_WARPS, 1>(wr, active, x, p.cols, acc);
     if (active && threadIdx.x % MB_WARP_SIZE == 0) y[row] = acc[0];
@@ -121,6 +127,7 @@ static __device__ __forceinline__ void mb_gemv_half_scalar(const u8* __restrict_
     if (row >= p.rows) return;  // warp-uniform; no barriers in this path
     const u32 lane = threadIdx.x % MB_WARP_SIZE;
     const u16* w16 = reinterpret_cast<const u16*>(w + (u64)row * p.row_bytes);
+    x += (u64)(row / p.group_rows) * p.cols;
     float acc = 0.0f;
     for (u32 i = lane; i < p.cols; i += MB_WARP_SIZE) acc += C::cvt(mb_ld(w16 + i)) * mb_ld(x + i);
     acc = mb_warp_sum(acc);

@@ -16,6 +16,8 @@ struct GemvParams {
     u32 rows;
     u32 cols;
     u64 row_bytes;
+    u32 group_rows;  // rows per input: row r takes input r / group_rows of x (grouped GEMV)
+    u32 _pad;
 };
 
 // Activation quantization (gemv.cu): n_blocks Q8_1 blocks of 32 values.
@@ -24,7 +26,7 @@ struct QuantizeParams {
 };
 
 static_assert(sizeof(StreamParams) == 16, "StreamParams must be 16 bytes");
-static_assert(sizeof(GemvParams) == 16, "GemvParams must be 16 bytes");
+static_assert(sizeof(GemvParams) == 24, "GemvParams must be 24 bytes");
 static_assert(sizeof(QuantizeParams) == 8, "QuantizeParams must be 8 bytes");
 
 // MoE kernels (moe.cu): one MoE layer for `tokens` tokens. An expert pass (routed experts, or
@@ -93,12 +95,13 @@ static_assert(sizeof(AttnParams) == 80, "AttnParams must be 80 bytes");
 
 // The element-wise steps of a decode step (decode.cu); each kernel reads the fields it names.
 struct DecodeParams {
-    u32 n;       // values per row (rmsnorm, kv_write), elements (add, glu, argmax)
-    u32 rows;    // rows (rmsnorm), heads (rope, kv_write)
-    u32 head;    // values from one head to the next in the source (rope, kv_write)
-    u32 dims;    // rope: values rotated at the start of each head
-    u32 pos;     // rope: position; kv_write: the token written
-    u32 tokens;  // kv_write: cache rows per head
+    u32 n;       // values per row (rmsnorm, kv_write, copy2d), elements (add, glu, argmax);
+                 // rope: the first rotated value of each head
+    u32 rows;    // rows (rmsnorm, copy2d), heads (rope, kv_write)
+    u32 head;    // values from one head (row) to the next in the source (rope, kv_write, copy2d)
+    u32 dims;    // rope: values rotated per head; copy2d: destination row stride
+    u32 pos;     // rope: position; kv_write: the token written; copy2d: source row offset
+    u32 tokens;  // kv_write: cache rows per head; copy2d: destination row offset
     u32 flags;   // DEC_* bits below
     u32 dtype;   // kv_write: DEC_KV_* element type
     float eps;    // rmsnorm

@@ -96,6 +96,63 @@ fn rope_matches_the_cpu_in_both_styles() {
 }
 
 #[test]
+fn rope_at_an_offset_rotates_only_the_values_it_names() {
+    if skip() {
+        return;
+    }
+    // MLA's query heads and cache row: 3 heads of 96 values, latent 64 then a RoPE part of 32.
+    let (heads, head, offset, dims) = (3, 96, 64, 32);
+    let x = normal_f32(6, heads * head, 1.0);
+    let l = decode::rope_at(heads, head, offset, dims, 77, 10_000.0, true).unwrap();
+    let mut xb = HostBuffer::from_slice(&x);
+    run(&l, &mut [Arg::Out(&mut xb), Arg::value(&l.params)]);
+    let mut want = x.clone();
+    for h in want.chunks_exact_mut(head) {
+        ops::rope(&mut h[offset..], dims, dims, 77, 10_000.0, true);
+    }
+    close(&xb.to_vec::<f32>(), &want, 1e-5, "rope at 64");
+    assert!(decode::rope_at(heads, head, 80, dims, 0, 1e4, true).is_err());
+}
+
+#[test]
+fn copy2d_moves_each_rows_run_between_strides() {
+    if skip() {
+        return;
+    }
+    // 4 rows: 24 values from value 8 of rows 40 apart, to value 5 of rows 30 apart; the rest of
+    // the destination is left as it was.
+    let (rows, n) = (4, 24);
+    let src = normal_f32(7, rows * 40, 1.0);
+    let dst0 = normal_f32(8, rows * 30, 1.0);
+    let l = decode::copy2d(
+        rows,
+        n,
+        decode::Rows {
+            stride: 40,
+            offset: 8,
+        },
+        decode::Rows {
+            stride: 30,
+            offset: 5,
+        },
+    )
+    .unwrap();
+    let sb = HostBuffer::from_slice(&src);
+    let mut db = HostBuffer::from_slice(&dst0);
+    run(
+        &l,
+        &mut [Arg::In(&sb), Arg::Out(&mut db), Arg::value(&l.params)],
+    );
+    let mut want = dst0.clone();
+    for r in 0..rows {
+        want[r * 30 + 5..r * 30 + 5 + n].copy_from_slice(&src[r * 40 + 8..r * 40 + 8 + n]);
+    }
+    assert_eq!(db.to_vec::<f32>(), want);
+    let rows_of = |stride, offset| decode::Rows { stride, offset };
+    assert!(decode::copy2d(rows, n, rows_of(40, 20), rows_of(30, 0)).is_err());
+}
+
+#[test]
 fn add_and_gates_match_the_cpu() {
     if skip() {
         return;

@@ -11,7 +11,7 @@ use membound_spec::moe::MoeLayer;
 use crate::attention::attn_plan;
 use crate::error::{CudaError, Result};
 use crate::gemv::{
-    Q8_1_BLOCK_BYTES, activation_dtype, gemv_config, gemv_params, gemv_warps, kernel_for,
+    Q8_1_BLOCK_BYTES, activation_dtype, gemv_config, gemv_params_grouped, gemv_warps, kernel_for,
     quantize_config,
 };
 use crate::gpu::Kernel;
@@ -85,19 +85,67 @@ pub fn rope(
     theta: f32,
     neox: bool,
 ) -> Result<DecLaunch> {
-    if dims == 0 || !dims.is_multiple_of(2) || dims > head {
-        return Err(bad(format!("RoPE over {dims} of {head} values per head")));
+    rope_at(heads, head, 0, dims, pos, theta, neox)
+}
+
+/// [`rope`] of the `dims` values from value `offset` of each head (MLA: the RoPE part after
+/// the latent values).
+pub fn rope_at(
+    heads: usize,
+    head: usize,
+    offset: usize,
+    dims: usize,
+    pos: usize,
+    theta: f32,
+    neox: bool,
+) -> Result<DecLaunch> {
+    if dims == 0 || !dims.is_multiple_of(2) || offset + dims > head {
+        return Err(bad(format!(
+            "RoPE over {dims} values from value {offset} of {head} per head"
+        )));
     }
     Ok(DecLaunch {
         kernel: Kernel::DecRope,
         config: grid(heads as u64 * (dims / 2) as u64),
         params: DecodeParams {
+            n: u32_of(offset, "offset")?,
             rows: u32_of(heads, "heads")?,
             head: u32_of(head, "head stride")?,
             dims: dims as u32,
             pos: u32_of(pos, "position")?,
             flags: if neox { DEC_NEOX } else { 0 },
             theta,
+            ..Default::default()
+        },
+    })
+}
+
+/// Where [`copy2d`] reads or writes: rows `stride` values apart, from value `offset` of each.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows {
+    /// Values from one row to the next.
+    pub stride: usize,
+    /// The first value of each row.
+    pub offset: usize,
+}
+
+/// Copies `n` values of each of `rows` rows from `src` to `dst` (`src`, `dst`).
+pub fn copy2d(rows: usize, n: usize, src: Rows, dst: Rows) -> Result<DecLaunch> {
+    if n == 0 || src.offset + n > src.stride || dst.offset + n > dst.stride {
+        return Err(bad(format!(
+            "a copy of {n} values per row from {src:?} to {dst:?}"
+        )));
+    }
+    Ok(DecLaunch {
+        kernel: Kernel::DecCopy2d,
+        config: grid(rows as u64 * n as u64),
+        params: DecodeParams {
+            n: u32_of(n, "values")?,
+            rows: u32_of(rows, "rows")?,
+            head: u32_of(src.stride, "source stride")?,
+            dims: u32_of(dst.stride, "destination stride")?,
+            pos: u32_of(src.offset, "source offset")?,
+            tokens: u32_of(dst.offset, "destination offset")?,
             ..Default::default()
         },
     })
@@ -268,6 +316,22 @@ pub enum Buf {
     OutNorm,
     /// The output projection.
     Output,
+    /// MLA: the low-rank query (`q_a`'s output) and its normed copy.
+    MlaC,
+    /// See [`Buf::MlaC`].
+    MlaCn,
+    /// MLA: `kv_a`'s output (latent, then the RoPE part).
+    MlaKv,
+    /// MLA: the cache row of this token (normed latent, rotated RoPE part).
+    MlaRow,
+    /// MLA: each head's non-RoPE query part, heads packed.
+    QNope,
+    /// MLA: each head's query in latent space (`W_UK` of [`Buf::QNope`]).
+    QLat,
+    /// MLA: each head's whole query (latent, then rotated RoPE part), as the cache rows.
+    Query,
+    /// MLA: each head's attention output after `W_UV`.
+    Heads,
 }
 
 /// The weights of one layer.
@@ -305,6 +369,18 @@ pub enum Wt {
     Up,
     /// See [`Wt::Gate`].
     Down,
+    /// MLA: `attn_q_a` and `attn_q_a_norm` (f32).
+    QA,
+    /// See [`Wt::QA`].
+    QANorm,
+    /// MLA: `attn_kv_a_mqa` and `attn_kv_a_norm` (f32).
+    KvA,
+    /// See [`Wt::KvA`].
+    KvNorm,
+    /// MLA: `attn_k_b` (`W_UK`) and `attn_v_b` (`W_UV`).
+    KB,
+    /// See [`Wt::KB`].
+    VB,
 }
 
 /// One argument of a [`StepLaunch`].
@@ -368,25 +444,99 @@ pub enum FfnDesc {
     Moe(MoeLayer),
 }
 
-/// One GQA layer of a step.
+/// A layer's attention projections.
+#[derive(Clone, Debug)]
+pub enum MixerDesc {
+    /// GQA: Q, K, V and output projections, their biases, QK-norm.
+    Gqa {
+        /// `attn_q`.
+        q: Mat,
+        /// `attn_k`.
+        k: Mat,
+        /// `attn_v`.
+        v: Mat,
+        /// `attn_output`.
+        o: Mat,
+        /// Which of Q, K, V, O carry a bias.
+        bias: [bool; 4],
+        /// Per-head RMSNorm on Q and K.
+        qk_norm: bool,
+    },
+    /// MLA over a latent (or split) cache with the query absorbed into latent space.
+    Mla(MlaDesc),
+}
+
+/// An MLA layer's projections (llama.cpp's tensors): the query (through its low-rank `q_a`
+/// where the model has one), the latent + RoPE projection `kv_a`, the per-head `W_UK`
+/// (`k_b`: `n_heads` groups of `kv_lora` rows over `qk_nope` columns) and `W_UV` (`v_b`:
+/// `n_heads` groups of `v_head` rows over `kv_lora` columns), the output.
+#[derive(Clone, Debug)]
+pub struct MlaDesc {
+    /// `attn_q_a` (with `attn_q_a_norm`), or none.
+    pub q_a: Option<Mat>,
+    /// `attn_q_b` (or `attn_q`): `n_heads × (qk_nope + qk_rope)` rows.
+    pub q: Mat,
+    /// `attn_kv_a_mqa`: `kv_lora + qk_rope` rows.
+    pub kv_a: Mat,
+    /// `attn_k_b`.
+    pub k_b: Mat,
+    /// `attn_v_b`.
+    pub v_b: Mat,
+    /// `attn_output`.
+    pub o: Mat,
+}
+
+impl MlaDesc {
+    /// The latent width (`kv_lora`), the RoPE part and the non-RoPE query part per head.
+    fn dims(&self, n_heads: usize) -> (usize, usize, usize) {
+        let kvr = self.k_b.rows / n_heads.max(1);
+        let rope = self.kv_a.rows - kvr;
+        (kvr, rope, self.k_b.cols)
+    }
+}
+
+/// One layer of a step.
 #[derive(Clone, Debug)]
 pub struct LayerDesc {
     /// The attention (cache type, heads, window, sinks).
     pub attn: AttnShape,
-    /// Q, K, V and output projections.
-    pub q: Mat,
-    /// See [`LayerDesc::q`].
-    pub k: Mat,
-    /// See [`LayerDesc::q`].
-    pub v: Mat,
-    /// See [`LayerDesc::q`].
-    pub o: Mat,
-    /// Which of Q, K, V, O carry a bias.
-    pub bias: [bool; 4],
-    /// Per-head RMSNorm on Q and K.
-    pub qk_norm: bool,
+    /// The attention projections.
+    pub mixer: MixerDesc,
     /// The FFN.
     pub ffn: FfnDesc,
+}
+
+impl LayerDesc {
+    /// The output projection.
+    fn o(&self) -> &Mat {
+        match &self.mixer {
+            MixerDesc::Gqa { o, .. } => o,
+            MixerDesc::Mla(m) => &m.o,
+        }
+    }
+
+    /// Values of each GEMV input the step quantizes (a grouped GEMV's inputs together).
+    fn quantized_inputs(&self) -> Vec<usize> {
+        let mut v = match &self.mixer {
+            MixerDesc::Gqa { q, o, .. } => vec![q.cols, o.cols],
+            MixerDesc::Mla(m) => {
+                let nh = self.attn.n_heads;
+                let mut v = vec![
+                    m.q.cols,
+                    m.kv_a.cols,
+                    nh * m.k_b.cols,
+                    nh * m.v_b.cols,
+                    m.o.cols,
+                ];
+                v.extend(m.q_a.map(|q| q.cols));
+                v
+            }
+        };
+        if let FfnDesc::Dense { down, .. } = &self.ffn {
+            v.push(down.cols);
+        }
+        v
+    }
 }
 
 /// A decode step, or one stage of a step split across devices: its layers, the output
@@ -445,27 +595,163 @@ impl Builder {
 
     /// `y = W·x` for matrix `m` stored in `w`.
     fn gemv(&mut self, m: &Mat, w: Buf, x: Buf, y: Buf) -> Result<()> {
+        self.gemv_grouped(m, 1, w, x, y)
+    }
+
+    /// `y = W·x` with the rows of `m` in `groups` groups, group `g` taking the `g`-th run of
+    /// `m.cols` values of `x` (one input for `groups = 1`).
+    fn gemv_grouped(&mut self, m: &Mat, groups: usize, w: Buf, x: Buf, y: Buf) -> Result<()> {
         use StepArg::{In, Out};
-        let p = gemv_params(m.dtype, m.rows, m.cols)?;
+        let warps = gemv_warps();
+        let p = gemv_params_grouped(m.dtype, m.rows, m.cols, groups, warps)?;
         let k = kernel_for(m.dtype)?;
-        let cfg = gemv_config(p.rows, gemv_warps());
+        let cfg = gemv_config(p.rows, warps);
         if activation_dtype(m.dtype) == DType::F32 {
             self.push(k, cfg, vec![In(w), In(x), Out(y), StepArg::Gemv(p)]);
             return Ok(());
         }
-        if self.xq_holds != Some((x, m.cols)) {
+        let values = groups * m.cols;
+        if self.xq_holds != Some((x, values)) {
             let q = QuantizeParams {
-                n_blocks: (m.cols / 32) as u64,
+                n_blocks: (values / 32) as u64,
             };
             self.push(
                 Kernel::QuantizeQ8_1,
                 quantize_config(q.n_blocks),
                 vec![In(x), Out(Buf::Xq), StepArg::Quantize(q)],
             );
-            self.xq_holds = Some((x, m.cols));
+            self.xq_holds = Some((x, values));
         }
         self.push(k, cfg, vec![In(w), In(Buf::Xq), Out(y), StepArg::Gemv(p)]);
         Ok(())
+    }
+
+    /// Layer `i`'s attention of query `q` over its caches into [`Buf::Att`]: the split
+    /// kernel and the reduction (with the layer's sinks).
+    fn attention(&mut self, d: &StepDesc, i: u32, q: Buf, pos: usize) -> Result<()> {
+        use StepArg::{In, Out};
+        let s = &d.layers[i as usize].attn;
+        let plan = attn_plan(s, d.tokens, pos + 1, d.sm_count, None)?;
+        let p = StepArg::Attn(plan.params);
+        let v = if s.v_in_k { Buf::Dummy } else { Buf::VCache(i) };
+        self.push(
+            plan.kernel,
+            plan.split,
+            vec![
+                In(q),
+                In(Buf::KCache(i)),
+                In(v),
+                Out(Buf::PartMl),
+                Out(Buf::PartAcc),
+                p,
+            ],
+        );
+        let sinks = if s.sinks {
+            Buf::W(i, Wt::Sinks)
+        } else {
+            Buf::Dummy
+        };
+        self.push(
+            Kernel::AttnReduce,
+            plan.reduce,
+            vec![
+                In(Buf::PartMl),
+                In(Buf::PartAcc),
+                In(sinks),
+                Out(Buf::Att),
+                p,
+            ],
+        );
+        Ok(())
+    }
+
+    /// Layer `i`'s MLA attention of the normed hidden state in [`Buf::H`] into [`Buf::Y`], as
+    /// the CPU step does it: the query (through `q_a` and its norm), the cache row (latent
+    /// normed, RoPE part rotated) appended, each head's non-RoPE query taken into latent space
+    /// by `W_UK` and its RoPE part rotated, attention over the latent rows, `W_UV` per head, the
+    /// output projection.
+    fn mla(&mut self, d: &StepDesc, i: u32, m: &MlaDesc, pos: usize) -> Result<()> {
+        use StepArg::{In, Out};
+        let w = |t: Wt| Buf::W(i, t);
+        let s = &d.layers[i as usize].attn;
+        let nh = s.n_heads;
+        let (kvr, rope_d, nope) = m.dims(nh);
+        let qk = m.q.rows / nh;
+        if s.d_k != kvr + rope_d || nope + rope_d != qk {
+            return Err(bad(format!(
+                "MLA shapes: cache rows of {} for a latent of {kvr} + {rope_d}, query heads of {qk} for {nope} + {rope_d}",
+                s.d_k
+            )));
+        }
+        match &m.q_a {
+            Some(q_a) => {
+                self.gemv(q_a, w(Wt::QA), Buf::H, Buf::MlaC)?;
+                self.dec(
+                    rmsnorm(1, q_a.rows, d.eps)?,
+                    vec![In(Buf::MlaC), In(w(Wt::QANorm)), Out(Buf::MlaCn)],
+                );
+                self.gemv(&m.q, w(Wt::Q), Buf::MlaCn, Buf::Q)?;
+            }
+            None => self.gemv(&m.q, w(Wt::Q), Buf::H, Buf::Q)?,
+        }
+        // The cache row: the normed latent, then the rotated RoPE part.
+        self.gemv(&m.kv_a, w(Wt::KvA), Buf::H, Buf::MlaKv)?;
+        self.dec(
+            rmsnorm(1, kvr, d.eps)?,
+            vec![In(Buf::MlaKv), In(w(Wt::KvNorm)), Out(Buf::MlaRow)],
+        );
+        let row = |offset| Rows {
+            stride: s.d_k,
+            offset,
+        };
+        let kv = Rows {
+            stride: m.kv_a.rows,
+            offset: kvr,
+        };
+        self.dec(
+            copy2d(1, rope_d, kv, row(kvr))?,
+            vec![In(Buf::MlaKv), Out(Buf::MlaRow)],
+        );
+        self.dec(
+            rope_at(1, s.d_k, kvr, rope_d, pos, d.theta, d.neox)?,
+            vec![Out(Buf::MlaRow)],
+        );
+        self.dec(
+            kv_write(1, s.d_k, s.d_k, d.tokens, pos, s.dtype)?,
+            vec![In(Buf::MlaRow), Out(Buf::KCache(i))],
+        );
+        if !s.v_in_k {
+            self.dec(
+                kv_write(1, kvr, s.d_k, d.tokens, pos, s.dtype)?,
+                vec![In(Buf::MlaRow), Out(Buf::VCache(i))],
+            );
+        }
+        // The query: W_UK of each head's non-RoPE part, then its rotated RoPE part.
+        let q_at = |offset| Rows { stride: qk, offset };
+        let dense = |n| Rows {
+            stride: n,
+            offset: 0,
+        };
+        self.dec(
+            copy2d(nh, nope, q_at(0), dense(nope))?,
+            vec![In(Buf::Q), Out(Buf::QNope)],
+        );
+        self.gemv_grouped(&m.k_b, nh, w(Wt::KB), Buf::QNope, Buf::QLat)?;
+        self.dec(
+            copy2d(nh, kvr, dense(kvr), row(0))?,
+            vec![In(Buf::QLat), Out(Buf::Query)],
+        );
+        self.dec(
+            copy2d(nh, rope_d, q_at(nope), row(kvr))?,
+            vec![In(Buf::Q), Out(Buf::Query)],
+        );
+        self.dec(
+            rope_at(nh, s.d_k, kvr, rope_d, pos, d.theta, d.neox)?,
+            vec![Out(Buf::Query)],
+        );
+        self.attention(d, i, Buf::Query, pos)?;
+        self.gemv_grouped(&m.v_b, nh, w(Wt::VB), Buf::Att, Buf::Heads)?;
+        self.gemv(&m.o, w(Wt::O), Buf::Heads, Buf::Y)
     }
 }
 
@@ -511,74 +797,61 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
             rmsnorm(1, h, d.eps)?,
             vec![In(Buf::X), In(w(Wt::AttnNorm)), Out(Buf::H)],
         );
-        for (m, wt, out, bias, bt) in [
-            (&l.q, Wt::Q, Buf::Q, l.bias[0], Wt::BQ),
-            (&l.k, Wt::K, Buf::K, l.bias[1], Wt::BK),
-            (&l.v, Wt::V, Buf::V, l.bias[2], Wt::BV),
-        ] {
-            b.gemv(m, w(wt), Buf::H, out)?;
-            if bias {
-                b.dec(add(m.rows)?, vec![Out(out), In(w(bt))]);
+        match &l.mixer {
+            MixerDesc::Gqa {
+                q,
+                k,
+                v,
+                o,
+                bias,
+                qk_norm,
+            } => {
+                for (m, wt, out, bias, bt) in [
+                    (q, Wt::Q, Buf::Q, bias[0], Wt::BQ),
+                    (k, Wt::K, Buf::K, bias[1], Wt::BK),
+                    (v, Wt::V, Buf::V, bias[2], Wt::BV),
+                ] {
+                    b.gemv(m, w(wt), Buf::H, out)?;
+                    if bias {
+                        b.dec(add(m.rows)?, vec![Out(out), In(w(bt))]);
+                    }
+                }
+                let (q, k) = if *qk_norm {
+                    b.dec(
+                        rmsnorm(s.n_heads, s.d_k, d.eps)?,
+                        vec![In(Buf::Q), In(w(Wt::QNorm)), Out(Buf::Qn)],
+                    );
+                    b.dec(
+                        rmsnorm(s.kv_heads, s.d_k, d.eps)?,
+                        vec![In(Buf::K), In(w(Wt::KNorm)), Out(Buf::Kn)],
+                    );
+                    (Buf::Qn, Buf::Kn)
+                } else {
+                    (Buf::Q, Buf::K)
+                };
+                b.dec(
+                    rope(s.n_heads, s.d_k, s.d_k, pos, d.theta, d.neox)?,
+                    vec![Out(q)],
+                );
+                b.dec(
+                    rope(s.kv_heads, s.d_k, s.d_k, pos, d.theta, d.neox)?,
+                    vec![Out(k)],
+                );
+                b.dec(
+                    kv_write(s.kv_heads, s.d_k, s.d_k, d.tokens, pos, s.dtype)?,
+                    vec![In(k), Out(Buf::KCache(i))],
+                );
+                b.dec(
+                    kv_write(s.kv_heads, s.d_v, s.d_v, d.tokens, pos, s.dtype)?,
+                    vec![In(Buf::V), Out(Buf::VCache(i))],
+                );
+                b.attention(d, i, q, pos)?;
+                b.gemv(o, w(Wt::O), Buf::Att, Buf::Y)?;
+                if bias[3] {
+                    b.dec(add(h)?, vec![Out(Buf::Y), In(w(Wt::BO))]);
+                }
             }
-        }
-        let (q, k) = if l.qk_norm {
-            b.dec(
-                rmsnorm(s.n_heads, s.d_k, d.eps)?,
-                vec![In(Buf::Q), In(w(Wt::QNorm)), Out(Buf::Qn)],
-            );
-            b.dec(
-                rmsnorm(s.kv_heads, s.d_k, d.eps)?,
-                vec![In(Buf::K), In(w(Wt::KNorm)), Out(Buf::Kn)],
-            );
-            (Buf::Qn, Buf::Kn)
-        } else {
-            (Buf::Q, Buf::K)
-        };
-        b.dec(
-            rope(s.n_heads, s.d_k, s.d_k, pos, d.theta, d.neox)?,
-            vec![Out(q)],
-        );
-        b.dec(
-            rope(s.kv_heads, s.d_k, s.d_k, pos, d.theta, d.neox)?,
-            vec![Out(k)],
-        );
-        b.dec(
-            kv_write(s.kv_heads, s.d_k, s.d_k, d.tokens, pos, s.dtype)?,
-            vec![In(k), Out(Buf::KCache(i))],
-        );
-        b.dec(
-            kv_write(s.kv_heads, s.d_v, s.d_v, d.tokens, pos, s.dtype)?,
-            vec![In(Buf::V), Out(Buf::VCache(i))],
-        );
-        let plan = attn_plan(s, d.tokens, pos + 1, d.sm_count, None)?;
-        let p = StepArg::Attn(plan.params);
-        b.push(
-            plan.kernel,
-            plan.split,
-            vec![
-                In(q),
-                In(Buf::KCache(i)),
-                In(Buf::VCache(i)),
-                Out(Buf::PartMl),
-                Out(Buf::PartAcc),
-                p,
-            ],
-        );
-        let sinks = if s.sinks { w(Wt::Sinks) } else { Buf::Dummy };
-        b.push(
-            Kernel::AttnReduce,
-            plan.reduce,
-            vec![
-                In(Buf::PartMl),
-                In(Buf::PartAcc),
-                In(sinks),
-                Out(Buf::Att),
-                p,
-            ],
-        );
-        b.gemv(&l.o, w(Wt::O), Buf::Att, Buf::Y)?;
-        if l.bias[3] {
-            b.dec(add(h)?, vec![Out(Buf::Y), In(w(Wt::BO))]);
+            MixerDesc::Mla(m) => b.mla(d, i, m, pos)?,
         }
         b.dec(add(h)?, vec![Out(Buf::X), In(Buf::Y)]);
         b.dec(
@@ -639,11 +912,42 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
     let max = |g: &dyn Fn(&LayerDesc) -> usize| d.layers.iter().map(g).max().unwrap_or(0);
     Ok(match b {
         Buf::Embd | Buf::X | Buf::H => f(d.hidden),
-        Buf::Q | Buf::Qn => f(max(&|l| l.q.rows)),
-        Buf::K | Buf::Kn => f(max(&|l| l.k.rows)),
-        Buf::V => f(max(&|l| l.v.rows)),
+        Buf::Q | Buf::Qn => f(max(&|l| match &l.mixer {
+            MixerDesc::Gqa { q, .. } => q.rows,
+            MixerDesc::Mla(m) => m.q.rows,
+        })),
+        Buf::K | Buf::Kn => f(max(&|l| match &l.mixer {
+            MixerDesc::Gqa { k, .. } => k.rows,
+            MixerDesc::Mla(_) => 0,
+        })),
+        Buf::V => f(max(&|l| match &l.mixer {
+            MixerDesc::Gqa { v, .. } => v.rows,
+            MixerDesc::Mla(_) => 0,
+        })),
+        Buf::MlaC | Buf::MlaCn => f(max(&|l| match &l.mixer {
+            MixerDesc::Mla(m) => m.q_a.map_or(0, |q| q.rows),
+            MixerDesc::Gqa { .. } => 0,
+        })),
+        Buf::MlaKv => f(max(&|l| match &l.mixer {
+            MixerDesc::Mla(m) => m.kv_a.rows,
+            MixerDesc::Gqa { .. } => 0,
+        })),
+        Buf::MlaRow => f(max(&|l| l.attn.d_k)),
+        Buf::QNope => f(max(&|l| match &l.mixer {
+            MixerDesc::Mla(m) => l.attn.n_heads * m.k_b.cols,
+            MixerDesc::Gqa { .. } => 0,
+        })),
+        Buf::QLat => f(max(&|l| match &l.mixer {
+            MixerDesc::Mla(m) => m.k_b.rows,
+            MixerDesc::Gqa { .. } => 0,
+        })),
+        Buf::Query => f(max(&|l| l.attn.n_heads * l.attn.d_k)),
+        Buf::Heads => f(max(&|l| match &l.mixer {
+            MixerDesc::Mla(m) => m.v_b.rows,
+            MixerDesc::Gqa { .. } => 0,
+        })),
         Buf::Att => f(max(&|l| l.attn.n_heads * l.attn.d_v)),
-        Buf::Y => f(d.hidden.max(max(&|l| l.o.rows))),
+        Buf::Y => f(d.hidden.max(max(&|l| l.o().rows))),
         Buf::G | Buf::U => f(max(&|l| match &l.ffn {
             FfnDesc::Dense { gate, .. } => gate.rows,
             FfnDesc::Moe(_) => 0,
@@ -652,13 +956,7 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
             let cols = d
                 .layers
                 .iter()
-                .flat_map(|l| {
-                    let mut c = vec![l.q.cols, l.o.cols];
-                    if let FfnDesc::Dense { down, .. } = &l.ffn {
-                        c.push(down.cols);
-                    }
-                    c
-                })
+                .flat_map(LayerDesc::quantized_inputs)
                 .chain(d.output.map(|o| o.cols))
                 .chain([d.hidden])
                 .max()

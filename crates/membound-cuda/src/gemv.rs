@@ -101,7 +101,33 @@ pub fn gemv_params(dtype: DType, rows: usize, cols: usize) -> Result<GemvParams>
         rows: rows32,
         cols: cols32,
         row_bytes,
+        group_rows: rows32.max(1),
+        _pad: 0,
     })
+}
+
+/// Parameters of a grouped GEMV: the rows form `groups` equal groups and group `g` takes the
+/// `g`-th run of `cols` values of x (MLA's per-head `W_UK` and `W_UV` in one launch). A group
+/// must be a whole number of `warps`-row blocks.
+pub fn gemv_params_grouped(
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    groups: usize,
+    warps: u32,
+) -> Result<GemvParams> {
+    let mut p = gemv_params(dtype, rows, cols)?;
+    let per = rows / groups.max(1);
+    if groups == 0 || per * groups != rows || !per.is_multiple_of(warps.max(1) as usize) {
+        return Err(CudaError::invalid(
+            "gemv",
+            format!(
+                "{dtype} {rows}x{cols} in {groups} groups: each must be a multiple of {warps} rows"
+            ),
+        ));
+    }
+    p.group_rows = per as u32;
+    Ok(p)
 }
 
 /// Launch geometry of the GEMV kernels: one warp per row, `warps` rows per block (the value the
@@ -499,10 +525,18 @@ mod tests {
             GemvParams {
                 rows: 14336,
                 cols: 4096,
-                row_bytes: 16 * 144
+                row_bytes: 16 * 144,
+                group_rows: 14336,
+                _pad: 0,
             }
         );
         assert_eq!(gemv_params(DType::F16, 7, 33).unwrap().row_bytes, 66);
+        // Grouped: 16 heads of 512 rows; a group must be whole blocks of `warps` rows.
+        let g = gemv_params_grouped(DType::Q8_0, 16 * 512, 128, 16, 4).unwrap();
+        assert_eq!((g.rows, g.group_rows), (8192, 512));
+        assert!(gemv_params_grouped(DType::Q8_0, 8192, 128, 3, 4).is_err());
+        assert!(gemv_params_grouped(DType::Q8_0, 16 * 6, 128, 16, 4).is_err());
+        assert!(gemv_params_grouped(DType::Q8_0, 8192, 128, 0, 4).is_err());
         assert_eq!(gemv_params(DType::MXFP4, 1, 32).unwrap().row_bytes, 17);
         assert_eq!(gemv_params(DType::Q6_K, 33, 512).unwrap().row_bytes, 420);
         assert_eq!(gemv_params(DType::Q8_0, 1000, 96).unwrap().row_bytes, 102);

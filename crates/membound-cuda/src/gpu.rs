@@ -50,6 +50,7 @@ pub enum Kernel {
     AttnReduce,
     DecRmsNorm,
     DecRope,
+    DecCopy2d,
     DecAdd,
     DecGlu,
     DecKvWrite,
@@ -58,7 +59,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 36] = [
+    pub const ALL: [Kernel; 37] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -91,6 +92,7 @@ impl Kernel {
         Kernel::AttnReduce,
         Kernel::DecRmsNorm,
         Kernel::DecRope,
+        Kernel::DecCopy2d,
         Kernel::DecAdd,
         Kernel::DecGlu,
         Kernel::DecKvWrite,
@@ -132,6 +134,7 @@ impl Kernel {
             Kernel::AttnReduce => "mb_attn_reduce",
             Kernel::DecRmsNorm => "mb_dec_rmsnorm",
             Kernel::DecRope => "mb_dec_rope",
+            Kernel::DecCopy2d => "mb_dec_copy2d",
             Kernel::DecAdd => "mb_dec_add",
             Kernel::DecGlu => "mb_dec_glu",
             Kernel::DecKvWrite => "mb_dec_kv_write",

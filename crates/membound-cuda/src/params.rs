@@ -25,6 +25,11 @@ pub struct GemvParams {
     pub cols: u32,
     /// Bytes of one row of W in its ggml layout.
     pub row_bytes: u64,
+    /// Rows per input: row `r` takes input `r / group_rows` of x, each `cols` values (a
+    /// grouped GEMV); `rows` for one input.
+    pub group_rows: u32,
+    /// Padding to the struct's 8-byte alignment.
+    pub _pad: u32,
 }
 
 /// Parameters of the activation quantization kernel (`mb_quantize_q8_1`).
@@ -118,17 +123,20 @@ pub struct AttnParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct DecodeParams {
-    /// Values per row (rmsnorm, kv_write), elements (add, glu, argmax).
+    /// Values per row (rmsnorm, kv_write, copy2d), elements (add, glu, argmax); rope: the
+    /// first rotated value of each head.
     pub n: u32,
-    /// Rows (rmsnorm), heads (rope, kv_write).
+    /// Rows (rmsnorm, copy2d), heads (rope, kv_write).
     pub rows: u32,
-    /// Values from one head to the next in the source (rope, kv_write).
+    /// Values from one head (row) to the next in the source (rope, kv_write, copy2d).
     pub head: u32,
-    /// Rope: values rotated at the start of each head.
+    /// Rope: values rotated in each head; copy2d: values from one row to the next in the
+    /// destination.
     pub dims: u32,
-    /// Rope: the position; kv_write: the token written.
+    /// Rope: the position; kv_write: the token written; copy2d: the first value read of each
+    /// source row.
     pub pos: u32,
-    /// kv_write: cache rows per head.
+    /// kv_write: cache rows per head; copy2d: the first value written of each destination row.
     pub tokens: u32,
     /// `DEC_*` flag bits.
     pub flags: u32,
@@ -144,7 +152,7 @@ const _: () = assert!(std::mem::size_of::<DecodeParams>() == 40);
 const _: () = assert!(std::mem::size_of::<StreamParams>() == 16);
 const _: () = assert!(std::mem::size_of::<AttnParams>() == 80);
 const _: () = assert!(std::mem::size_of::<MoeParams>() == 64);
-const _: () = assert!(std::mem::size_of::<GemvParams>() == 16);
+const _: () = assert!(std::mem::size_of::<GemvParams>() == 24);
 const _: () = assert!(std::mem::size_of::<QuantizeParams>() == 8);
 
 // SAFETY: plain #[repr(C)] structs of integers and floats, laid out as the CUDA structs of
@@ -231,11 +239,14 @@ mod tests {
             rows: 7,
             cols: 4096,
             row_bytes: 2304,
+            group_rows: 7,
+            _pad: 0,
         };
-        // SAFETY: GemvParams is repr(C) plain data of 16 bytes without padding.
-        let bytes: [u8; 16] = unsafe { std::mem::transmute(p) };
+        // SAFETY: GemvParams is repr(C) plain data of 24 bytes without implicit padding.
+        let bytes: [u8; 24] = unsafe { std::mem::transmute(p) };
         assert_eq!(&bytes[0..4], &7u32.to_le_bytes());
         assert_eq!(&bytes[4..8], &4096u32.to_le_bytes());
         assert_eq!(&bytes[8..16], &2304u64.to_le_bytes());
+        assert_eq!(&bytes[16..20], &7u32.to_le_bytes());
     }
 }

@@ -3,12 +3,13 @@
 //! [`crate::CpuDecoder`] builds its layers, so a GPU (`GpuStep`) and the host execution of the
 //! kernels (`membound_cuda_host::HostStep`) run the same step the CPU does.
 //!
-//! Covered: GQA layers (biases, QK-norm, sinks, sliding windows read from a full cache) with a
-//! dense FFN or a MoE layer. Not yet: MLA (its per-head `W_UK`/`W_UV` need a grouped GEMV
-//! kernel), linear attention. The embedding row is looked up on the host ([`DeviceStep::embed`])
-//! and written into `Buf::Embd` before the launches.
+//! Covered: GQA layers (biases, QK-norm, sinks, sliding windows read from a full cache) and MLA
+//! layers (latent or split cache; `W_UK` and `W_UV` as grouped GEMVs) with a dense FFN or a MoE
+//! layer. Not yet: linear attention (Gated DeltaNet), the expanded-MHA layout. The embedding
+//! row is looked up on the host ([`DeviceStep::embed`]) and written into `Buf::Embd` before the
+//! launches.
 
-use membound_cuda::decode::{Buf, FfnDesc, LayerDesc, Mat, StepDesc, Wt};
+use membound_cuda::decode::{Buf, FfnDesc, LayerDesc, Mat, MixerDesc, MlaDesc, StepDesc, Wt};
 use membound_cuda::moe::weight_bufs;
 use membound_spec::attention::AttnShape;
 use membound_spec::model::{AttentionKind, LayerKind};
@@ -46,6 +47,95 @@ fn mat(src: &dyn TensorSource, name: &str) -> Result<(Mat, Vec<u8>), DecodeError
         },
         t.bytes,
     ))
+}
+
+/// A GQA layer's projections (Q/K/V/O, their biases, QK-norm); weights go to `w`.
+fn gqa_mixer(
+    src: &dyn TensorSource,
+    p: &dyn Fn(&str) -> String,
+    w: &mut dyn FnMut(Wt, Vec<u8>),
+) -> Result<MixerDesc, DecodeError> {
+    let mut mats = Vec::new();
+    for (t, name) in [
+        (Wt::Q, "attn_q.weight"),
+        (Wt::K, "attn_k.weight"),
+        (Wt::V, "attn_v.weight"),
+        (Wt::O, "attn_output.weight"),
+    ] {
+        let (mt, bytes) = mat(src, &p(name))?;
+        w(t, bytes);
+        mats.push(mt);
+    }
+    let mut bias = [false; 4];
+    for (k, (t, name)) in [
+        (Wt::BQ, "attn_q.bias"),
+        (Wt::BK, "attn_k.bias"),
+        (Wt::BV, "attn_v.bias"),
+        (Wt::BO, "attn_output.bias"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let b = vector_opt(src, &p(name))?;
+        bias[k] = !b.is_empty();
+        if bias[k] {
+            w(t, le(&b));
+        }
+    }
+    let q_norm = vector_opt(src, &p("attn_q_norm.weight"))?;
+    let qk_norm = !q_norm.is_empty();
+    if qk_norm {
+        w(Wt::QNorm, le(&q_norm));
+        w(Wt::KNorm, le(&vector(src, &p("attn_k_norm.weight"))?));
+    }
+    Ok(MixerDesc::Gqa {
+        q: mats[0],
+        k: mats[1],
+        v: mats[2],
+        o: mats[3],
+        bias,
+        qk_norm,
+    })
+}
+
+/// An MLA layer's projections (the tensors the CPU step reads); weights go to `w`.
+fn mla_mixer(
+    m: &ModelSpec,
+    src: &dyn TensorSource,
+    p: &dyn Fn(&str) -> String,
+    w: &mut dyn FnMut(Wt, Vec<u8>),
+) -> Result<MixerDesc, DecodeError> {
+    if src.tensor(&p("attn_k_b.weight"))?.is_none() && src.tensor(&p("attn_kv_b.weight"))?.is_some()
+    {
+        return Err(DecodeError::Unsupported {
+            model: m.name.clone(),
+            what: "a fused attn_kv_b (files converted before llama.cpp split it into attn_k_b and attn_v_b)".into(),
+        });
+    }
+    let mut take = |t: Wt, name: &str| -> Result<Mat, DecodeError> {
+        let (mt, bytes) = mat(src, &p(name))?;
+        w(t, bytes);
+        Ok(mt)
+    };
+    let (q_a, q) = if src.tensor(&p("attn_q_a.weight"))?.is_some() {
+        let q_a = take(Wt::QA, "attn_q_a.weight")?;
+        (Some(q_a), take(Wt::Q, "attn_q_b.weight")?)
+    } else {
+        (None, take(Wt::Q, "attn_q.weight")?)
+    };
+    let desc = MlaDesc {
+        q_a,
+        q,
+        kv_a: take(Wt::KvA, "attn_kv_a_mqa.weight")?,
+        k_b: take(Wt::KB, "attn_k_b.weight")?,
+        v_b: take(Wt::VB, "attn_v_b.weight")?,
+        o: take(Wt::O, "attn_output.weight")?,
+    };
+    if desc.q_a.is_some() {
+        w(Wt::QANorm, le(&vector(src, &p("attn_q_a_norm.weight"))?));
+    }
+    w(Wt::KvNorm, le(&vector(src, &p("attn_kv_a_norm.weight"))?));
+    Ok(MixerDesc::Mla(desc))
 }
 
 /// Which part of a model's step a [`DeviceStep`] runs.
@@ -100,11 +190,6 @@ impl DeviceStep {
             model: m.name.clone(),
             what: what.to_string(),
         };
-        if m.attention.kind == AttentionKind::Mla {
-            return Err(unsupported(
-                "MLA on the device path (its per-head W_UK and W_UV need a grouped GEMV kernel)",
-            ));
-        }
         let mut weights = Vec::new();
         let mut layers = Vec::new();
         for (local, &i) in stage.layers.iter().enumerate() {
@@ -120,42 +205,22 @@ impl DeviceStep {
             if kind == LayerKind::Linear {
                 return Err(unsupported("linear attention (Gated DeltaNet)"));
             }
-            let attn = AttnShape::from_spec(m, KvLayout::Gqa, opts.kv_dtype, kind)
+            let layout = match m.attention.kind {
+                AttentionKind::Gqa => KvLayout::Gqa,
+                AttentionKind::Mla => opts.layout,
+            };
+            let attn = AttnShape::from_spec(m, layout, opts.kv_dtype, kind)
                 .map_err(|e| DecodeError::Request(e.to_string()))?;
             let mut w = |t: Wt, bytes: Vec<u8>| weights.push((Buf::W(local, t), bytes));
-            let mut mats = Vec::new();
-            for (t, name) in [
-                (Wt::Q, "attn_q.weight"),
-                (Wt::K, "attn_k.weight"),
-                (Wt::V, "attn_v.weight"),
-                (Wt::O, "attn_output.weight"),
-            ] {
-                let (mt, bytes) = mat(src, &p(name))?;
-                w(t, bytes);
-                mats.push(mt);
-            }
-            let mut bias = [false; 4];
-            for (k, (t, name)) in [
-                (Wt::BQ, "attn_q.bias"),
-                (Wt::BK, "attn_k.bias"),
-                (Wt::BV, "attn_v.bias"),
-                (Wt::BO, "attn_output.bias"),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let b = vector_opt(src, &p(name))?;
-                bias[k] = !b.is_empty();
-                if bias[k] {
-                    w(t, le(&b));
+            let mixer = match m.attention.kind {
+                AttentionKind::Gqa => gqa_mixer(src, &p, &mut w)?,
+                AttentionKind::Mla => {
+                    if layout == KvLayout::ExpandedMha || layout == KvLayout::Gqa {
+                        return Err(unsupported(&format!("the {layout} layout of an MLA model")));
+                    }
+                    mla_mixer(m, src, &p, &mut w)?
                 }
-            }
-            let q_norm = vector_opt(src, &p("attn_q_norm.weight"))?;
-            let qk_norm = !q_norm.is_empty();
-            if qk_norm {
-                w(Wt::QNorm, le(&q_norm));
-                w(Wt::KNorm, le(&vector(src, &p("attn_k_norm.weight"))?));
-            }
+            };
             if attn.sinks {
                 w(Wt::Sinks, le(&vector(src, &p("attn_sinks.weight"))?));
             }
@@ -190,16 +255,7 @@ impl DeviceStep {
                     gelu: m.arch == "gemma3",
                 }
             };
-            layers.push(LayerDesc {
-                attn,
-                q: mats[0],
-                k: mats[1],
-                v: mats[2],
-                o: mats[3],
-                bias,
-                qk_norm,
-                ffn,
-            });
+            layers.push(LayerDesc { attn, mixer, ffn });
         }
         let output = if stage.head {
             let out_name = if m.tied_embeddings || src.tensor("output.weight")?.is_none() {

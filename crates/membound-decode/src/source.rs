@@ -107,6 +107,9 @@ pub struct SyntheticSource {
     spec: ModelSpec,
     recipe: Recipe,
     seed: u64,
+    /// Every row of every tensor distinct (no repeated tiles): slower, for small models whose
+    /// computation is checked value by value.
+    distinct: bool,
     index: HashMap<String, (usize, TensorDesc)>,
 }
 
@@ -122,7 +125,17 @@ impl SyntheticSource {
             spec: spec.clone(),
             recipe,
             seed,
+            distinct: false,
             index,
+        }
+    }
+
+    /// [`SyntheticSource::new`] with every row of every matrix distinct, so that a kernel
+    /// reading the wrong head's, expert's or group's rows shows in its output.
+    pub fn distinct(spec: &ModelSpec, recipe: Recipe, seed: u64) -> SyntheticSource {
+        SyntheticSource {
+            distinct: true,
+            ..SyntheticSource::new(spec, recipe, seed)
         }
     }
 }
@@ -137,6 +150,7 @@ impl TensorSource for SyntheticSource {
             TensorClass::Router | TensorClass::Norm | TensorClass::Vector => {
                 Fill::Distinct { seed: self.seed }
             }
+            _ if self.distinct => Fill::Distinct { seed: self.seed },
             _ => Fill::Random { seed: self.seed },
         };
         let bytes = tensor_data(t, dtype, fill, *i as u64).map_err(|e| DecodeError::Tensor {

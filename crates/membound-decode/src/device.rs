@@ -190,6 +190,11 @@ impl DeviceStep {
             model: m.name.clone(),
             what: what.to_string(),
         };
+        if m.attention.output_gate || opts.numerics.rope_fraction < 1.0 {
+            return Err(unsupported(
+                "Qwen3-Next's gated attention with partial RoPE on the device path",
+            ));
+        }
         let mut weights = Vec::new();
         let mut layers = Vec::new();
         for (local, &i) in stage.layers.iter().enumerate() {

@@ -12,6 +12,7 @@ use membound_spec::{DType, KvLayout, ModelSpec, Recipe};
 use rayon::ThreadPool;
 
 use crate::DecodeError;
+use crate::delta::{DeltaNet, DeltaParams, DeltaShape, DeltaState};
 use crate::ops::{add, argmax, geglu, rms_norm, rms_norm_heads, rope, swiglu};
 use crate::sample::LayerSample;
 use crate::source::{Tensor, TensorSource};
@@ -66,6 +67,9 @@ struct Gqa {
     bias: [Vec<f32>; 4],
     q_norm: Vec<f32>,
     k_norm: Vec<f32>,
+    /// Qwen3-Next's output gate: Q's projection holds each head's query then its gate, and
+    /// the attention output is multiplied by `sigmoid(gate)`.
+    gated: bool,
 }
 
 /// An MLA attention layer's weights: the query path, the latent projection and the per-head
@@ -83,6 +87,7 @@ struct Mla {
 enum Mixer {
     Gqa(Gqa),
     Mla(Mla),
+    Linear(Box<DeltaNet>),
 }
 
 enum Ffn {
@@ -99,7 +104,8 @@ struct Layer {
     attn_norm: Vec<f32>,
     mixer: Mixer,
     sinks: Vec<f32>,
-    cache: KvCacheBuf,
+    /// The KV cache (none for a linear-attention layer, whose state is its mixer's).
+    cache: Option<KvCacheBuf>,
     /// A sliding layer keeps only its window, as a ring: token `t` in cell `t % cells`.
     ring: bool,
     ffn_norm: Vec<f32>,
@@ -388,6 +394,26 @@ impl CpuDecoder {
     }
 }
 
+/// Layer `i`'s FFN and the norm before it (`ffn_norm`, Qwen3-Next's `post_attention_norm`).
+fn ffn_of(m: &ModelSpec, src: &dyn TensorSource, i: u32) -> Result<(Ffn, Vec<f32>), DecodeError> {
+    let p = |base: &str| format!("blk.{i}.{base}");
+    let ffn = if m.is_moe_layer(i) {
+        Ffn::Moe(Box::new(moe_layer(m, src, i)?))
+    } else {
+        Ffn::Dense {
+            gate: matrix(src, &p("ffn_gate.weight"))?,
+            up: matrix(src, &p("ffn_up.weight"))?,
+            down: matrix(src, &p("ffn_down.weight"))?,
+            gelu: m.arch == "gemma3",
+        }
+    };
+    let ffn_norm = match src.tensor(&p("ffn_norm.weight"))? {
+        Some(_) => vector(src, &p("ffn_norm.weight"))?,
+        None => vector(src, &p("post_attention_norm.weight"))?,
+    };
+    Ok((ffn, ffn_norm))
+}
+
 /// Builds layer `i`.
 fn build_layer(
     m: &ModelSpec,
@@ -399,9 +425,16 @@ fn build_layer(
     let p = |base: &str| format!("blk.{i}.{base}");
     let kind = m.layer_kind(i);
     if kind == LayerKind::Linear {
-        return Err(DecodeError::Unsupported {
-            model: m.name.clone(),
-            what: format!("layer {i}'s linear attention (Gated DeltaNet)"),
+        let mixer = Mixer::Linear(Box::new(delta_net(m, src, opts, i, seed)?));
+        let (ffn, ffn_norm) = ffn_of(m, src, i)?;
+        return Ok(Layer {
+            attn_norm: vector(src, &p("attn_norm.weight"))?,
+            mixer,
+            sinks: Vec::new(),
+            cache: None,
+            ring: false,
+            ffn_norm,
+            ffn,
         });
     }
     let mut shape = AttnShape::from_spec(m, opts.layout, opts.kv_dtype, kind)
@@ -413,7 +446,7 @@ fn build_layer(
     if ring {
         shape.window = None;
     }
-    let cache = KvCacheBuf::generate(&shape, cells, seed)?;
+    let cache = Some(KvCacheBuf::generate(&shape, cells, seed)?);
     let a = &m.attention;
     let mixer = match a.kind {
         AttentionKind::Gqa => Mixer::Gqa(Gqa {
@@ -429,6 +462,7 @@ fn build_layer(
             ],
             q_norm: vector_opt(src, &p("attn_q_norm.weight"))?,
             k_norm: vector_opt(src, &p("attn_k_norm.weight"))?,
+            gated: a.output_gate,
         }),
         AttentionKind::Mla => {
             if src.tensor(&p("attn_k_b.weight"))?.is_none()
@@ -464,16 +498,7 @@ fn build_layer(
             })
         }
     };
-    let ffn = if m.is_moe_layer(i) {
-        Ffn::Moe(Box::new(moe_layer(m, src, i)?))
-    } else {
-        Ffn::Dense {
-            gate: matrix(src, &p("ffn_gate.weight"))?,
-            up: matrix(src, &p("ffn_up.weight"))?,
-            down: matrix(src, &p("ffn_down.weight"))?,
-            gelu: m.arch == "gemma3",
-        }
-    };
+    let (ffn, ffn_norm) = ffn_of(m, src, i)?;
     Ok(Layer {
         attn_norm: vector(src, &p("attn_norm.weight"))?,
         mixer,
@@ -484,8 +509,72 @@ fn build_layer(
         },
         cache,
         ring,
-        ffn_norm: vector(src, &p("ffn_norm.weight"))?,
+        ffn_norm,
         ffn,
+    })
+}
+
+/// Layer `i`'s Gated DeltaNet with its states generated from `seed` (the tokens before).
+fn delta_net(
+    m: &ModelSpec,
+    src: &dyn TensorSource,
+    opts: &StepOptions,
+    i: u32,
+    seed: u64,
+) -> Result<DeltaNet, DecodeError> {
+    let p = |base: &str| format!("blk.{i}.{base}");
+    let la = m
+        .linear_attention
+        .as_ref()
+        .ok_or_else(|| DecodeError::Unsupported {
+            model: m.name.clone(),
+            what: format!("layer {i}: a linear layer without linear-attention shapes"),
+        })?;
+    let shape = DeltaShape::of(la);
+    if shape.n_k == 0 || !shape.n_v.is_multiple_of(shape.n_k) || shape.conv == 0 {
+        return Err(DecodeError::Request(format!(
+            "Gated DeltaNet of {} key and {} value heads, {} taps",
+            shape.n_k, shape.n_v, shape.conv
+        )));
+    }
+    let gemv = |name: &str, rows: usize| -> Result<CpuGemv, DecodeError> {
+        let g = matrix(src, &p(name))?;
+        if g.rows() != rows || g.cols() != m.hidden as usize && name != "ssm_out.weight" {
+            return Err(DecodeError::Tensor {
+                name: p(name),
+                problem: format!("{} x {}, expected {rows} rows", g.rows(), g.cols()),
+            });
+        }
+        Ok(g)
+    };
+    let ch = shape.channels();
+    let conv_w = vector(src, &p("ssm_conv1d.weight"))?;
+    if conv_w.len() != ch * shape.conv {
+        return Err(DecodeError::Tensor {
+            name: p("ssm_conv1d.weight"),
+            problem: format!("{} values, expected {ch} x {}", conv_w.len(), shape.conv),
+        });
+    }
+    // The states as a context before the first step leaves them: small values.
+    let state = DeltaState {
+        conv: membound_quant::data::normal_f32(seed ^ 0xc0, (shape.conv - 1) * ch, 0.1),
+        s: membound_quant::data::normal_f32(seed ^ 0x5eed, shape.state_len(), 0.02),
+    };
+    Ok(DeltaNet {
+        shape,
+        qkv: gemv("attn_qkv.weight", ch)?,
+        gate: gemv("attn_gate.weight", shape.n_v * shape.d_v)?,
+        ba: gemv("ssm_ba.weight", 2 * shape.n_v)?,
+        out: gemv("ssm_out.weight", m.hidden as usize)?,
+        params: DeltaParams {
+            conv_w,
+            dt_bias: vector(src, &p("ssm_dt.bias"))?,
+            a: vector(src, &p("ssm_a"))?,
+            norm: vector(src, &p("ssm_norm.weight"))?,
+            eps: opts.numerics.norm_eps,
+        },
+        states: [state.clone(), state],
+        at: None,
     })
 }
 
@@ -550,10 +639,9 @@ pub(crate) fn moe_layer(
 
 impl Layer {
     fn capacity(&self) -> usize {
-        if self.ring {
-            usize::MAX
-        } else {
-            self.cache.tokens()
+        match &self.cache {
+            Some(c) if !self.ring => c.tokens(),
+            _ => usize::MAX,
         }
     }
 
@@ -567,15 +655,25 @@ impl Layer {
         pos: usize,
         out: &mut [f32],
     ) -> Result<(), DecodeError> {
-        let cells = self.cache.tokens();
+        let cache = match (&mut self.mixer, &mut self.cache) {
+            (Mixer::Linear(d), _) => return d.forward(pool, isa, h, pos, out),
+            (_, Some(c)) => c,
+            (_, None) => {
+                return Err(DecodeError::Request(
+                    "an attention layer without a cache".into(),
+                ));
+            }
+        };
+        let cells = cache.tokens();
         let (cell, depth) = if self.ring {
             (pos % cells, (pos + 1).min(cells))
         } else {
             (pos, pos + 1)
         };
-        let s = self.cache.shape().clone();
+        let s = cache.shape().clone();
         let mut attn = vec![0f32; s.n_heads * s.d_v];
         match &self.mixer {
+            Mixer::Linear(_) => {}
             Mixer::Gqa(g) => {
                 let run = |w: &CpuGemv, b: &[f32]| -> Result<Vec<f32>, DecodeError> {
                     let mut y = vec![0f32; w.rows()];
@@ -588,14 +686,28 @@ impl Layer {
                     run(&g.k, &g.bias[1])?,
                     run(&g.v, &g.bias[2])?,
                 );
+                // A gated Q projection holds each head's query, then its gate.
+                let gate: Vec<f32> = if g.gated {
+                    let (qs, gs): (Vec<&[f32]>, Vec<&[f32]>) =
+                        q.chunks_exact(2 * s.d_k).map(|c| c.split_at(s.d_k)).unzip();
+                    let gate = gs.concat();
+                    q = qs.concat();
+                    gate
+                } else {
+                    Vec::new()
+                };
                 if !g.q_norm.is_empty() {
                     rms_norm_heads(&mut q, &g.q_norm, num.norm_eps);
                     rms_norm_heads(&mut k, &g.k_norm, num.norm_eps);
                 }
-                rope(&mut q, s.d_k, s.d_k, pos, num.rope_theta, num.rope_neox);
-                rope(&mut k, s.d_k, s.d_k, pos, num.rope_theta, num.rope_neox);
-                self.cache.write_token(cell, &k, &v)?;
-                attend(pool, &self.cache, &q, &self.sinks, depth, &mut attn)?;
+                let dims = num.rope_dims(s.d_k);
+                rope(&mut q, s.d_k, dims, pos, num.rope_theta, num.rope_neox);
+                rope(&mut k, s.d_k, dims, pos, num.rope_theta, num.rope_neox);
+                cache.write_token(cell, &k, &v)?;
+                attend(pool, cache, &q, &self.sinks, depth, &mut attn)?;
+                for (a, g) in attn.iter_mut().zip(&gate) {
+                    *a /= 1.0 + (-g).exp();
+                }
                 g.o.run_with(pool, isa, &attn, out)?;
                 add(out, &g.bias[3]);
             }
@@ -629,7 +741,7 @@ impl Layer {
                     num.rope_theta,
                     num.rope_neox,
                 );
-                self.cache.write_token(cell, &row, &row[..kvr])?;
+                cache.write_token(cell, &row, &row[..kvr])?;
                 // Absorb W_UK: each head's query in latent space, its rope part appended.
                 let mut q_nope = vec![0f32; nh * nope];
                 for (dst, src) in q_nope.chunks_exact_mut(nope).zip(q.chunks_exact(qk)) {
@@ -651,7 +763,7 @@ impl Layer {
                         num.rope_neox,
                     );
                 }
-                attend(pool, &self.cache, &query, &self.sinks, depth, &mut attn)?;
+                attend(pool, cache, &query, &self.sinks, depth, &mut attn)?;
                 // W_UV per head, then the output projection.
                 let mut heads = vec![0f32; a.v_b.rows()];
                 a.v_b.run_grouped_with(pool, isa, nh, &attn, &mut heads)?;

@@ -71,6 +71,14 @@ impl<'a> GgufSource<'a> {
         if let Ok(theta) = self.file.arch_f32("rope.freq_base") {
             n.rope_theta = theta;
         }
+        let rope = self.file.arch_u64("rope.dimension_count");
+        let head = self.file.arch_u64("attention.key_length");
+        if let (Ok(rope), Ok(head)) = (rope, head)
+            && head > 0
+            && self.file.arch().unwrap_or_default() != "deepseek2"
+        {
+            n.rope_fraction = rope as f32 / head as f32;
+        }
         n
     }
 }

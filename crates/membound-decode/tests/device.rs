@@ -17,7 +17,7 @@ use membound_cuda::decode::{Buf, GpuStep, OnGpu, StepExec, step_launches};
 use membound_cuda::moe::{f32s, u32s};
 use membound_cuda::{CudaError, Gpu, Probe, probe};
 use membound_cuda_host::{HostStep, available};
-use membound_decode::device::DeviceStep;
+use membound_decode::device::{DeviceStep, Stage};
 use membound_decode::placement::{PlacedStep, Placement};
 use membound_decode::source::SyntheticSource;
 use membound_decode::{CpuDecoder, DecodeError, StepOptions};
@@ -274,6 +274,16 @@ fn linear_attention_and_expanded_mla_are_refused_with_a_reason() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("not implemented"), "{e}");
+    // Its full-attention layers alone (gated output, partial RoPE) are refused too.
+    let full = Stage {
+        layers: vec![3],
+        embed: true,
+        head: true,
+    };
+    let e = DeviceStep::stage(&m, &src, &StepOptions::new(&m, 2), 4, &full)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("gated attention"), "{e}");
     let m = tiny(&find("glm-4.7-flash").unwrap(), 256);
     let src = SyntheticSource::new(&m, Recipe::Q8_0, 1);
     let mut opts = StepOptions::new(&m, 2);

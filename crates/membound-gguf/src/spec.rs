@@ -530,7 +530,8 @@ pub fn gguf_metadata(spec: &ModelSpec) -> Result<Vec<(String, MetaValue)>> {
                 "attention.value_length",
                 MetaValue::U32(u32_of("v_head_dim", spec.v_head_dim())?),
             );
-            put("rope.dimension_count", MetaValue::U32(hd));
+            let rope = Numerics::for_arch(arch).rope_dims(hd as usize);
+            put("rope.dimension_count", MetaValue::U32(rope as u32));
         }
         AttentionKind::Mla => {
             let kvr = a.kv_lora_rank.unwrap_or(0);

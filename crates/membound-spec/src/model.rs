@@ -294,6 +294,9 @@ pub struct Numerics {
     /// NEOX rotation (pairs `i`, `i + n/2`) rather than interleaved pairs `2i`, `2i + 1`
     /// (llama.cpp's `llama_model_rope_type`).
     pub rope_neox: bool,
+    /// The part of each head RoPE rotates (`rope.dimension_count` ÷ head size; Qwen3-Next's
+    /// `partial_rotary_factor` 0.25), the first values of the head.
+    pub rope_fraction: f32,
 }
 
 impl Numerics {
@@ -313,7 +316,14 @@ impl Numerics {
             norm_eps,
             rope_theta,
             rope_neox: !matches!(arch, "llama" | "deepseek2"),
+            rope_fraction: if arch == "qwen3next" { 0.25 } else { 1.0 },
         }
+    }
+
+    /// The values RoPE rotates in a head of `head` values (even, at least 2).
+    pub fn rope_dims(&self, head: usize) -> usize {
+        let dims = (head as f32 * self.rope_fraction).round() as usize;
+        (dims & !1).clamp(2.min(head), head)
     }
 }
 

@@ -67,10 +67,16 @@ struct Builder {
 }
 
 impl Builder {
+    /// Adds `base.suffix` (`base` alone for an empty suffix), in the current block.
     fn push(&mut self, base: &'static str, suffix: &str, class: TensorClass, dims: &[u64]) {
+        let dotted = if suffix.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}.{suffix}")
+        };
         let name = match self.layer {
-            Some(i) => format!("blk.{i}.{base}.{suffix}"),
-            None => format!("{base}.{suffix}"),
+            Some(i) => format!("blk.{i}.{dotted}"),
+            None => dotted,
         };
         self.out.push(TensorDesc {
             name,
@@ -107,7 +113,13 @@ pub fn inventory(m: &ModelSpec) -> Vec<TensorDesc> {
             LayerKind::Linear => linear_attention(&mut b, m),
             LayerKind::Full | LayerKind::Sliding => attention(&mut b, m),
         }
-        b.norm("ffn_norm", d);
+        // Qwen3-Next's norm before the FFN is its post-attention norm in llama.cpp's names.
+        let ffn_norm = if m.arch == "qwen3next" {
+            "post_attention_norm"
+        } else {
+            "ffn_norm"
+        };
+        b.norm(ffn_norm, d);
         ffn(&mut b, m, i);
     }
     b.layer = None;
@@ -190,7 +202,8 @@ fn linear_attention(b: &mut Builder, m: &ModelSpec) {
         &[la.conv_kernel, conv_channels],
     );
     b.push("ssm_dt", "bias", Vector, &[la.n_v_heads]);
-    b.push("ssm_a", "weight", Vector, &[la.n_v_heads]);
+    // llama.cpp's `blk.N.ssm_a` (-exp(A_log)) has no `.weight` suffix.
+    b.push("ssm_a", "", Vector, &[la.n_v_heads]);
     b.norm("ssm_norm", la.v_head_dim);
     b.weight("ssm_out", LinearAttention, &[v, d]);
 }

@@ -25,7 +25,8 @@ pub struct Args {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Tensor contents: `random` (normal values, quantized; a tile of rows repeated per
-    /// tensor) or `zeros` (fastest).
+    /// tensor), `distinct` (every row its own values: slow, for small models whose outputs are
+    /// compared value by value) or `zeros` (fastest).
     #[arg(long, default_value = "random")]
     pub fill: String,
     /// Seed of the random values.
@@ -52,8 +53,9 @@ pub fn run(a: &Args) -> Result<()> {
     let recipe: Recipe = a.quant.parse()?;
     let fill = match a.fill.as_str() {
         "random" => Fill::Random { seed: a.seed },
+        "distinct" => Fill::Distinct { seed: a.seed },
         "zeros" => Fill::Zeros,
-        other => bail!("--fill {other}: use random or zeros"),
+        other => bail!("--fill {other}: use random, distinct or zeros"),
     };
     if a.output.exists() && !a.force {
         bail!(

@@ -369,6 +369,10 @@ pub enum Wt {
     Up,
     /// See [`Wt::Gate`].
     Down,
+    /// Gemma 3: `post_attention_norm` and `post_ffw_norm` (f32).
+    PostAttnNorm,
+    /// See [`Wt::PostAttnNorm`].
+    PostFfnNorm,
     /// MLA: `attn_q_a` and `attn_q_a_norm` (f32).
     QA,
     /// See [`Wt::QA`].
@@ -504,6 +508,11 @@ pub struct LayerDesc {
     pub mixer: MixerDesc,
     /// The FFN.
     pub ffn: FfnDesc,
+    /// The layer's RoPE base.
+    pub theta: f32,
+    /// Gemma 3's norms of the attention's and the FFN's outputs ([`Wt::PostAttnNorm`],
+    /// [`Wt::PostFfnNorm`]).
+    pub post_norms: bool,
 }
 
 impl LayerDesc {
@@ -557,8 +566,6 @@ pub struct StepDesc {
     pub tokens: usize,
     /// RMSNorm epsilon.
     pub eps: f32,
-    /// RoPE base.
-    pub theta: f32,
     /// NEOX rotation.
     pub neox: bool,
     /// SMs the attention split covers.
@@ -626,6 +633,24 @@ impl Builder {
         Ok(())
     }
 
+    /// `X += Y`, or `X += rms_norm(Y) · post` with a post-norm (through [`Buf::H`], free
+    /// after a sub-layer).
+    fn residual(&mut self, d: &StepDesc, post: Option<Buf>) -> Result<()> {
+        use StepArg::{In, Out};
+        let y = match post {
+            Some(w) => {
+                self.dec(
+                    rmsnorm(1, d.hidden, d.eps)?,
+                    vec![In(Buf::Y), In(w), Out(Buf::H)],
+                );
+                Buf::H
+            }
+            None => Buf::Y,
+        };
+        self.dec(add(d.hidden)?, vec![Out(Buf::X), In(y)]);
+        Ok(())
+    }
+
     /// Layer `i`'s attention of query `q` over its caches into [`Buf::Att`]: the split
     /// kernel and the reduction (with the layer's sinks).
     fn attention(&mut self, d: &StepDesc, i: u32, q: Buf, pos: usize) -> Result<()> {
@@ -673,7 +698,8 @@ impl Builder {
     fn mla(&mut self, d: &StepDesc, i: u32, m: &MlaDesc, pos: usize) -> Result<()> {
         use StepArg::{In, Out};
         let w = |t: Wt| Buf::W(i, t);
-        let s = &d.layers[i as usize].attn;
+        let l = &d.layers[i as usize];
+        let s = &l.attn;
         let nh = s.n_heads;
         let (kvr, rope_d, nope) = m.dims(nh);
         let qk = m.q.rows / nh;
@@ -713,7 +739,7 @@ impl Builder {
             vec![In(Buf::MlaKv), Out(Buf::MlaRow)],
         );
         self.dec(
-            rope_at(1, s.d_k, kvr, rope_d, pos, d.theta, d.neox)?,
+            rope_at(1, s.d_k, kvr, rope_d, pos, l.theta, d.neox)?,
             vec![Out(Buf::MlaRow)],
         );
         self.dec(
@@ -746,7 +772,7 @@ impl Builder {
             vec![In(Buf::Q), Out(Buf::Query)],
         );
         self.dec(
-            rope_at(nh, s.d_k, kvr, rope_d, pos, d.theta, d.neox)?,
+            rope_at(nh, s.d_k, kvr, rope_d, pos, l.theta, d.neox)?,
             vec![Out(Buf::Query)],
         );
         self.attention(d, i, Buf::Query, pos)?;
@@ -830,11 +856,11 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
                     (Buf::Q, Buf::K)
                 };
                 b.dec(
-                    rope(s.n_heads, s.d_k, s.d_k, pos, d.theta, d.neox)?,
+                    rope(s.n_heads, s.d_k, s.d_k, pos, l.theta, d.neox)?,
                     vec![Out(q)],
                 );
                 b.dec(
-                    rope(s.kv_heads, s.d_k, s.d_k, pos, d.theta, d.neox)?,
+                    rope(s.kv_heads, s.d_k, s.d_k, pos, l.theta, d.neox)?,
                     vec![Out(k)],
                 );
                 b.dec(
@@ -853,7 +879,7 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
             }
             MixerDesc::Mla(m) => b.mla(d, i, m, pos)?,
         }
-        b.dec(add(h)?, vec![Out(Buf::X), In(Buf::Y)]);
+        b.residual(d, l.post_norms.then_some(w(Wt::PostAttnNorm)))?;
         b.dec(
             rmsnorm(1, h, d.eps)?,
             vec![In(Buf::X), In(w(Wt::FfnNorm)), Out(Buf::H)],
@@ -892,7 +918,7 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
                 }
             }
         }
-        b.dec(add(h)?, vec![Out(Buf::X), In(Buf::Y)]);
+        b.residual(d, l.post_norms.then_some(w(Wt::PostFfnNorm)))?;
     }
     let Some(output) = &d.output else {
         return Ok(b.v);

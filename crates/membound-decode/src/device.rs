@@ -15,7 +15,9 @@ use membound_spec::attention::AttnShape;
 use membound_spec::model::{AttentionKind, LayerKind};
 use membound_spec::{KvLayout, ModelSpec};
 
-use crate::model::{embed_row, embedding_scale, moe_layer, need, vector, vector_opt};
+use crate::model::{
+    embed_row, embedding_scale, ffn_norm, moe_layer, need, post_norms, vector, vector_opt,
+};
 use crate::source::{Tensor, TensorSource};
 use crate::{DecodeError, StepOptions};
 
@@ -230,7 +232,13 @@ impl DeviceStep {
                 w(Wt::Sinks, le(&vector(src, &p("attn_sinks.weight"))?));
             }
             w(Wt::AttnNorm, le(&vector(src, &p("attn_norm.weight"))?));
-            w(Wt::FfnNorm, le(&vector(src, &p("ffn_norm.weight"))?));
+            w(Wt::FfnNorm, le(&ffn_norm(src, i)?));
+            let (post_attn, post_ffn) = post_norms(src, i)?;
+            let post = !post_attn.is_empty() && !post_ffn.is_empty();
+            if post {
+                w(Wt::PostAttnNorm, le(&post_attn));
+                w(Wt::PostFfnNorm, le(&post_ffn));
+            }
             let ffn = if m.is_moe_layer(i) {
                 let moe = moe_layer(m, src, i)?;
                 let mw = moe.weights();
@@ -260,7 +268,13 @@ impl DeviceStep {
                     gelu: m.arch == "gemma3",
                 }
             };
-            layers.push(LayerDesc { attn, mixer, ffn });
+            layers.push(LayerDesc {
+                attn,
+                mixer,
+                ffn,
+                theta: opts.numerics.theta(kind),
+                post_norms: post,
+            });
         }
         let output = if stage.head {
             let out_name = if m.tied_embeddings || src.tensor("output.weight")?.is_none() {
@@ -283,7 +297,6 @@ impl DeviceStep {
                 output,
                 tokens: opts.capacity,
                 eps: opts.numerics.norm_eps,
-                theta: opts.numerics.rope_theta,
                 neox: opts.numerics.rope_neox,
                 sm_count,
             },

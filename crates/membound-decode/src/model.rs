@@ -102,6 +102,11 @@ enum Ffn {
 
 struct Layer {
     attn_norm: Vec<f32>,
+    /// Gemma 3's norms of the attention's and the FFN's outputs (empty without).
+    post_attn_norm: Vec<f32>,
+    post_ffn_norm: Vec<f32>,
+    /// The layer's RoPE base.
+    theta: f32,
     mixer: Mixer,
     sinks: Vec<f32>,
     /// The KV cache (none for a linear-attention layer, whose state is its mixer's).
@@ -373,9 +378,11 @@ impl CpuDecoder {
             let t = Instant::now();
             rms_norm(x, &layer.attn_norm, self.num.norm_eps, h);
             layer.attention(pool, self.isa, &self.num, h, pos, y)?;
+            post_norm(y, &layer.post_attn_norm, self.num.norm_eps, h);
             add(x, y);
             rms_norm(x, &layer.ffn_norm, self.num.norm_eps, h);
             layer.ffn(pool, self.isa, h, y)?;
+            post_norm(y, &layer.post_ffn_norm, self.num.norm_eps, h);
             add(x, y);
             *ns = t.elapsed().as_secs_f64() * 1e9;
         }
@@ -394,6 +401,41 @@ impl CpuDecoder {
     }
 }
 
+/// Layer `i`'s norm before the FFN: `ffn_norm`, or `post_attention_norm` (gpt-oss's and
+/// Qwen3-Next's name for it in llama.cpp's files).
+pub(crate) fn ffn_norm(src: &dyn TensorSource, i: u32) -> Result<Vec<f32>, DecodeError> {
+    let p = |base: &str| format!("blk.{i}.{base}");
+    match src.tensor(&p("ffn_norm.weight"))? {
+        Some(_) => vector(src, &p("ffn_norm.weight")),
+        None => vector(src, &p("post_attention_norm.weight")),
+    }
+}
+
+/// `y = rms_norm(y) · w` where `w` is not empty (`tmp`: scratch of `y`'s length).
+fn post_norm(y: &mut [f32], w: &[f32], eps: f32, tmp: &mut [f32]) {
+    if !w.is_empty() {
+        rms_norm(y, w, eps, tmp);
+        y.copy_from_slice(tmp);
+    }
+}
+
+/// Layer `i`'s norms of the attention's and the FFN's outputs, where the file has both
+/// `ffn_norm` and `post_attention_norm` (Gemma 3; gpt-oss's and Qwen3-Next's
+/// `post_attention_norm` is the norm before the FFN).
+pub(crate) fn post_norms(
+    src: &dyn TensorSource,
+    i: u32,
+) -> Result<(Vec<f32>, Vec<f32>), DecodeError> {
+    let p = |base: &str| format!("blk.{i}.{base}");
+    if src.tensor(&p("ffn_norm.weight"))?.is_none() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    Ok((
+        vector_opt(src, &p("post_attention_norm.weight"))?,
+        vector_opt(src, &p("post_ffw_norm.weight"))?,
+    ))
+}
+
 /// Layer `i`'s FFN and the norm before it (`ffn_norm`, Qwen3-Next's `post_attention_norm`).
 fn ffn_of(m: &ModelSpec, src: &dyn TensorSource, i: u32) -> Result<(Ffn, Vec<f32>), DecodeError> {
     let p = |base: &str| format!("blk.{i}.{base}");
@@ -407,10 +449,7 @@ fn ffn_of(m: &ModelSpec, src: &dyn TensorSource, i: u32) -> Result<(Ffn, Vec<f32
             gelu: m.arch == "gemma3",
         }
     };
-    let ffn_norm = match src.tensor(&p("ffn_norm.weight"))? {
-        Some(_) => vector(src, &p("ffn_norm.weight"))?,
-        None => vector(src, &p("post_attention_norm.weight"))?,
-    };
+    let ffn_norm = ffn_norm(src, i)?;
     Ok((ffn, ffn_norm))
 }
 
@@ -425,10 +464,13 @@ fn build_layer(
     let p = |base: &str| format!("blk.{i}.{base}");
     let kind = m.layer_kind(i);
     if kind == LayerKind::Linear {
-        let mixer = Mixer::Linear(Box::new(delta_net(m, src, opts, i, seed)?));
+        let mixer = Mixer::Linear(Box::new(delta_net(m, src, opts, i)?));
         let (ffn, ffn_norm) = ffn_of(m, src, i)?;
         return Ok(Layer {
             attn_norm: vector(src, &p("attn_norm.weight"))?,
+            post_attn_norm: Vec::new(),
+            post_ffn_norm: Vec::new(),
+            theta: opts.numerics.rope_theta,
             mixer,
             sinks: Vec::new(),
             cache: None,
@@ -499,8 +541,12 @@ fn build_layer(
         }
     };
     let (ffn, ffn_norm) = ffn_of(m, src, i)?;
+    let (post_attn_norm, post_ffn_norm) = post_norms(src, i)?;
     Ok(Layer {
         attn_norm: vector(src, &p("attn_norm.weight"))?,
+        post_attn_norm,
+        post_ffn_norm,
+        theta: opts.numerics.theta(kind),
         mixer,
         sinks: if a.sinks {
             vector(src, &p("attn_sinks.weight"))?
@@ -514,13 +560,12 @@ fn build_layer(
     })
 }
 
-/// Layer `i`'s Gated DeltaNet with its states generated from `seed` (the tokens before).
+/// Layer `i`'s Gated DeltaNet, its states those of a fresh sequence.
 fn delta_net(
     m: &ModelSpec,
     src: &dyn TensorSource,
     opts: &StepOptions,
     i: u32,
-    seed: u64,
 ) -> Result<DeltaNet, DecodeError> {
     let p = |base: &str| format!("blk.{i}.{base}");
     let la = m
@@ -555,10 +600,11 @@ fn delta_net(
             problem: format!("{} values, expected {ch} x {}", conv_w.len(), shape.conv),
         });
     }
-    // The states as a context before the first step leaves them: small values.
+    // A fresh sequence's states, as llama.cpp starts one: zeros (a state's values do not
+    // change the bytes or the work of a step).
     let state = DeltaState {
-        conv: membound_quant::data::normal_f32(seed ^ 0xc0, (shape.conv - 1) * ch, 0.1),
-        s: membound_quant::data::normal_f32(seed ^ 0x5eed, shape.state_len(), 0.02),
+        conv: vec![0.0; (shape.conv - 1) * ch],
+        s: vec![0.0; shape.state_len()],
     };
     Ok(DeltaNet {
         shape,
@@ -701,8 +747,8 @@ impl Layer {
                     rms_norm_heads(&mut k, &g.k_norm, num.norm_eps);
                 }
                 let dims = num.rope_dims(s.d_k);
-                rope(&mut q, s.d_k, dims, pos, num.rope_theta, num.rope_neox);
-                rope(&mut k, s.d_k, dims, pos, num.rope_theta, num.rope_neox);
+                rope(&mut q, s.d_k, dims, pos, self.theta, num.rope_neox);
+                rope(&mut k, s.d_k, dims, pos, self.theta, num.rope_neox);
                 cache.write_token(cell, &k, &v)?;
                 attend(pool, cache, &q, &self.sinks, depth, &mut attn)?;
                 for (a, g) in attn.iter_mut().zip(&gate) {

@@ -69,6 +69,9 @@ impl<'a> GgufSource<'a> {
             n.norm_eps = eps;
         }
         if let Ok(theta) = self.file.arch_f32("rope.freq_base") {
+            if n.rope_theta_sliding == n.rope_theta {
+                n.rope_theta_sliding = theta;
+            }
             n.rope_theta = theta;
         }
         let rope = self.file.arch_u64("rope.dimension_count");

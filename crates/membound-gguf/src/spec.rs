@@ -537,12 +537,11 @@ pub fn gguf_metadata(spec: &ModelSpec) -> Result<Vec<(String, MetaValue)>> {
             let kvr = a.kv_lora_rank.unwrap_or(0);
             let rope = a.qk_rope_head_dim.unwrap_or(0);
             put("attention.head_count_kv", MetaValue::U32(1));
-            if let Some(q) = a.q_lora_rank {
-                put(
-                    "attention.q_lora_rank",
-                    MetaValue::U32(u32_of("q_lora", q)?),
-                );
-            }
+            // llama.cpp reads the key always (0: the query is projected directly).
+            put(
+                "attention.q_lora_rank",
+                MetaValue::U32(u32_of("q_lora", a.q_lora_rank.unwrap_or(0))?),
+            );
             put(
                 "attention.kv_lora_rank",
                 MetaValue::U32(u32_of("kv_lora", kvr)?),

@@ -150,14 +150,15 @@ impl Weights {
         self.totals(m).params_active - m.hidden
     }
 
-    /// Bytes one token reads from layer `layer`'s FFN (dense FFN, or router, experts, their
-    /// biases and the shared expert; the `ffn_norm` vector excluded).
+    /// Bytes one token reads from layer `layer`'s FFN (dense FFN, or router with its bias —
+    /// `exp_probs_b` for a sigmoid router —, experts, their biases and the shared expert; the
+    /// `ffn_norm` vector excluded).
     pub fn ffn_active_bytes(&self, layer: u32) -> u64 {
         self.tensors
             .iter()
             .filter(|t| {
                 t.desc.layer == Some(layer)
-                    && t.desc.base.starts_with("ffn_")
+                    && (t.desc.base.starts_with("ffn_") || t.desc.base == "exp_probs_b")
                     && t.desc.class != TensorClass::Norm
             })
             .map(|t| t.active_bytes)

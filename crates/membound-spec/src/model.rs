@@ -291,6 +291,9 @@ pub struct Numerics {
     pub norm_eps: f32,
     /// `rope.freq_base`.
     pub rope_theta: f32,
+    /// The RoPE base of sliding-window layers (Gemma 3's local layers: 10,000; llama.cpp's
+    /// `rope_freq_base_train_swa`), else `rope_theta`.
+    pub rope_theta_sliding: f32,
     /// NEOX rotation (pairs `i`, `i + n/2`) rather than interleaved pairs `2i`, `2i + 1`
     /// (llama.cpp's `llama_model_rope_type`).
     pub rope_neox: bool,
@@ -315,8 +318,22 @@ impl Numerics {
         Numerics {
             norm_eps,
             rope_theta,
+            rope_theta_sliding: if arch == "gemma3" {
+                10_000.0
+            } else {
+                rope_theta
+            },
             rope_neox: !matches!(arch, "llama" | "deepseek2"),
             rope_fraction: if arch == "qwen3next" { 0.25 } else { 1.0 },
+        }
+    }
+
+    /// The RoPE base of a layer of `kind`.
+    pub fn theta(&self, kind: LayerKind) -> f32 {
+        if kind == LayerKind::Sliding {
+            self.rope_theta_sliding
+        } else {
+            self.rope_theta
         }
     }
 

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::model::{AttentionKind, LayerKind, ModelSpec};
+use crate::model::{AttentionKind, LayerKind, ModelSpec, RouterScoring};
 
 /// What a tensor is for: decides its storage type in a recipe and how much of it a token reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -113,14 +113,20 @@ pub fn inventory(m: &ModelSpec) -> Vec<TensorDesc> {
             LayerKind::Linear => linear_attention(&mut b, m),
             LayerKind::Full | LayerKind::Sliding => attention(&mut b, m),
         }
-        // Qwen3-Next's norm before the FFN is its post-attention norm in llama.cpp's names.
-        let ffn_norm = if m.arch == "qwen3next" {
-            "post_attention_norm"
-        } else {
-            "ffn_norm"
-        };
-        b.norm(ffn_norm, d);
+        // llama.cpp's names: gpt-oss and Qwen3-Next call the norm before the FFN their
+        // post-attention norm; Gemma 3 norms the attention's and the FFN's outputs as well.
+        match m.arch.as_str() {
+            "gpt-oss" | "qwen3next" => b.norm("post_attention_norm", d),
+            "gemma3" => {
+                b.norm("post_attention_norm", d);
+                b.norm("ffn_norm", d);
+            }
+            _ => b.norm("ffn_norm", d),
+        }
         ffn(&mut b, m, i);
+        if m.arch == "gemma3" {
+            b.norm("post_ffw_norm", d);
+        }
     }
     b.layer = None;
     b.norm("output_norm", d);
@@ -216,7 +222,14 @@ fn ffn(b: &mut Builder, m: &ModelSpec, i: u32) {
             let (e, ei) = (moe.n_experts, moe.expert_intermediate);
             b.weight("ffn_gate_inp", Router, &[d, e]);
             if moe.router_bias {
-                b.bias("ffn_gate_inp", &[e]);
+                // A sigmoid router's selection-only bias is llama.cpp's `exp_probs_b`; a
+                // softmax router's (gpt-oss) is added to the logits.
+                let base = if moe.router == RouterScoring::Sigmoid {
+                    "exp_probs_b"
+                } else {
+                    "ffn_gate_inp"
+                };
+                b.bias(base, &[e]);
             }
             b.weight("ffn_gate_exps", Experts, &[d, ei, e]);
             b.weight("ffn_up_exps", Experts, &[d, ei, e]);

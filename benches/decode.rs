@@ -13,7 +13,10 @@
 //! forced sample, and the table gives the estimate's error. Bytes per token:
 //! `membound_spec::bytes::per_token` (`membound spec`'s weights + the KV read at the depth).
 //! A read is sampled around each case; the table (t/s, ms/token, GiB/token, roofline at the
-//! paired read) is printed and written to `decode-table.json`.
+//! paired read) is printed and written to `decode-table.json`. `MEMBOUND_GGUF=file` adds the
+//! file's cases (candle-transformers' model of it as the depth-0 peer), and
+//! `MEMBOUND_LLAMA_BENCH=/path/to/llama-bench` runs llama.cpp's CPU backend on the same file
+//! with the same threads (its tg32 rate in the table, and membound's ratio to it).
 //!
 //! GPUs: the same step as one launch plan of membound's kernels (GEMV, attention, MoE and the
 //! element-wise kernels of `kernels/decode.cu`), replayed as a CUDA graph between events; GQA

@@ -49,7 +49,7 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   [ -n "$exe" ] || { echo "no $suite bench in the bundle"; continue; }
   log="$out/bench-$suite.log"
   filter=()
-  [ "$suite" = decode ] && filter=("${DECODE_FILTER:-llama-3.1-8b-q4_k_m-d(0|4096)/|qwen3-coder-30b-a3b-q8_0-d(0|4096)/|gpt-oss-20b-mxfp4_moe-d(0|4096)/|llama-3.1-8b-q4_k_m-d0-(split|cpu)}")
+  [ "$suite" = decode ] && filter=("${DECODE_FILTER:-llama-3.1-8b-q4_k_m-d(0|4096)/|qwen3-coder-30b-a3b-q8_0-d(0|4096)/|gpt-oss-20b-mxfp4_moe-d(0|4096)/|glm-4.7-flash-q8_0-d(0|4096)/|llama-3.1-8b-q4_k_m-d0-(split|cpu)}")
   MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "${filter[@]}" > "$log" 2>&1
   echo "$suite rc=$?"
   sed -n '/^moe verdict/,/^moe: /p; /^### attention on/,/^attention: /p; /^decode: t\/s/,/^decode: /p; /^## membound/,/^Criterion output/p' "$log"

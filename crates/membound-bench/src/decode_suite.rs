@@ -198,6 +198,82 @@ pub struct DecodeRow {
     pub roofline_tps: Option<f64>,
     /// Measured t/s as a fraction of the roofline (the seed's "50-60 % of theoretical").
     pub fraction_of_roofline: Option<f64>,
+    /// llama.cpp's CPU backend on the same GGUF file and threads (`MEMBOUND_LLAMA_BENCH`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llama_cpp: Option<LlamaCppPeer>,
+}
+
+/// The environment variable naming a `llama-bench` executable: GGUF cases at depth 0 then
+/// also run llama.cpp's CPU backend on the same file with the same threads (`-p 0 -n 32`: 32
+/// generated tokens from an empty context, 3 repetitions).
+pub const LLAMA_BENCH_ENV: &str = "MEMBOUND_LLAMA_BENCH";
+
+/// llama-bench's token-generation rate on a case's file.
+#[derive(Clone, Debug, Serialize)]
+pub struct LlamaCppPeer {
+    /// Mean tokens per second (`avg_ts`).
+    pub tokens_per_s: f64,
+    /// Their standard deviation (`stddev_ts`).
+    pub stddev: f64,
+    /// llama.cpp's commit (`build_commit`) and backends (`backends`).
+    pub build: String,
+    /// The command run.
+    pub command: String,
+}
+
+/// Runs llama-bench `exe` on `path` with `threads` threads; its JSON `tg32` result.
+fn llama_bench(exe: &Path, path: &Path, threads: usize) -> Result<LlamaCppPeer, String> {
+    let args = [
+        "-m".to_string(),
+        path.display().to_string(),
+        "-p".into(),
+        "0".into(),
+        "-n".into(),
+        "32".into(),
+        "-t".into(),
+        threads.to_string(),
+        "-r".into(),
+        "3".into(),
+        "-o".into(),
+        "json".into(),
+    ];
+    let out = std::process::Command::new(exe)
+        .args(&args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(format!(
+            "{} exited with {}: {last}",
+            exe.display(),
+            out.status
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("llama-bench's output is not JSON: {e}"))?;
+    let r = v
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["n_gen"] == 32))
+        .ok_or("llama-bench printed no tg32 result")?;
+    let num = |k: &str| {
+        r[k].as_f64()
+            .ok_or(format!("llama-bench's result has no `{k}`"))
+    };
+    Ok(LlamaCppPeer {
+        tokens_per_s: num("avg_ts")?,
+        stddev: num("stddev_ts")?,
+        build: format!(
+            "{} ({})",
+            r["build_commit"].as_str().unwrap_or("?"),
+            r["backends"].as_str().unwrap_or("?")
+        ),
+        command: format!("{} {}", exe.display(), args.join(" ")),
+    })
 }
 
 /// Runs the decode cases on the CPU; returns the table.
@@ -558,7 +634,7 @@ fn decode_placed_case(
             Ok(OnGpu { gpu, step })
         },
     );
-    let mut placed = match built {
+    let placed = match built {
         Ok(p) => p,
         Err(e) if not_built(&e.to_string()) => {
             run.skip(case, b.id(), e.to_string());
@@ -598,30 +674,53 @@ fn decode_placed_case(
         b.id(),
         placed.launch_counts(c.depth).unwrap_or_default()
     );
-    let mut logits = || -> Result<Vec<f32>, String> {
-        placed.step(pool, 1, c.depth).map_err(|e| e.to_string())?;
-        placed.logits().map_err(|e| e.to_string())
+    let placed = std::cell::RefCell::new(placed);
+    let step = || {
+        placed
+            .borrow_mut()
+            .step(pool, 1, c.depth)
+            .map_err(|e| e.to_string())
     };
+    checked_and_timed(
+        run,
+        b,
+        c,
+        (acc, kv),
+        &mut || {
+            step()?;
+            placed.borrow_mut().logits().map_err(|e| e.to_string())
+        },
+        &mut |iters| crate::harness::wall_time(iters, &mut || step().map(|_| ())),
+    )
+}
+
+/// A whole-model GPU case's check and timing: `logits()` twice must give the same finite
+/// logits (else the case fails, untimed), then `time(iters)` is the case's time.
+fn checked_and_timed(
+    run: &mut Run,
+    b: &GpuBackend,
+    c: &DecodeCase,
+    (acc, kv): (&Accounting, &membound_spec::kv::KvCache),
+    logits: &mut dyn FnMut() -> Result<Vec<f32>, String>,
+    time: &mut dyn FnMut(u64) -> Result<Duration, String>,
+) -> Option<DecodeRow> {
     let checked = logits().and_then(|first| check_logits(&first, &logits()?));
     if let Err(e) = checked {
-        run.fail(case, b.id(), format!("verification failed, not timed: {e}"));
+        run.fail(
+            &c.case,
+            b.id(),
+            format!("verification failed, not timed: {e}"),
+        );
         return None;
     }
     let kind = Kind::Decode {
         depth: c.depth,
-        layers_built: m.n_layers as usize,
+        layers_built: c.model.n_layers as usize,
         sampled: false,
     };
     let bytes = acc.token_bytes + kv.traffic;
-    let idx = run.bench_timed(b, case, kind, bytes, |iters| {
-        crate::harness::wall_time(iters, &mut || {
-            placed
-                .step(pool, 1, c.depth)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    })?;
-    Some(row_of(run, idx, c, acc, kv, m.n_layers as usize))
+    let idx = run.bench_timed(b, &c.case, kind, bytes, time)?;
+    Some(row_of(run, idx, c, acc, kv, c.model.n_layers as usize))
 }
 
 fn device_error(e: membound_cuda::CudaError) -> membound_decode::DecodeError {
@@ -651,6 +750,7 @@ fn row_of(
         paired_read_gbs: None,
         roofline_tps: None,
         fraction_of_roofline: None,
+        llama_cpp: None,
     }
 }
 
@@ -705,29 +805,24 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
         launches.len(),
         (acc.token_bytes + kv.traffic) as f64 / GIB
     );
-    let logits = || -> Result<Vec<u8>, String> {
-        step.run(gpu, &launches).map_err(|e| e.to_string())?;
-        gpu.synchronize().map_err(|e| e.to_string())?;
-        step.read(gpu, Buf::Logits).map_err(|e| e.to_string())
-    };
-    let checked = logits().and_then(|first| {
-        let again = logits()?;
-        check_logits(&f32s(&first), &f32s(&again))
-    });
-    if let Err(e) = checked {
-        run.fail(case, b.id(), format!("verification failed, not timed: {e}"));
-        return None;
-    }
-    let kind = Kind::Decode {
-        depth: c.depth,
-        layers_built: m.n_layers as usize,
-        sampled: false,
-    };
-    let bytes = acc.token_bytes + kv.traffic;
-    let idx = run.bench(b, case, kind, bytes, || {
-        step.run(gpu, &launches).map_err(|e| e.to_string())
-    })?;
-    Some(row_of(run, idx, c, acc, kv, m.n_layers as usize))
+    checked_and_timed(
+        run,
+        b,
+        c,
+        (acc, kv),
+        &mut || {
+            step.run(gpu, &launches).map_err(|e| e.to_string())?;
+            gpu.synchronize().map_err(|e| e.to_string())?;
+            Ok(f32s(
+                &step.read(gpu, Buf::Logits).map_err(|e| e.to_string())?,
+            ))
+        },
+        &mut |iters| {
+            b.time(iters, &mut || {
+                step.run(gpu, &launches).map_err(|e| e.to_string())
+            })
+        },
+    )
 }
 
 /// Whether a set-up error says the step is not built for this case (a layer kind, a layout,
@@ -850,8 +945,24 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
         }
         Ok(total)
     })?;
+    let mut llama_cpp = None;
     if let (Weights::Gguf(path), 0) = (&c.weights, c.depth) {
         candle_peer(run, b, c, path, weight_bytes + kv_bytes);
+        if let Some(exe) = std::env::var_os(LLAMA_BENCH_ENV) {
+            match llama_bench(Path::new(&exe), path, b.threads) {
+                Ok(p) => {
+                    eprintln!(
+                        "membound: decode/{case}/{}: llama.cpp (llama-bench tg32, {} threads) {:.2} ± {:.2} t/s",
+                        b.id(),
+                        b.threads,
+                        p.tokens_per_s,
+                        p.stddev
+                    );
+                    llama_cpp = Some(p);
+                }
+                Err(e) => eprintln!("membound: {LLAMA_BENCH_ENV}: {e}"),
+            }
+        }
     }
     let r = &run.results[idx];
     let ms = r.mean_ns.map(|ns| ns / 1e6);
@@ -867,6 +978,7 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
         paired_read_gbs: None,
         roofline_tps: None,
         fraction_of_roofline: None,
+        llama_cpp,
     })
 }
 
@@ -889,6 +1001,18 @@ pub fn describe(rows: &[DecodeRow]) -> String {
             opt(r.roofline_tps, 2),
             opt(r.fraction_of_roofline.map(|f| 100.0 * f), 0) + "%",
         ));
+    }
+    for r in rows {
+        if let (Some(p), Some(t)) = (&r.llama_cpp, r.tokens_per_s) {
+            out.push_str(&format!(
+                "\n{}: llama.cpp {:.2} ± {:.2} t/s on the same file (build {}); membound {t:.2} t/s = {:.2}x llama.cpp\n",
+                r.id,
+                p.tokens_per_s,
+                p.stddev,
+                p.build,
+                t / p.tokens_per_s
+            ));
+        }
     }
     for s in rows.iter().filter(|r| r.id.contains("-sampled/")) {
         let whole_id = s.id.replace("-sampled/", "/");

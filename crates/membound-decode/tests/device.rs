@@ -54,9 +54,20 @@ fn compare(
     opts.layout = layout;
     opts.kv_dtype = DType::F16;
     opts.sliding_ring = false;
-    let mut cpu = CpuDecoder::new(m, &src, &opts).unwrap();
     let dev = DeviceStep::new(m, &src, &opts, 4).unwrap();
     let mut exec = make(&dev);
+    against_cpu(m, &src, &opts, &mut |pos, t| exec(&dev, pos, t))
+}
+
+/// Largest relative logit difference of each step of `run(position, token) -> (logits,
+/// argmax)` against the CPU step of `m` over `src`, and whether the argmax agreed.
+fn against_cpu(
+    m: &ModelSpec,
+    src: &SyntheticSource,
+    opts: &StepOptions,
+    run: &mut dyn FnMut(usize, u32) -> (Vec<f32>, u32),
+) -> Vec<(f32, bool)> {
+    let mut cpu = CpuDecoder::new(m, src, opts).unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
@@ -67,7 +78,7 @@ fn compare(
         .map(|(pos, &t)| {
             let want_token = cpu.step(&pool, t, pos).unwrap();
             let want = cpu.logits().to_vec();
-            let (got, token) = exec(&dev, pos, t);
+            let (got, token) = run(pos, t);
             let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
             let diff = got
                 .iter()
@@ -164,28 +175,15 @@ fn compare_placed<E: StepExec>(
     let src = SyntheticSource::distinct(m, recipe, 9);
     let mut opts = StepOptions::new(m, TOKENS.len());
     opts.sliding_ring = false;
-    let mut cpu = CpuDecoder::new(m, &src, &opts).unwrap();
     let mut placed = PlacedStep::new(m, &src, &opts, 4, placement, exec).unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
         .unwrap();
-    TOKENS
-        .iter()
-        .enumerate()
-        .map(|(pos, &t)| {
-            let want_token = cpu.step(&pool, t, pos).unwrap();
-            let want = cpu.logits().to_vec();
-            let token = placed.step(&pool, t, pos).unwrap();
-            let got = placed.logits().unwrap();
-            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let diff = got
-                .iter()
-                .zip(&want)
-                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-            (diff / scale, token == want_token)
-        })
-        .collect()
+    against_cpu(m, &src, &opts, &mut |pos, t| {
+        let token = placed.step(&pool, t, pos).unwrap();
+        (placed.logits().unwrap(), token)
+    })
 }
 
 /// Every placement case: (model, recipe, placement).

@@ -706,11 +706,7 @@ fn checked_and_timed(
 ) -> Option<DecodeRow> {
     let checked = logits().and_then(|first| check_logits(&first, &logits()?));
     if let Err(e) = checked {
-        run.fail(
-            &c.case,
-            b.id(),
-            format!("verification failed, not timed: {e}"),
-        );
+        run.unverified(&c.case, b.id(), e);
         return None;
     }
     let kind = Kind::Decode {
@@ -924,7 +920,7 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
         check_logits(&first, dec.logits())
     })();
     if let Err(e) = checked {
-        run.fail(case, b.id(), format!("verification failed, not timed: {e}"));
+        run.unverified(case, b.id(), e);
         return None;
     }
     let kind = Kind::Decode {

@@ -202,6 +202,15 @@ impl Run {
         self.failures.push(f);
     }
 
+    /// Reports a case whose output did not match its reference, so it was not timed.
+    pub fn unverified(&mut self, case: &str, backend: &str, reason: impl std::fmt::Display) {
+        self.fail(
+            case,
+            backend,
+            format!("verification failed, not timed: {reason}"),
+        );
+    }
+
     /// Reports a case skipped on purpose (it cannot run on this device) and records it.
     pub fn skip(&mut self, case: &str, backend: &str, reason: impl Into<String>) {
         let f = self.outcome(case, backend, reason.into(), "skipped");

@@ -137,11 +137,7 @@ pub fn stream_case<B: StreamBackend>(run: &mut Run, b: &B, sc: &StreamCase) -> O
         }
     };
     if let Err(e) = b.check(sc.op, &mut arrays) {
-        run.fail(
-            &sc.case,
-            b.id(),
-            format!("verification failed, not timed: {e}"),
-        );
+        run.unverified(&sc.case, b.id(), e);
         return None;
     }
     let kind = if sc.op == StreamOp::Read && sc.case == "read" {
@@ -346,11 +342,7 @@ fn gemv_case<B: GemvBackend>(
     let ours = match ours.and_then(|y| b.check_gemv(dtype, rows, cols, &w, x, &y).map(|_| y)) {
         Ok(y) => y,
         Err(e) => {
-            return run.fail(
-                &case,
-                b.id(),
-                format!("verification failed, not timed: {e}"),
-            );
+            return run.unverified(&case, b.id(), e);
         }
     };
     let kind = Kind::Gemv {
@@ -380,11 +372,7 @@ fn gemv_case<B: GemvBackend>(
         if let Err(e) =
             theirs.and_then(|y| check_close_scaled(&pcase, &y, &ours, b.peer_tolerance(peer)))
         {
-            run.fail(
-                &pcase,
-                b.id(),
-                format!("verification failed, not timed: {e}"),
-            );
+            run.unverified(&pcase, b.id(), e);
             continue;
         }
         let mut rot = Rotation::new(n);
@@ -428,11 +416,7 @@ fn gemm_case<B: GemvBackend>(
         b.check_gemv(dtype, rows, cols, &w, x_last, &y)
     });
     if let Err(e) = checked {
-        return run.fail(
-            &case,
-            b.id(),
-            format!("verification failed, not timed: {e}"),
-        );
+        return run.unverified(&case, b.id(), e);
     }
     let bytes = gemm_bytes(dtype, rows as u64, cols as u64, batch as u64);
     run.bench(b, &case, Kind::Other, bytes, || {

@@ -570,9 +570,16 @@ pub fn decode_placed(
     models: &[ModelSpec],
 ) -> Vec<DecodeRow> {
     let plan = placement_plan(models, run.scale, if second.is_some() { 2 } else { 1 });
-    paired_cases(run, b, &plan, &mut |run, b, c| {
+    let mut rows = paired_cases(run, b, &plan, &mut |run, b, c| {
         decode_placed_case(run, b, second.unwrap_or(b), cpu, c)
-    })
+    });
+    // The GPU's read is no roofline for a step whose first layers stream from host memory.
+    let offloaded = format!("-cpu{OFFLOAD_LAYERS}/");
+    for r in rows.iter_mut().filter(|r| r.id.contains(&offloaded)) {
+        r.roofline_tps = None;
+        r.fraction_of_roofline = None;
+    }
+    rows
 }
 
 /// One placement case: the step built across the devices, checked (finite logits, the same

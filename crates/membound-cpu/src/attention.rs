@@ -364,8 +364,9 @@ fn chunk_partials(
     t1: usize,
 ) -> Vec<Partial> {
     #[cfg(target_arch = "x86_64")]
-    if isa == crate::Isa::Avx2 {
-        // SAFETY: Isa::Avx2 is only detected (or accepted) where the CPU has AVX2, FMA and F16C.
+    if matches!(isa, crate::Isa::Avx2 | crate::Isa::Avx512Vnni) {
+        // SAFETY: both paths are only detected (or accepted) where the CPU has AVX2, FMA and
+        // F16C.
         return unsafe { chunk_avx2(cache, q, h, t0, t1) };
     }
     let _ = isa;

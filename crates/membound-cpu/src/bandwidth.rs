@@ -39,8 +39,8 @@ pub fn read(pool: &ThreadPool, isa: Isa, a: &[f32]) -> Result<f32, CpuError> {
     }
     let sum_chunk: fn(&[f32]) -> f32 = match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 availability was checked above.
-        Isa::Avx2 => |c: &[f32]| unsafe { read_avx2(c) },
+        // SAFETY: AVX2 availability was checked above (both paths have it).
+        Isa::Avx2 | Isa::Avx512Vnni => |c: &[f32]| unsafe { read_avx2(c) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON availability was checked above.
         Isa::Neon | Isa::NeonDotprod => |c: &[f32]| unsafe { read_neon(c) },

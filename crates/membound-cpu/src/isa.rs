@@ -1,13 +1,14 @@
 //! Instruction-set selection: which SIMD path the kernels take, detected at run time.
 //!
 //! The portable scalar path is always compiled and always available. `MEMBOUND_CPU_ISA`
-//! (`scalar`, `avx2`, `neon`, `neon-dotprod`) forces a path for the whole process; a request for
+//! (`scalar`, `avx2`, `avx512vnni`, `neon`, `neon-dotprod`) forces a path for the whole process; a request for
 //! a path this CPU lacks falls back to the best available one.
 
 use std::fmt;
 use std::sync::OnceLock;
 
-/// The environment variable that forces a path (`scalar`, `avx2`, `neon`, `neon-dotprod`).
+/// The environment variable that forces a path (`scalar`, `avx2`, `avx512vnni`, `neon`,
+/// `neon-dotprod`).
 pub const ISA_ENV: &str = "MEMBOUND_CPU_ISA";
 
 /// A kernel instruction set.
@@ -17,6 +18,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX2 with AVX-512 VNNI on 256-bit registers (`vpdpbusd`, `vpdpwssd`): the Q4_K
+    /// dot; every other type takes the AVX2 kernel.
+    Avx512Vnni,
     /// aarch64 NEON with widening multiplies.
     Neon,
     /// aarch64 NEON with the `sdot` dot-product instructions.
@@ -25,13 +29,20 @@ pub enum Isa {
 
 impl Isa {
     /// Every path, scalar first.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Neon, Isa::NeonDotprod];
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512Vnni,
+        Isa::Neon,
+        Isa::NeonDotprod,
+    ];
 
     /// The name recorded with results: `scalar`, `avx2`, `neon`, `neon-dotprod`.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::NeonDotprod => "neon-dotprod",
         }
@@ -49,6 +60,7 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             Isa::Avx2 => avx2_available(),
+            Isa::Avx512Vnni => avx2_available() && vnni_available(),
             Isa::Neon => neon_available(),
             Isa::NeonDotprod => neon_available() && dotprod_available(),
         }
@@ -64,7 +76,7 @@ impl Isa {
 
     /// The fastest path this CPU can run, ignoring [`ISA_ENV`].
     pub fn best_available() -> Isa {
-        [Isa::NeonDotprod, Isa::Neon, Isa::Avx2]
+        [Isa::NeonDotprod, Isa::Neon, Isa::Avx512Vnni, Isa::Avx2]
             .into_iter()
             .find(|isa| isa.is_available())
             .unwrap_or(Isa::Scalar)
@@ -147,6 +159,18 @@ fn avx2_available() -> bool {
     false
 }
 
+#[cfg(target_arch = "x86_64")]
+fn vnni_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512f")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn vnni_available() -> bool {
+    false
+}
+
 #[cfg(target_arch = "aarch64")]
 fn neon_available() -> bool {
     std::arch::is_aarch64_feature_detected!("neon")
@@ -194,7 +218,10 @@ mod tests {
             let (isa, w) = Isa::choose(Some(bogus));
             let w = w.expect(bogus);
             assert_eq!(isa, Isa::best_available());
-            assert!(w.contains("scalar, avx2, neon, neon-dotprod"), "{w}");
+            assert!(
+                w.contains("scalar, avx2, avx512vnni, neon, neon-dotprod"),
+                "{w}"
+            );
             assert!(!w.contains('\x1b'), "{w}");
         }
         let missing = if Isa::Neon.is_available() {

@@ -81,6 +81,8 @@ impl DotKernel {
             Isa::Scalar => scalar_fn(dtype),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86_fn(dtype),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86_vnni_fn(dtype),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => arm_fn(dtype, false),
             #[cfg(target_arch = "aarch64")]
@@ -189,6 +191,15 @@ fn x86_fn(dtype: DType) -> DotFn {
         DType::Q6_K => x86::dot_q6_k,
         DType::MXFP4 => x86::dot_mxfp4,
         _ => unreachable!("act_dtype admits only the types above"),
+    }
+}
+
+/// The AVX-512 VNNI path: its Q4_K dot, the AVX2 kernel of every other type.
+#[cfg(target_arch = "x86_64")]
+fn x86_vnni_fn(dtype: DType) -> DotFn {
+    match dtype {
+        DType::Q4_K => x86::dot_q4_k_vnni,
+        other => x86_fn(other),
     }
 }
 

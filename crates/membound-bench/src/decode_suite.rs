@@ -613,16 +613,7 @@ fn decode_placed_case(
         + (on_cpu as u32..m.n_layers)
             .map(|i| layer_cache(kv, i))
             .sum::<u64>();
-    if device_need > b.memory_budget() {
-        run.skip(
-            case,
-            b.id(),
-            format!(
-                "the device part needs {:.1} GiB of the {:.1} GiB budget",
-                device_need as f64 / GIB,
-                b.memory_budget() as f64 / GIB
-            ),
-        );
+    if !fits(run, b, case, device_need, "the device part needs", "") {
         return None;
     }
     let mut opts = StepOptions::new(m, c.depth + 1);
@@ -766,16 +757,14 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
     let pre = Prepared::new(run, b.id(), c)?;
     let (kv, acc) = (&pre.kv, &pre.acc);
     let need = acc.fixed + acc.layer_bytes.iter().sum::<u64>() + kv.total;
-    if need > b.memory_budget() {
-        run.skip(
-            case,
-            b.id(),
-            format!(
-                "the whole model and cache need {:.1} GiB of the {:.1} GiB budget (GPU steps are not sampled yet)",
-                need as f64 / GIB,
-                b.memory_budget() as f64 / GIB
-            ),
-        );
+    if !fits(
+        run,
+        b,
+        case,
+        need,
+        "the whole model and cache need",
+        " (GPU steps are not sampled yet)",
+    ) {
         return None;
     }
     let mut opts = StepOptions::new(m, capacity);
@@ -826,6 +815,24 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
             })
         },
     )
+}
+
+/// Whether `need` bytes fit GPU `b`'s memory budget; if not, the case is skipped with
+/// `what`, the sizes and `note`.
+fn fits(run: &mut Run, b: &GpuBackend, case: &str, need: u64, what: &str, note: &str) -> bool {
+    let budget = b.memory_budget();
+    if need > budget {
+        run.skip(
+            case,
+            b.id(),
+            format!(
+                "{what} {:.1} GiB of the {:.1} GiB budget{note}",
+                need as f64 / GIB,
+                budget as f64 / GIB
+            ),
+        );
+    }
+    need <= budget
 }
 
 /// Whether a set-up error says the step is not built for this case (a layer kind, a layout,

@@ -690,6 +690,71 @@ impl Builder {
         Ok(())
     }
 
+    /// Layer `i`'s GQA attention of the normed hidden state in [`Buf::H`] into [`Buf::Y`]:
+    /// Q, K, V (biases, QK-norm), RoPE, the cache append, attention, the output projection.
+    fn gqa(&mut self, d: &StepDesc, i: u32, pos: usize) -> Result<()> {
+        use StepArg::{In, Out};
+        let w = |t: Wt| Buf::W(i, t);
+        let l = &d.layers[i as usize];
+        let s = &l.attn;
+        let MixerDesc::Gqa {
+            q,
+            k,
+            v,
+            o,
+            bias,
+            qk_norm,
+        } = &l.mixer
+        else {
+            return Err(bad(format!("layer {i} is not a GQA layer")));
+        };
+        for (m, wt, out, bias, bt) in [
+            (q, Wt::Q, Buf::Q, bias[0], Wt::BQ),
+            (k, Wt::K, Buf::K, bias[1], Wt::BK),
+            (v, Wt::V, Buf::V, bias[2], Wt::BV),
+        ] {
+            self.gemv(m, w(wt), Buf::H, out)?;
+            if bias {
+                self.dec(add(m.rows)?, vec![Out(out), In(w(bt))]);
+            }
+        }
+        let (q, k) = if *qk_norm {
+            self.dec(
+                rmsnorm(s.n_heads, s.d_k, d.eps)?,
+                vec![In(Buf::Q), In(w(Wt::QNorm)), Out(Buf::Qn)],
+            );
+            self.dec(
+                rmsnorm(s.kv_heads, s.d_k, d.eps)?,
+                vec![In(Buf::K), In(w(Wt::KNorm)), Out(Buf::Kn)],
+            );
+            (Buf::Qn, Buf::Kn)
+        } else {
+            (Buf::Q, Buf::K)
+        };
+        self.dec(
+            rope(s.n_heads, s.d_k, s.d_k, pos, l.theta, d.neox)?,
+            vec![Out(q)],
+        );
+        self.dec(
+            rope(s.kv_heads, s.d_k, s.d_k, pos, l.theta, d.neox)?,
+            vec![Out(k)],
+        );
+        self.dec(
+            kv_write(s.kv_heads, s.d_k, s.d_k, d.tokens, pos, s.dtype)?,
+            vec![In(k), Out(Buf::KCache(i))],
+        );
+        self.dec(
+            kv_write(s.kv_heads, s.d_v, s.d_v, d.tokens, pos, s.dtype)?,
+            vec![In(Buf::V), Out(Buf::VCache(i))],
+        );
+        self.attention(d, i, q, pos)?;
+        self.gemv(o, w(Wt::O), Buf::Att, Buf::Y)?;
+        if bias[3] {
+            self.dec(add(d.hidden)?, vec![Out(Buf::Y), In(w(Wt::BO))]);
+        }
+        Ok(())
+    }
+
     /// Layer `i`'s MLA attention of the normed hidden state in [`Buf::H`] into [`Buf::Y`], as
     /// the CPU step does it: the query (through `q_a` and its norm), the cache row (latent
     /// normed, RoPE part rotated) appended, each head's non-RoPE query taken into latent space
@@ -818,65 +883,12 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
     for (i, l) in d.layers.iter().enumerate() {
         let i = i as u32;
         let w = |t: Wt| Buf::W(i, t);
-        let s = &l.attn;
         b.dec(
             rmsnorm(1, h, d.eps)?,
             vec![In(Buf::X), In(w(Wt::AttnNorm)), Out(Buf::H)],
         );
         match &l.mixer {
-            MixerDesc::Gqa {
-                q,
-                k,
-                v,
-                o,
-                bias,
-                qk_norm,
-            } => {
-                for (m, wt, out, bias, bt) in [
-                    (q, Wt::Q, Buf::Q, bias[0], Wt::BQ),
-                    (k, Wt::K, Buf::K, bias[1], Wt::BK),
-                    (v, Wt::V, Buf::V, bias[2], Wt::BV),
-                ] {
-                    b.gemv(m, w(wt), Buf::H, out)?;
-                    if bias {
-                        b.dec(add(m.rows)?, vec![Out(out), In(w(bt))]);
-                    }
-                }
-                let (q, k) = if *qk_norm {
-                    b.dec(
-                        rmsnorm(s.n_heads, s.d_k, d.eps)?,
-                        vec![In(Buf::Q), In(w(Wt::QNorm)), Out(Buf::Qn)],
-                    );
-                    b.dec(
-                        rmsnorm(s.kv_heads, s.d_k, d.eps)?,
-                        vec![In(Buf::K), In(w(Wt::KNorm)), Out(Buf::Kn)],
-                    );
-                    (Buf::Qn, Buf::Kn)
-                } else {
-                    (Buf::Q, Buf::K)
-                };
-                b.dec(
-                    rope(s.n_heads, s.d_k, s.d_k, pos, l.theta, d.neox)?,
-                    vec![Out(q)],
-                );
-                b.dec(
-                    rope(s.kv_heads, s.d_k, s.d_k, pos, l.theta, d.neox)?,
-                    vec![Out(k)],
-                );
-                b.dec(
-                    kv_write(s.kv_heads, s.d_k, s.d_k, d.tokens, pos, s.dtype)?,
-                    vec![In(k), Out(Buf::KCache(i))],
-                );
-                b.dec(
-                    kv_write(s.kv_heads, s.d_v, s.d_v, d.tokens, pos, s.dtype)?,
-                    vec![In(Buf::V), Out(Buf::VCache(i))],
-                );
-                b.attention(d, i, q, pos)?;
-                b.gemv(o, w(Wt::O), Buf::Att, Buf::Y)?;
-                if bias[3] {
-                    b.dec(add(h)?, vec![Out(Buf::Y), In(w(Wt::BO))]);
-                }
-            }
+            MixerDesc::Gqa { .. } => b.gqa(d, i, pos)?,
             MixerDesc::Mla(m) => b.mla(d, i, m, pos)?,
         }
         b.residual(d, l.post_norms.then_some(w(Wt::PostAttnNorm)))?;

@@ -15,9 +15,7 @@ use membound_spec::attention::AttnShape;
 use membound_spec::model::{AttentionKind, LayerKind};
 use membound_spec::{KvLayout, ModelSpec};
 
-use crate::model::{
-    embed_row, embedding_scale, ffn_norm, moe_layer, need, post_norms, vector, vector_opt,
-};
+use crate::model::{FfnNorms, embed_row, embedding_scale, moe_layer, need, vector, vector_opt};
 use crate::source::{Tensor, TensorSource};
 use crate::{DecodeError, StepOptions};
 
@@ -232,12 +230,12 @@ impl DeviceStep {
                 w(Wt::Sinks, le(&vector(src, &p("attn_sinks.weight"))?));
             }
             w(Wt::AttnNorm, le(&vector(src, &p("attn_norm.weight"))?));
-            w(Wt::FfnNorm, le(&ffn_norm(src, i)?));
-            let (post_attn, post_ffn) = post_norms(src, i)?;
-            let post = !post_attn.is_empty() && !post_ffn.is_empty();
+            let norms = FfnNorms::of(src, i)?;
+            w(Wt::FfnNorm, le(&norms.pre));
+            let post = !norms.post_attn.is_empty() && !norms.post_ffn.is_empty();
             if post {
-                w(Wt::PostAttnNorm, le(&post_attn));
-                w(Wt::PostFfnNorm, le(&post_ffn));
+                w(Wt::PostAttnNorm, le(&norms.post_attn));
+                w(Wt::PostFfnNorm, le(&norms.post_ffn));
             }
             let ffn = if m.is_moe_layer(i) {
                 let moe = moe_layer(m, src, i)?;

@@ -401,13 +401,35 @@ impl CpuDecoder {
     }
 }
 
-/// Layer `i`'s norm before the FFN: `ffn_norm`, or `post_attention_norm` (gpt-oss's and
-/// Qwen3-Next's name for it in llama.cpp's files).
-pub(crate) fn ffn_norm(src: &dyn TensorSource, i: u32) -> Result<Vec<f32>, DecodeError> {
-    let p = |base: &str| format!("blk.{i}.{base}");
-    match src.tensor(&p("ffn_norm.weight"))? {
-        Some(_) => vector(src, &p("ffn_norm.weight")),
-        None => vector(src, &p("post_attention_norm.weight")),
+/// Layer `i`'s norms around its FFN, each tensor read once.
+pub(crate) struct FfnNorms {
+    /// The norm before the FFN: `ffn_norm`, or `post_attention_norm` where the file has no
+    /// `ffn_norm` (gpt-oss's and Qwen3-Next's name for it in llama.cpp's files).
+    pub(crate) pre: Vec<f32>,
+    /// Gemma 3's norms of the attention's and the FFN's outputs (`post_attention_norm` beside
+    /// an `ffn_norm`, and `post_ffw_norm`); empty without.
+    pub(crate) post_attn: Vec<f32>,
+    pub(crate) post_ffn: Vec<f32>,
+}
+
+impl FfnNorms {
+    /// Layer `i`'s norms from `src`.
+    pub(crate) fn of(src: &dyn TensorSource, i: u32) -> Result<FfnNorms, DecodeError> {
+        let p = |base: &str| format!("blk.{i}.{base}");
+        let pre = vector_opt(src, &p("ffn_norm.weight"))?;
+        Ok(if pre.is_empty() {
+            FfnNorms {
+                pre: vector(src, &p("post_attention_norm.weight"))?,
+                post_attn: Vec::new(),
+                post_ffn: Vec::new(),
+            }
+        } else {
+            FfnNorms {
+                pre,
+                post_attn: vector_opt(src, &p("post_attention_norm.weight"))?,
+                post_ffn: vector_opt(src, &p("post_ffw_norm.weight"))?,
+            }
+        })
     }
 }
 
@@ -419,27 +441,10 @@ fn post_norm(y: &mut [f32], w: &[f32], eps: f32, tmp: &mut [f32]) {
     }
 }
 
-/// Layer `i`'s norms of the attention's and the FFN's outputs, where the file has both
-/// `ffn_norm` and `post_attention_norm` (Gemma 3; gpt-oss's and Qwen3-Next's
-/// `post_attention_norm` is the norm before the FFN).
-pub(crate) fn post_norms(
-    src: &dyn TensorSource,
-    i: u32,
-) -> Result<(Vec<f32>, Vec<f32>), DecodeError> {
+/// Layer `i`'s FFN.
+fn ffn_of(m: &ModelSpec, src: &dyn TensorSource, i: u32) -> Result<Ffn, DecodeError> {
     let p = |base: &str| format!("blk.{i}.{base}");
-    if src.tensor(&p("ffn_norm.weight"))?.is_none() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    Ok((
-        vector_opt(src, &p("post_attention_norm.weight"))?,
-        vector_opt(src, &p("post_ffw_norm.weight"))?,
-    ))
-}
-
-/// Layer `i`'s FFN and the norm before it (`ffn_norm`, Qwen3-Next's `post_attention_norm`).
-fn ffn_of(m: &ModelSpec, src: &dyn TensorSource, i: u32) -> Result<(Ffn, Vec<f32>), DecodeError> {
-    let p = |base: &str| format!("blk.{i}.{base}");
-    let ffn = if m.is_moe_layer(i) {
+    Ok(if m.is_moe_layer(i) {
         Ffn::Moe(Box::new(moe_layer(m, src, i)?))
     } else {
         Ffn::Dense {
@@ -448,9 +453,7 @@ fn ffn_of(m: &ModelSpec, src: &dyn TensorSource, i: u32) -> Result<(Ffn, Vec<f32
             down: matrix(src, &p("ffn_down.weight"))?,
             gelu: m.arch == "gemma3",
         }
-    };
-    let ffn_norm = ffn_norm(src, i)?;
-    Ok((ffn, ffn_norm))
+    })
 }
 
 /// Builds layer `i`.
@@ -465,18 +468,18 @@ fn build_layer(
     let kind = m.layer_kind(i);
     if kind == LayerKind::Linear {
         let mixer = Mixer::Linear(Box::new(delta_net(m, src, opts, i)?));
-        let (ffn, ffn_norm) = ffn_of(m, src, i)?;
+        let norms = FfnNorms::of(src, i)?;
         return Ok(Layer {
             attn_norm: vector(src, &p("attn_norm.weight"))?,
-            post_attn_norm: Vec::new(),
-            post_ffn_norm: Vec::new(),
-            theta: opts.numerics.rope_theta,
+            post_attn_norm: norms.post_attn,
+            post_ffn_norm: norms.post_ffn,
+            theta: opts.numerics.theta(kind),
             mixer,
             sinks: Vec::new(),
             cache: None,
             ring: false,
-            ffn_norm,
-            ffn,
+            ffn_norm: norms.pre,
+            ffn: ffn_of(m, src, i)?,
         });
     }
     let mut shape = AttnShape::from_spec(m, opts.layout, opts.kv_dtype, kind)
@@ -540,12 +543,11 @@ fn build_layer(
             })
         }
     };
-    let (ffn, ffn_norm) = ffn_of(m, src, i)?;
-    let (post_attn_norm, post_ffn_norm) = post_norms(src, i)?;
+    let norms = FfnNorms::of(src, i)?;
     Ok(Layer {
         attn_norm: vector(src, &p("attn_norm.weight"))?,
-        post_attn_norm,
-        post_ffn_norm,
+        post_attn_norm: norms.post_attn,
+        post_ffn_norm: norms.post_ffn,
         theta: opts.numerics.theta(kind),
         mixer,
         sinks: if a.sinks {
@@ -555,8 +557,8 @@ fn build_layer(
         },
         cache,
         ring,
-        ffn_norm,
-        ffn,
+        ffn_norm: norms.pre,
+        ffn: ffn_of(m, src, i)?,
     })
 }
 
@@ -582,16 +584,17 @@ fn delta_net(
             shape.n_k, shape.n_v, shape.conv
         )));
     }
-    let gemv = |name: &str, rows: usize| -> Result<CpuGemv, DecodeError> {
+    let gemv = |name: &str, rows: usize, cols: usize| -> Result<CpuGemv, DecodeError> {
         let g = matrix(src, &p(name))?;
-        if g.rows() != rows || g.cols() != m.hidden as usize && name != "ssm_out.weight" {
+        if (g.rows(), g.cols()) != (rows, cols) {
             return Err(DecodeError::Tensor {
                 name: p(name),
-                problem: format!("{} x {}, expected {rows} rows", g.rows(), g.cols()),
+                problem: format!("{} x {}, expected {rows} x {cols}", g.rows(), g.cols()),
             });
         }
         Ok(g)
     };
+    let (d, v) = (m.hidden as usize, shape.n_v * shape.d_v);
     let ch = shape.channels();
     let conv_w = vector(src, &p("ssm_conv1d.weight"))?;
     if conv_w.len() != ch * shape.conv {
@@ -608,10 +611,10 @@ fn delta_net(
     };
     Ok(DeltaNet {
         shape,
-        qkv: gemv("attn_qkv.weight", ch)?,
-        gate: gemv("attn_gate.weight", shape.n_v * shape.d_v)?,
-        ba: gemv("ssm_ba.weight", 2 * shape.n_v)?,
-        out: gemv("ssm_out.weight", m.hidden as usize)?,
+        qkv: gemv("attn_qkv.weight", ch, d)?,
+        gate: gemv("attn_gate.weight", v, d)?,
+        ba: gemv("ssm_ba.weight", 2 * shape.n_v, d)?,
+        out: gemv("ssm_out.weight", d, v)?,
         params: DeltaParams {
             conv_w,
             dt_bias: vector(src, &p("ssm_dt.bias"))?,

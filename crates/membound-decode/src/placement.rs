@@ -80,7 +80,6 @@ struct Part<E> {
 
 /// One model's decode step placed across the CPU and devices.
 pub struct PlacedStep<E: StepExec> {
-    placement: Placement,
     cpu: Option<CpuDecoder>,
     parts: Vec<Part<E>>,
     /// The launches of each part at the position they were made for.
@@ -129,16 +128,10 @@ impl<E: StepExec> PlacedStep<E> {
             parts.push(Part { step, exec });
         }
         Ok(PlacedStep {
-            placement,
             cpu,
             parts,
             launches: None,
         })
-    }
-
-    /// The placement.
-    pub fn placement(&self) -> Placement {
-        self.placement
     }
 
     /// Launches per step on each device stage.

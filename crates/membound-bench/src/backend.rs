@@ -25,6 +25,20 @@ impl CpuBackend {
         "cpu"
     }
 
+    /// This machine's CPU with a pool of every core.
+    pub fn all_cores() -> CpuBackend {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a rayon pool of the machine's core count can be built");
+        CpuBackend {
+            pool: Arc::new(pool),
+            threads,
+            host: host_cpu(),
+        }
+    }
+
     /// The same CPU with a pool of `threads` threads (the threads sweep).
     pub fn with_threads(&self, threads: usize) -> CpuBackend {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -147,23 +161,15 @@ impl Backends {
             }
         }
         let cpu = wanted("cpu").then(|| {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a rayon pool of the machine's core count can be built");
-            let host = host_cpu();
+            let cpu = CpuBackend::all_cores();
             eprintln!(
-                "membound: cpu: {} ({threads} threads, {}, LLC {} MiB)",
-                host.name,
+                "membound: cpu: {} ({} threads, {}, LLC {} MiB)",
+                cpu.host.name,
+                cpu.threads,
                 membound_cpu::simd_level(),
-                host.llc_bytes >> 20
+                cpu.host.llc_bytes >> 20
             );
-            CpuBackend {
-                pool: Arc::new(pool),
-                threads,
-                host,
-            }
+            cpu
         });
         let backends = Backends { gpus, cpu, probe };
         if let Some(ids) = requested() {

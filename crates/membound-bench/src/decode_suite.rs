@@ -307,6 +307,14 @@ fn paired_cases<B: StreamBackend>(
     plan: &[DecodeCase],
     case: &mut dyn FnMut(&mut Run, &B, &DecodeCase) -> Option<DecodeRow>,
 ) -> Vec<DecodeRow> {
+    // Only the cases the filter selects: no read arrays and no read samples for the others.
+    let plan: Vec<&DecodeCase> = plan
+        .iter()
+        .filter(|c| run.wanted(&c.case, b.id()))
+        .collect();
+    if plan.is_empty() {
+        return Vec::new();
+    }
     let mut paired = PairedRead::new(run, b);
     let mut rows = Vec::new();
     for c in plan {
@@ -570,6 +578,19 @@ pub fn decode_placed(
     models: &[ModelSpec],
 ) -> Vec<DecodeRow> {
     let plan = placement_plan(models, run.scale, if second.is_some() { 2 } else { 1 });
+    if !plan.iter().any(|c| run.wanted(&c.case, b.id())) {
+        return Vec::new();
+    }
+    // Offloaded layers run on the CPU backend's pool, or on a pool of every core where
+    // MEMBOUND_BACKENDS left the CPU out (its cases are not run; its threads still are).
+    let own;
+    let cpu = match cpu {
+        Some(cpu) => cpu,
+        None => {
+            own = CpuBackend::all_cores();
+            &own
+        }
+    };
     let mut rows = paired_cases(run, b, &plan, &mut |run, b, c| {
         decode_placed_case(run, b, second.unwrap_or(b), cpu, c)
     });
@@ -590,7 +611,7 @@ fn decode_placed_case(
     run: &mut Run,
     b: &GpuBackend,
     second: &GpuBackend,
-    cpu: Option<&CpuBackend>,
+    cpu: &CpuBackend,
     c: &DecodeCase,
 ) -> Option<DecodeRow> {
     let (m, case) = (&c.model, c.case.as_str());
@@ -643,23 +664,7 @@ fn decode_placed_case(
             return None;
         }
     };
-    // Offloaded layers run on the CPU backend's pool, or on a pool of every core where
-    // MEMBOUND_BACKENDS left the CPU out (its cases are not run; its threads still are).
-    let own_pool;
-    let pool = match cpu {
-        Some(cpu) => &*cpu.pool,
-        None => {
-            let threads = std::thread::available_parallelism().map_or(1, usize::from);
-            own_pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                Ok(p) => p,
-                Err(e) => {
-                    run.fail(case, b.id(), format!("a CPU pool: {e}"));
-                    return None;
-                }
-            };
-            &own_pool
-        }
-    };
+    let pool = &*cpu.pool;
     let devices = match c.placement {
         Placement::Split { .. } if second.id() == b.id() => {
             format!("both halves on {} (one GPU)", b.id())

@@ -21,6 +21,12 @@ fn act_types_are_ggml_vec_dot_types() {
         assert_eq!(act_dtype(dtype), Some(DType::F32));
     }
     assert_eq!(act_dtype(DType::Q4_0), None);
+    // These tests' type lists are every type the kernels accept, no more, no fewer.
+    let mut listed: Vec<DType> = FLOAT.into_iter().chain(QUANT).collect();
+    let mut supported = membound_cpu::SUPPORTED_DTYPES.to_vec();
+    listed.sort_by_key(|d| d.name());
+    supported.sort_by_key(|d| d.name());
+    assert_eq!(listed, supported);
 }
 
 /// Checks every row of `g` on every ISA against ggml's reference dot and the f64 reference.

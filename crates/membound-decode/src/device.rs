@@ -31,7 +31,8 @@ pub struct DeviceStep {
     hidden: u64,
 }
 
-fn le(v: &[f32]) -> Vec<u8> {
+/// `v` as little-endian bytes (a kernel buffer's contents).
+pub(crate) fn le(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 

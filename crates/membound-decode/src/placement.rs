@@ -8,10 +8,11 @@
 use std::fmt;
 
 use membound_cuda::decode::{Buf, StepExec, StepLaunch, step_launches};
+use membound_cuda::moe::{f32s, u32s};
 use membound_spec::ModelSpec;
 use rayon::ThreadPool;
 
-use crate::device::{DeviceStep, Stage};
+use crate::device::{DeviceStep, Stage, le};
 use crate::source::TensorSource;
 use crate::{CpuDecoder, DecodeError, StepOptions};
 
@@ -90,13 +91,6 @@ fn dev(e: membound_cuda::CudaError) -> DecodeError {
     DecodeError::Request(format!("device: {e}"))
 }
 
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
 impl<E: StepExec> PlacedStep<E> {
     /// Builds `m` (every layer) from `src` as `placement` places it. `exec(i, step)` makes the
     /// executor of device stage `i` (its buffers, weights uploaded) from the stage's step.
@@ -157,12 +151,7 @@ impl<E: StepExec> PlacedStep<E> {
             return Err(DecodeError::Request("no launches".into()));
         };
         let mut x: Option<Vec<u8>> = match &mut self.cpu {
-            Some(cpu) => Some(
-                cpu.hidden(pool, token, pos)?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
+            Some(cpu) => Some(le(cpu.hidden(pool, token, pos)?)),
             None => None,
         };
         for (part, l) in self.parts.iter_mut().zip(launches) {
@@ -178,10 +167,10 @@ impl<E: StepExec> PlacedStep<E> {
                 x = Some(part.exec.read(Buf::X).map_err(dev)?);
             }
         }
-        let token = self.last()?.exec.read(Buf::Token).map_err(dev)?;
+        let token = u32s(&self.last()?.exec.read(Buf::Token).map_err(dev)?);
         token
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .first()
+            .copied()
             .ok_or_else(|| DecodeError::Request("the argmax buffer is empty".into()))
     }
 

@@ -19,9 +19,10 @@
 //! with the same threads (its tg32 rate in the table, and membound's ratio to it).
 //!
 //! GPUs: the same step as one launch plan of membound's kernels (GEMV, attention, MoE and the
-//! element-wise kernels of `kernels/decode.cu`), replayed as a CUDA graph between events; GQA
-//! and MLA models that fit the device whole (linear attention, types without a CUDA GEMV such
-//! as Q5_0/Q5_K, and GPU samples are not built yet: those cases are skipped with the reason).
+//! element-wise kernels of `kernels/decode.cu`), replayed as a CUDA graph between events; GQA,
+//! MLA and Gated DeltaNet models; one that does not fit the device is sampled as on the CPU
+//! (the sampled step timed whole, its layer time shared out by each layer's time alone). Types
+//! without a CUDA GEMV (Q5_0/Q5_K) are skipped with the reason.
 //!
 //! Placements (`membound_decode::placement`), on the first GPU: Llama-3.1-8B Q4_K_M,
 //! Qwen3-30B-A3B Q8_0 and GLM-4.7-Flash Q8_0 split in half across two GPUs (`…-split{at}`,

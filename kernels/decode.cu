@@ -8,14 +8,25 @@
 //   mb_dec_copy2d    dst[r * dims + tokens + i] = src[r * head + pos + i], rows r of n values
 //                    (MLA: a head's parts gathered into its query, the latent row assembled)
 //   mb_dec_add       x[i] += y[i]
-//   mb_dec_glu       g[i] = silu(g[i]) * u[i] (DEC_GELU: gelu_tanh(g[i]) * u[i])
+//   mb_dec_glu       g[i] = silu(g[i]) * u[i] (DEC_GELU: gelu_tanh(g[i]) * u[i], DEC_SIGMOID:
+//                    sigmoid(g[i]) * u[i], Qwen3-Next's gated attention output)
 //   mb_dec_kv_write  token `pos` of a head-major cache ([rows][tokens][n] of `dtype`): head h's
 //                    n values from src + h * head, stored as f32, f16, bf16 or ggml Q8_0
 //   mb_dec_argmax    the index of the largest of n values (the first of equals; NaN never wins)
+//   mb_dec_delta_conv Gated DeltaNet's causal depthwise convolution of `dims` taps over n
+//                    channels, then SiLU: x[c] = silu(w[c][dims-1] * in[c] + sum_t w[c][t] *
+//                    hist[t][c]); hist_out holds the last dims - 1 inputs (oldest first)
+//   mb_dec_delta_rule the gated delta rule of one token (membound_decode::delta is the CPU
+//                    reference): value head j (of rows) uses key head j / (rows / head); q and
+//                    k (n values per head) L2-normed, q scaled by 1/sqrt(n); the state of each
+//                    head (dims rows of n) decayed, updated with (v - S k) beta along k, and
+//                    o = S q; reads s_in, writes s_out (read once, written once)
 //
 // Launch geometry (host: membound_cuda::decode): rmsnorm one block of DEC_BLOCK threads per
 // row; argmax one block; kv_write one warp per 32 values of each head (a Q8_0 block); the
-// element-wise kernels one thread per element (rope: per pair), grid = ceil(count / DEC_BLOCK).
+// element-wise kernels one thread per element (rope: per pair), grid = ceil(count / DEC_BLOCK);
+// delta_conv one thread per channel; delta_rule grid (ceil(dims / DELTA_ROWS), value heads),
+// one warp per state row (its lanes on consecutive values: coalesced), DELTA_WARPS warps.
 
 #include "common.cuh"
 #include "params.cuh"
@@ -100,6 +111,8 @@ mb_dec_glu(float* __restrict__ g, const float* __restrict__ u, DecodeParams p) {
     if (p.flags & DEC_GELU) {
         const float c = 0.7978846f;  // sqrt(2/pi)
         a = 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
+    } else if (p.flags & DEC_SIGMOID) {
+        a = 1.0f / (1.0f + expf(-v));
     } else {
         a = v / (1.0f + expf(-v));
     }
@@ -186,4 +199,91 @@ mb_dec_argmax(const float* __restrict__ x, u32* __restrict__ out, DecodeParams p
         __syncthreads();
     }
     if (threadIdx.x == 0) out[0] = best_i[0] == 0xffffffffu ? 0u : best_i[0];
+}
+
+extern "C" __global__ void __launch_bounds__(DEC_BLOCK)
+mb_dec_delta_conv(const float* __restrict__ in, const float* __restrict__ w,
+                  const float* __restrict__ hist, float* __restrict__ hist_out,
+                  float* __restrict__ x, DecodeParams p) {
+    const u64 c = mb_dec_tid();
+    const u32 ch = p.n, taps = p.dims;
+    if (c >= ch) return;
+    const float* wc = w + c * taps;
+    const float cur = mb_ld(in + c);
+    float acc = mb_ld(wc + taps - 1) * cur;
+    for (u32 t = 0; t + 1 < taps; ++t) acc += mb_ld(wc + t) * mb_ld(hist + (u64)t * ch + c);
+    x[c] = acc / (1.0f + expf(-acc));
+    if (taps < 2) return;
+    for (u32 t = 0; t + 2 < taps; ++t) hist_out[(u64)t * ch + c] = mb_ld(hist + (u64)(t + 1) * ch + c);
+    hist_out[(u64)(taps - 2) * ch + c] = cur;
+}
+
+#define DELTA_WARPS 4
+#define DELTA_ROWS 16
+#define DELTA_MAX_DK 256
+
+// `ln(1 + e^x)`, exact for large x.
+static __device__ __forceinline__ float mb_softplus(float x) {
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+// x: the convolution's output (q of every key head, then k, then v of every value head);
+// ba: per key head rows/head betas then as many alphas; dt_bias and a: per value head.
+extern "C" __global__ void __launch_bounds__(DELTA_WARPS * MB_WARP_SIZE)
+mb_dec_delta_rule(const float* __restrict__ x, const float* __restrict__ ba,
+                  const float* __restrict__ dt_bias, const float* __restrict__ a,
+                  const float* __restrict__ s_in, float* __restrict__ s_out,
+                  float* __restrict__ o, DecodeParams p) {
+    __shared__ float qk[2][DELTA_MAX_DK];
+    __shared__ float scratch[2][32];
+    const u32 dk = p.n, dv = p.dims, nk = p.head, nv = p.rows;
+    const u32 j = blockIdx.y;
+    const u32 rf = nv / nk, g = j / rf, r = j % rf;
+    const float* q = x + (u64)g * dk;
+    const float* k = x + (u64)(nk + g) * dk;
+    float sq = 0.0f, sk = 0.0f;
+    for (u32 i = threadIdx.x; i < dk; i += blockDim.x) {
+        const float qv = mb_ld(q + i), kv = mb_ld(k + i);
+        sq += qv * qv;
+        sk += kv * kv;
+    }
+    const float nq = sqrtf(mb_dec_block_sum(sq, scratch[0]));
+    const float nkn = sqrtf(mb_dec_block_sum(sk, scratch[1]));
+    const float fq = 1.0f / sqrtf((float)dk) / fmaxf(nq, p.eps), fk = 1.0f / fmaxf(nkn, p.eps);
+    for (u32 i = threadIdx.x; i < dk; i += blockDim.x) {
+        qk[0][i] = mb_ld(q + i) * fq;
+        qk[1][i] = mb_ld(k + i) * fk;
+    }
+    __syncthreads();
+    const float b = mb_ld(ba + (u64)g * 2 * rf + r);
+    const float al = mb_ld(ba + (u64)g * 2 * rf + rf + r);
+    const float beta = 1.0f / (1.0f + expf(-b));
+    const float decay = expf(mb_softplus(al + mb_ld(dt_bias + j)) * mb_ld(a + j));
+    const float* v = x + 2 * (u64)nk * dk + (u64)j * dv;
+    const u32 warp = threadIdx.x / MB_WARP_SIZE, lane = threadIdx.x % MB_WARP_SIZE;
+    const u32 end = (blockIdx.x + 1) * DELTA_ROWS < dv ? (blockIdx.x + 1) * DELTA_ROWS : dv;
+    for (u32 i = blockIdx.x * DELTA_ROWS + warp; i < end; i += DELTA_WARPS) {
+        const u64 row = ((u64)j * dv + i) * dk;
+        float sv[DELTA_MAX_DK / MB_WARP_SIZE];
+        float acc = 0.0f;
+#pragma unroll
+        for (u32 t = 0; t < DELTA_MAX_DK / MB_WARP_SIZE; ++t) {
+            const u32 c = lane + t * MB_WARP_SIZE;
+            sv[t] = c < dk ? mb_ld(s_in + row + c) * decay : 0.0f;
+            acc += c < dk ? sv[t] * qk[1][c] : 0.0f;
+        }
+        const float d = (mb_ld(v + i) - mb_warp_sum(acc)) * beta;
+        float out = 0.0f;
+#pragma unroll
+        for (u32 t = 0; t < DELTA_MAX_DK / MB_WARP_SIZE; ++t) {
+            const u32 c = lane + t * MB_WARP_SIZE;
+            if (c < dk) {
+                sv[t] += d * qk[1][c];
+                s_out[row + c] = sv[t];
+                out += sv[t] * qk[0][c];
+            }
+        }
+        out = mb_warp_sum(out);
+        if (lane == 0) o[(u64)j * dv + i] = out;
+    }
 }

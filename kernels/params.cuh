@@ -96,20 +96,24 @@ static_assert(sizeof(AttnParams) == 80, "AttnParams must be 80 bytes");
 // The element-wise steps of a decode step (decode.cu); each kernel reads the fields it names.
 struct DecodeParams {
     u32 n;       // values per row (rmsnorm, kv_write, copy2d), elements (add, glu, argmax);
-                 // rope: the first rotated value of each head
-    u32 rows;    // rows (rmsnorm, copy2d), heads (rope, kv_write)
-    u32 head;    // values from one head (row) to the next in the source (rope, kv_write, copy2d)
-    u32 dims;    // rope: values rotated per head; copy2d: destination row stride
+                 // rope: the first rotated value of each head; delta_conv: channels;
+                 // delta_rule: key head size
+    u32 rows;    // rows (rmsnorm, copy2d), heads (rope, kv_write); delta_rule: value heads
+    u32 head;    // values from one head (row) to the next in the source (rope, kv_write,
+                 // copy2d); delta_rule: key heads
+    u32 dims;    // rope: values rotated per head; copy2d: destination row stride;
+                 // delta_conv: taps; delta_rule: value head size
     u32 pos;     // rope: position; kv_write: the token written; copy2d: source row offset
     u32 tokens;  // kv_write: cache rows per head; copy2d: destination row offset
     u32 flags;   // DEC_* bits below
     u32 dtype;   // kv_write: DEC_KV_* element type
-    float eps;    // rmsnorm
+    float eps;    // rmsnorm, delta_rule's L2 norm
     float theta;  // rope base
 };
 
 #define DEC_NEOX 1u  // rope: pairs (i, i + dims/2), else (2i, 2i + 1)
 #define DEC_GELU 2u  // glu: GELU (tanh) instead of SiLU
+#define DEC_SIGMOID 4u  // glu: sigmoid instead of SiLU
 
 #define DEC_KV_F32 0u
 #define DEC_KV_F16 1u

@@ -5,8 +5,9 @@
 //!
 //! A model whose layers (weights and cache) do not fit the backend's memory budget is built
 //! as a sample of its layers ([`membound_decode::sample::LayerSample`]) that reads at least
-//! 4× the last-level cache per token, timed layer by layer and scaled by layer counts to the
-//! whole model; its id says `sampled`. For the first model that fits whole, the suite also
+//! 4× the last-level cache per token, timed layer by layer (on a GPU: the sampled step whole,
+//! shared out by each layer's time alone) and scaled by layer counts to the whole model; its
+//! id says `sampled`. For the first model that fits whole, the suite also
 //! times a forced sample of it (`…-sampled`), and the table gives the estimate's error.
 //!
 //! Bytes per token: `membound_spec::bytes::per_token` at the step's depth — active weights and
@@ -15,9 +16,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use membound_cuda::decode::{Buf, GpuStep, OnGpu, step_launches};
+use membound_cuda::decode::{Buf, GpuStep, OnGpu, StepLaunch, step_launches, step_plan};
 use membound_cuda::moe::f32s;
-use membound_decode::device::DeviceStep;
+use membound_decode::device::{DeviceStep, Stage};
 use membound_decode::placement::{PlacedStep, Placement};
 use membound_decode::sample::LayerSample;
 use membound_decode::source::{GgufSource, SyntheticSource, TensorSource};
@@ -502,16 +503,15 @@ impl Accounting {
 
 /// Runs the decode cases on one GPU: the whole step as one launch plan
 /// (`membound_cuda::decode::step_launches`) over weights uploaded once, timed as a CUDA graph
-/// of the step replayed between events (the harness's GPU timing). GQA models only (MLA and
-/// linear attention are skipped with the reason), and only where the whole model and its cache
-/// fit the device (GPU samples are not built yet). Checked before timing as the CPU cases are
-/// (finite logits, the same step twice gives the same ones); the plan's results equal the CPU
-/// step's in membound-decode's tests, where the host build of the kernels runs it.
+/// of the step replayed between events (the harness's GPU timing). GQA, MLA and Gated DeltaNet
+/// models (what the plan cannot run is skipped with the reason). A model that does not fit the
+/// device is built as a sample of its layers, as on the CPU; its step, one graph, is timed
+/// whole, and its layer time shared out by each sampled layer's time alone
+/// ([`LayerSample::scale_shared`]). Checked before timing as the CPU cases are (finite logits,
+/// the same step twice gives the same ones); the plan's results equal the CPU step's in
+/// membound-decode's tests, where the host build of the kernels runs it.
 pub fn decode_gpu(run: &mut Run, b: &GpuBackend, models: &[ModelSpec]) -> Vec<DecodeRow> {
-    let plan: Vec<DecodeCase> = full_plan(run, b.id(), models)
-        .into_iter()
-        .filter(|c| !c.force_sample)
-        .collect();
+    let plan = full_plan(run, b.id(), models);
     paired_cases(run, b, &plan, &mut decode_gpu_case)
 }
 
@@ -689,6 +689,7 @@ fn decode_placed_case(
         b,
         c,
         (acc, kv),
+        c.model.n_layers as usize,
         &mut || {
             step()?;
             placed.borrow_mut().logits().map_err(|e| e.to_string())
@@ -697,13 +698,16 @@ fn decode_placed_case(
     )
 }
 
-/// A whole-model GPU case's check and timing: `logits()` twice must give the same finite
-/// logits (else the case fails, untimed), then `time(iters)` is the case's time.
+/// A GPU case's check and timing: `logits()` twice must give the same finite logits (else the
+/// case fails, untimed), then `time(iters)` is the case's time, `layers_built` of the model's
+/// layers built (fewer: a sample).
+#[allow(clippy::too_many_arguments)]
 fn checked_and_timed(
     run: &mut Run,
     b: &GpuBackend,
     c: &DecodeCase,
     (acc, kv): (&Accounting, &membound_spec::kv::KvCache),
+    layers_built: usize,
     logits: &mut dyn FnMut() -> Result<Vec<f32>, String>,
     time: &mut dyn FnMut(u64) -> Result<Duration, String>,
 ) -> Option<DecodeRow> {
@@ -714,12 +718,66 @@ fn checked_and_timed(
     }
     let kind = Kind::Decode {
         depth: c.depth,
-        layers_built: c.model.n_layers as usize,
-        sampled: false,
+        layers_built,
+        sampled: layers_built < c.model.n_layers as usize,
     };
     let bytes = acc.token_bytes + kv.traffic;
     let idx = run.bench_timed(b, &c.case, kind, bytes, time)?;
-    Some(row_of(run, idx, c, acc, kv, c.model.n_layers as usize))
+    Some(row_of(run, idx, c, acc, kv, layers_built))
+}
+
+/// The layers case `c` builds on a backend of `budget` bytes (after the embedding and head) and
+/// a last-level cache of `llc` bytes: the whole model where it fits, else a sample reading
+/// at least [`LLC_FACTOR`] caches per token (a forced sample: within a third of the model).
+/// `None` (the case skipped with the reason) when not one layer of each kind fits.
+fn choose_sample(
+    run: &mut Run,
+    backend: &str,
+    c: &DecodeCase,
+    pre: &Prepared,
+    budget: u64,
+    llc: u64,
+) -> Option<LayerSample> {
+    let (m, kv, acc) = (&c.model, &pre.kv, &pre.acc);
+    let memory = |i: u32| acc.layer_bytes[i as usize] + layer_cache(kv, i);
+    let reads = |i: u32| {
+        acc.layer_reads[i as usize] + kv.per_layer_traffic.get(i as usize).copied().unwrap_or(0)
+    };
+    let budget = if c.force_sample {
+        (0..m.n_layers).map(memory).sum::<u64>() / 3
+    } else {
+        budget
+    };
+    let sample = LayerSample::choose(m, budget, LLC_FACTOR * llc, memory, reads);
+    if sample.is_none() {
+        run.skip(
+            &c.case,
+            backend,
+            format!(
+                "not one layer of each kind fits the {:.1} GiB budget",
+                budget as f64 / GIB
+            ),
+        );
+    }
+    sample
+}
+
+/// Prints what case `c` builds: its layers and their bytes, and what a token reads.
+fn announce(backend: &str, c: &DecodeCase, pre: &Prepared, sample: &LayerSample, what: &str) {
+    let (m, kv, acc) = (&c.model, &pre.kv, &pre.acc);
+    let built: u64 = sample
+        .layers
+        .iter()
+        .map(|&i| acc.layer_bytes[i as usize] + layer_cache(kv, i))
+        .sum();
+    eprintln!(
+        "membound: decode/{}/{backend}: building {} of {} layers ({:.2} GiB of weights and cache){what}, {:.2} GiB read per token",
+        c.case,
+        sample.layers.len(),
+        m.n_layers,
+        (built + acc.fixed) as f64 / GIB,
+        (acc.token_bytes + kv.traffic) as f64 / GIB
+    );
 }
 
 fn device_error(e: membound_cuda::CudaError) -> membound_decode::DecodeError {
@@ -761,31 +819,27 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
     let capacity = c.depth + 1;
     let pre = Prepared::new(run, b.id(), c)?;
     let (kv, acc) = (&pre.kv, &pre.acc);
-    let need = acc.fixed + acc.layer_bytes.iter().sum::<u64>() + kv.total;
-    if !fits(
-        run,
-        b,
-        case,
-        need,
-        "the whole model and cache need",
-        " (GPU steps are not sampled yet)",
-    ) {
-        return None;
-    }
+    let budget = b.memory_budget().saturating_sub(acc.fixed);
+    let sample = choose_sample(run, b.id(), c, &pre, budget, b.llc_bytes())?;
     let mut opts = StepOptions::new(m, capacity);
     let src = pre.source(m, &mut opts);
     let gpu = &b.gpu;
-    let built = DeviceStep::new(m, src.as_ref(), &opts, gpu.info().sm_count)
+    let stage = Stage {
+        layers: sample.layers.clone(),
+        embed: true,
+        head: true,
+    };
+    let built = DeviceStep::stage(m, src.as_ref(), &opts, gpu.info().sm_count, &stage)
         .map_err(|e| e.to_string())
         .and_then(|dev| {
-            let launches = step_launches(&dev.desc, c.depth).map_err(|e| e.to_string())?;
-            let mut step =
-                GpuStep::new(gpu, &dev.desc, &dev.weights, &launches).map_err(|e| e.to_string())?;
+            let plan = step_plan(&dev.desc, c.depth).map_err(|e| e.to_string())?;
+            let mut step = GpuStep::new(gpu, &dev.desc, &dev.weights, &plan.launches)
+                .map_err(|e| e.to_string())?;
             step.write(gpu, Buf::Embd, &dev.embed(1).map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;
-            Ok((step, launches))
+            Ok((step, plan))
         });
-    let (step, launches) = match built {
+    let (step, plan) = match built {
         Ok(s) => s,
         Err(e) if not_built(&e) => {
             run.skip(case, b.id(), e);
@@ -796,27 +850,63 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
             return None;
         }
     };
-    eprintln!(
-        "membound: decode/{case}/{}: {} launches per step, {:.2} GiB read per token",
+    let launches = &plan.launches;
+    announce(
         b.id(),
-        launches.len(),
-        (acc.token_bytes + kv.traffic) as f64 / GIB
+        c,
+        &pre,
+        &sample,
+        &format!(", {} launches per step", launches.len()),
     );
+    let timed = |iters: u64, l: &[StepLaunch]| -> Result<Duration, String> {
+        b.time(iters, &mut || step.run(gpu, l).map_err(|e| e.to_string()))
+    };
+    // A sample's step is one graph: its layer time is shared out by each sampled layer's time
+    // alone (and the embedding and head timed alone), then scaled by layer counts.
+    let mut shares = None;
+    if !sample.is_whole(m) {
+        const ALONE_ITERS: u64 = 20;
+        let per =
+            |l: &[StepLaunch]| timed(ALONE_ITERS, l).map(|t| t.as_secs_f64() / ALONE_ITERS as f64);
+        let measured = per(&plan.fixed()).and_then(|fixed| {
+            let alone = (0..plan.layers.len())
+                .map(|k| per(plan.layer(k)))
+                .collect::<Result<Vec<f64>, String>>()?;
+            Ok((fixed, alone))
+        });
+        match measured {
+            Ok(s) => shares = Some(s),
+            Err(e) => {
+                run.fail(
+                    case,
+                    b.id(),
+                    format!("timing the sampled layers alone: {e}"),
+                );
+                return None;
+            }
+        }
+    }
     checked_and_timed(
         run,
         b,
         c,
         (acc, kv),
+        sample.layers.len(),
         &mut || {
-            step.run(gpu, &launches).map_err(|e| e.to_string())?;
+            step.run(gpu, launches).map_err(|e| e.to_string())?;
             gpu.synchronize().map_err(|e| e.to_string())?;
             Ok(f32s(
                 &step.read(gpu, Buf::Logits).map_err(|e| e.to_string())?,
             ))
         },
         &mut |iters| {
-            b.time(iters, &mut || {
-                step.run(gpu, &launches).map_err(|e| e.to_string())
+            let t = timed(iters, launches)?;
+            Ok(match &shares {
+                None => t,
+                Some((fixed, alone)) => {
+                    let per = t.as_secs_f64() / iters.max(1) as f64;
+                    Duration::from_secs_f64(sample.scale_shared(*fixed, per, alone) * iters as f64)
+                }
             })
         },
     )
@@ -873,48 +963,13 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
     let pre = Prepared::new(run, b.id(), c)?;
     let (kv, acc) = (&pre.kv, &pre.acc);
     let (weight_bytes, kv_bytes) = (acc.token_bytes, kv.traffic);
-    let fixed = acc.fixed;
-    let mut budget = b.memory_budget().saturating_sub(fixed);
+    let mut budget = b.memory_budget().saturating_sub(acc.fixed);
     if run.scale == Scale::Quick {
         budget = budget.min(2 << 30);
     }
-    let memory = |i: u32| acc.layer_bytes[i as usize] + layer_cache(kv, i);
-    let reads = |i: u32| {
-        acc.layer_reads[i as usize] + kv.per_layer_traffic.get(i as usize).copied().unwrap_or(0)
-    };
-    let touched = LLC_FACTOR * b.llc_bytes();
-    let sample = if c.force_sample {
-        LayerSample::choose(
-            m,
-            (0..m.n_layers).map(memory).sum::<u64>() / 3,
-            touched,
-            memory,
-            reads,
-        )
-    } else {
-        LayerSample::choose(m, budget, touched, memory, reads)
-    };
-    let Some(sample) = sample else {
-        run.skip(
-            case,
-            b.id(),
-            format!(
-                "not one layer of each kind fits the {:.1} GiB budget",
-                budget as f64 / GIB
-            ),
-        );
-        return None;
-    };
+    let sample = choose_sample(run, b.id(), c, &pre, budget, b.llc_bytes())?;
     let whole = sample.is_whole(m);
-    let built_bytes: u64 = sample.layers.iter().map(|&i| memory(i)).sum();
-    eprintln!(
-        "membound: decode/{case}/{}: building {} of {} layers ({:.2} GiB of weights and cache), {:.2} GiB read per token",
-        b.id(),
-        sample.layers.len(),
-        m.n_layers,
-        (built_bytes + fixed) as f64 / GIB,
-        (weight_bytes + kv_bytes) as f64 / GIB
-    );
+    announce(b.id(), c, &pre, &sample, "");
     let mut opts = StepOptions::new(m, capacity);
     opts.kv_dtype = kv_dtype;
     opts.layout = layout;

@@ -2,12 +2,14 @@
 //! membound-decode's CPU steps (`membound_decode::ops`) and the CPU cache's append
 //! (`KvCacheBuf::write_token`): RMSNorm over rows (odd widths, more values than threads), RoPE
 //! in both pair styles on strided heads (values past `dims` untouched), residual add, SiLU and
-//! GELU gates, the cache append in every type (bytes equal the CPU's: Q8_0 blocks bit-exact),
-//! argmax with ties, NaN and a tail.
+//! GELU and sigmoid gates, the cache append in every type (bytes equal the CPU's: Q8_0 blocks
+//! bit-exact), argmax with ties, NaN and a tail, and Gated DeltaNet's convolution and delta rule
+//! (with the gated norm) against `membound_decode::delta::delta_step`, token after token.
 
 use membound_cpu::attention::KvCacheBuf;
-use membound_cuda::decode::{self, DecLaunch};
+use membound_cuda::decode::{self, Act, DecLaunch};
 use membound_cuda_host::{Arg, HostBuffer, available, launch};
+use membound_decode::delta::{DeltaParams, DeltaShape, DeltaState, delta_step};
 use membound_decode::ops;
 use membound_quant::data::normal_f32;
 use membound_spec::DType;
@@ -167,21 +169,21 @@ fn add_and_gates_match_the_cpu() {
     );
     let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
     assert_eq!(xb.to_vec::<f32>(), want);
-    for gelu in [false, true] {
-        let l = decode::glu(n, gelu).unwrap();
+    // The sigmoid gate as the CPU step applies Qwen3-Next's attention gate: u / (1 + e^-g).
+    let sigmoid = |g: f32, u: f32| u / (1.0 + (-g).exp());
+    for (act, cpu) in [
+        (Act::Silu, ops::swiglu as fn(f32, f32) -> f32),
+        (Act::Gelu, ops::geglu),
+        (Act::Sigmoid, sigmoid),
+    ] {
+        let l = decode::glu(n, act).unwrap();
         let mut gb = HostBuffer::from_slice(&x);
         run(
             &l,
             &mut [Arg::Out(&mut gb), Arg::In(&yb), Arg::value(&l.params)],
         );
-        let act = if gelu { ops::geglu } else { ops::swiglu };
-        let want: Vec<f32> = x.iter().zip(&y).map(|(&g, &u)| act(g, u)).collect();
-        close(
-            &gb.to_vec::<f32>(),
-            &want,
-            1e-5,
-            &format!("glu gelu={gelu}"),
-        );
+        let want: Vec<f32> = x.iter().zip(&y).map(|(&g, &u)| cpu(g, u)).collect();
+        close(&gb.to_vec::<f32>(), &want, 1e-5, &format!("glu {act:?}"));
     }
 }
 
@@ -241,5 +243,140 @@ fn argmax_takes_the_first_of_equals_and_skips_nan() {
             &mut [Arg::In(&xb), Arg::Out(&mut out), Arg::value(&l.params)],
         );
         assert_eq!(out.to_vec::<u32>(), vec![want]);
+    }
+}
+
+/// Gated DeltaNet's kernels, as the step runs them (convolution, delta rule, RMSNorm per value
+/// head, SiLU gate), against the CPU's [`delta_step`] for three tokens in a row: outputs and
+/// both states. Shapes with tails: key heads of 40 and 256 (not a multiple of 32; the largest
+/// taken), value heads of 20 rows (a partial block of `DELTA_ROWS`), 1 to 4 taps.
+#[test]
+fn delta_kernels_match_the_cpu_token_after_token() {
+    if skip() {
+        return;
+    }
+    for (n_k, n_v, d_k, d_v, conv) in [(2, 4, 40, 20, 4), (1, 2, 256, 16, 3), (2, 2, 32, 33, 1)] {
+        let s = DeltaShape {
+            n_k,
+            n_v,
+            d_k,
+            d_v,
+            conv,
+        };
+        let ch = s.channels();
+        let p = DeltaParams {
+            conv_w: normal_f32(1, ch * conv, 0.5),
+            dt_bias: normal_f32(2, n_v, 0.5),
+            a: normal_f32(3, n_v, 1.0).iter().map(|v| -v.abs()).collect(),
+            norm: normal_f32(4, d_v, 0.2).iter().map(|v| 1.0 + v).collect(),
+            eps: 1e-6,
+        };
+        let what = format!("{s:?}");
+        // Non-zero states before the first token, so the decay and the history show.
+        let mut cpu = DeltaState {
+            conv: normal_f32(5, (conv - 1) * ch, 1.0),
+            s: normal_f32(6, s.state_len(), 0.1),
+        };
+        let mut cpu_next = cpu.clone();
+        let hist_len = ((conv - 1) * ch).max(4);
+        let mut hist = [
+            HostBuffer::from_slice(&cpu.conv),
+            HostBuffer::poisoned(hist_len * 4),
+        ];
+        if conv == 1 {
+            hist[0] = HostBuffer::zeroed(16);
+        }
+        let mut state = [
+            HostBuffer::from_slice(&cpu.s),
+            HostBuffer::poisoned(s.state_len() * 4),
+        ];
+        let wb = HostBuffer::from_slice(&p.conv_w);
+        let (dtb, ab, nb) = (
+            HostBuffer::from_slice(&p.dt_bias),
+            HostBuffer::from_slice(&p.a),
+            HostBuffer::from_slice(&p.norm),
+        );
+        for step in 0..3u64 {
+            let qkv = normal_f32(10 + step, ch, 1.0);
+            let z = normal_f32(20 + step, n_v * d_v, 1.0);
+            let ba = normal_f32(30 + step, 2 * n_v, 1.0);
+            let mut want = vec![0f32; n_v * d_v];
+            delta_step(&s, &p, &qkv, &z, &ba, &cpu, &mut cpu_next, &mut want);
+            std::mem::swap(&mut cpu, &mut cpu_next);
+
+            let (qb, zb0, bab) = (
+                HostBuffer::from_slice(&qkv),
+                HostBuffer::from_slice(&z),
+                HostBuffer::from_slice(&ba),
+            );
+            let mut x = HostBuffer::poisoned(ch * 4);
+            let [h_in, h_out] = &mut hist;
+            let l = decode::delta_conv(ch, conv).unwrap();
+            run(
+                &l,
+                &mut [
+                    Arg::In(&qb),
+                    Arg::In(&wb),
+                    Arg::In(h_in),
+                    Arg::Out(h_out),
+                    Arg::Out(&mut x),
+                    Arg::value(&l.params),
+                ],
+            );
+            let mut o = HostBuffer::poisoned(n_v * d_v * 4);
+            let [s_in, s_out] = &mut state;
+            let l = decode::delta_rule(n_k, n_v, d_k, d_v, p.eps).unwrap();
+            run(
+                &l,
+                &mut [
+                    Arg::In(&x),
+                    Arg::In(&bab),
+                    Arg::In(&dtb),
+                    Arg::In(&ab),
+                    Arg::In(s_in),
+                    Arg::Out(s_out),
+                    Arg::Out(&mut o),
+                    Arg::value(&l.params),
+                ],
+            );
+            let mut normed = HostBuffer::poisoned(n_v * d_v * 4);
+            let l = decode::rmsnorm(n_v, d_v, p.eps).unwrap();
+            run(
+                &l,
+                &mut [
+                    Arg::In(&o),
+                    Arg::In(&nb),
+                    Arg::Out(&mut normed),
+                    Arg::value(&l.params),
+                ],
+            );
+            let mut zb = zb0;
+            let l = decode::glu(n_v * d_v, Act::Silu).unwrap();
+            run(
+                &l,
+                &mut [Arg::Out(&mut zb), Arg::In(&normed), Arg::value(&l.params)],
+            );
+            close(
+                &zb.to_vec::<f32>(),
+                &want,
+                1e-4,
+                &format!("{what} step {step} output"),
+            );
+            close(
+                &s_out.to_vec::<f32>(),
+                &cpu.s,
+                1e-5,
+                &format!("{what} step {step} state"),
+            );
+            if conv > 1 {
+                assert_eq!(
+                    h_out.to_vec::<f32>(),
+                    cpu.conv,
+                    "{what} step {step} history"
+                );
+                hist.swap(0, 1);
+            }
+            state.swap(0, 1);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Launches of the element-wise decode kernels (`kernels/decode.cu`): RMSNorm, RoPE, residual
-//! add, the gated activation, the KV-cache append and argmax — the steps between a decode
-//! step's matrix products. Each builder checks its shape and returns the kernel, its geometry
+//! add, the gated activation, the KV-cache append, argmax and Gated DeltaNet's convolution and
+//! delta rule — the steps between a decode step's matrix products. Each builder checks its shape and returns the kernel, its geometry
 //! and its parameters, so a GPU and the host execution (membound-cuda-host) launch the same.
 
 use cudarc::driver::LaunchConfig;
@@ -26,6 +26,25 @@ pub const DEC_BLOCK: u32 = 256;
 pub const DEC_NEOX: u32 = 1;
 /// `DecodeParams::flags`: GELU (tanh) instead of SiLU.
 pub const DEC_GELU: u32 = 2;
+/// `DecodeParams::flags`: sigmoid instead of SiLU.
+pub const DEC_SIGMOID: u32 = 4;
+/// Value rows of a Gated DeltaNet state per block of the delta rule (`DELTA_ROWS`).
+pub const DELTA_ROWS: u32 = 16;
+/// Warps per block of the delta rule (`DELTA_WARPS`).
+pub const DELTA_WARPS: u32 = 4;
+/// The largest key head size the delta rule takes (`DELTA_MAX_DK`).
+pub const DELTA_MAX_DK: usize = 256;
+
+/// The activation of a gated product ([`glu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// SiLU (SwiGLU).
+    Silu,
+    /// GELU, tanh approximation (Gemma).
+    Gelu,
+    /// Sigmoid (Qwen3-Next's gated attention output).
+    Sigmoid,
+}
 
 /// One launch: kernel, geometry, parameters.
 #[derive(Clone, Copy, Debug)]
@@ -163,14 +182,68 @@ pub fn add(n: usize) -> Result<DecLaunch> {
     })
 }
 
-/// `g = act(g) · u` over `n` values, SiLU or GELU (`g`, `u`).
-pub fn glu(n: usize, gelu: bool) -> Result<DecLaunch> {
+/// `g = act(g) · u` over `n` values (`g`, `u`).
+pub fn glu(n: usize, act: Act) -> Result<DecLaunch> {
     Ok(DecLaunch {
         kernel: Kernel::DecGlu,
         config: grid(n as u64),
         params: DecodeParams {
             n: u32_of(n, "values")?,
-            flags: if gelu { DEC_GELU } else { 0 },
+            flags: match act {
+                Act::Silu => 0,
+                Act::Gelu => DEC_GELU,
+                Act::Sigmoid => DEC_SIGMOID,
+            },
+            ..Default::default()
+        },
+    })
+}
+
+/// Gated DeltaNet's causal convolution of `taps` taps over `channels` channels, then SiLU
+/// (`in`, `w`, `hist`, `hist_out`, `x`; the histories hold `taps - 1` inputs of every channel).
+pub fn delta_conv(channels: usize, taps: usize) -> Result<DecLaunch> {
+    if channels == 0 || taps == 0 {
+        return Err(bad(format!(
+            "a convolution of {taps} taps over {channels} channels"
+        )));
+    }
+    Ok(DecLaunch {
+        kernel: Kernel::DecDeltaConv,
+        config: grid(channels as u64),
+        params: DecodeParams {
+            n: u32_of(channels, "channels")?,
+            dims: u32_of(taps, "taps")?,
+            ..Default::default()
+        },
+    })
+}
+
+/// The gated delta rule of one token over `n_v` value heads of `d_v` rows of `d_k` state
+/// values, key heads `n_k` (`x`, `ba`, `dt_bias`, `a`, `s_in`, `s_out`, `o`).
+pub fn delta_rule(n_k: usize, n_v: usize, d_k: usize, d_v: usize, eps: f32) -> Result<DecLaunch> {
+    if n_k == 0 || d_v == 0 || !n_v.is_multiple_of(n_k) || d_k == 0 || d_k > DELTA_MAX_DK {
+        return Err(bad(format!(
+            "a delta rule of {n_k} key heads of {d_k} and {n_v} value heads of {d_v} \
+             (value heads a multiple of key heads, key heads of at most {DELTA_MAX_DK})"
+        )));
+    }
+    Ok(DecLaunch {
+        kernel: Kernel::DecDeltaRule,
+        config: LaunchConfig {
+            grid_dim: (
+                u32_of(d_v.div_ceil(DELTA_ROWS as usize), "rows")?,
+                u32_of(n_v, "value heads")?,
+                1,
+            ),
+            block_dim: (DELTA_WARPS * 32, 1, 1),
+            shared_mem_bytes: 0,
+        },
+        params: DecodeParams {
+            n: d_k as u32,
+            rows: n_v as u32,
+            head: n_k as u32,
+            dims: u32_of(d_v, "value head size")?,
+            eps,
             ..Default::default()
         },
     })
@@ -258,6 +331,18 @@ mod tests {
         assert!(kv_write(1, 64, 64, 4, 0, DType::Q4_K).is_err());
         assert_eq!(add(257).unwrap().config.grid_dim.0, 2);
         assert!(argmax(0).is_err() && rmsnorm(0, 4, 1e-6).is_err());
+        assert_eq!(glu(4, Act::Sigmoid).unwrap().params.flags, DEC_SIGMOID);
+        // Qwen3-Next: 16 key heads, 32 value heads of 128 x 128: 8 x 32 blocks.
+        let r = delta_rule(16, 32, 128, 128, 1e-6).unwrap();
+        assert_eq!((r.config.grid_dim.0, r.config.grid_dim.1), (8, 32));
+        assert_eq!(
+            (r.params.n, r.params.rows, r.params.head, r.params.dims),
+            (128, 32, 16, 128)
+        );
+        assert!(delta_rule(3, 32, 128, 128, 1e-6).is_err());
+        assert!(delta_rule(16, 32, 512, 128, 1e-6).is_err());
+        assert_eq!(delta_conv(8192, 4).unwrap().config.grid_dim.0, 32);
+        assert!(delta_conv(8192, 0).is_err());
     }
 }
 
@@ -332,6 +417,26 @@ pub enum Buf {
     Query,
     /// MLA: each head's attention output after `W_UV`.
     Heads,
+    /// Gated attention: each head's output gate (the second half of its Q projection).
+    AttGate,
+    /// Gated DeltaNet: the `attn_qkv` projection (the convolution's input).
+    DeltaQkv,
+    /// Gated DeltaNet: the convolution's output (q, k, v).
+    DeltaX,
+    /// Gated DeltaNet: the output gate `z` (`attn_gate`), then the gated, normed output.
+    DeltaZ,
+    /// Gated DeltaNet: betas and alphas (`ssm_ba`).
+    DeltaBa,
+    /// Gated DeltaNet: the delta rule's output.
+    DeltaO,
+    /// Gated DeltaNet: its RMS-normed copy.
+    DeltaNormed,
+    /// Gated DeltaNet layer `l`'s convolution history, kept twice: a step at position `p` reads
+    /// copy `p % 2` and writes the other, so a replayed position starts from the same state and
+    /// the next position from the one it left.
+    DeltaHist(u32, u8),
+    /// Layer `l`'s recurrent state, kept twice like [`Buf::DeltaHist`].
+    DeltaState(u32, u8),
 }
 
 /// The weights of one layer.
@@ -385,6 +490,23 @@ pub enum Wt {
     KB,
     /// See [`Wt::KB`].
     VB,
+    /// Gated DeltaNet: `attn_qkv`, `attn_gate`, `ssm_ba`, `ssm_out`.
+    SsmQkv,
+    /// See [`Wt::SsmQkv`].
+    SsmGate,
+    /// See [`Wt::SsmQkv`].
+    SsmBa,
+    /// See [`Wt::SsmQkv`].
+    SsmOut,
+    /// Gated DeltaNet (f32): `ssm_conv1d` (taps per channel), `ssm_dt.bias`, `ssm_a`,
+    /// `ssm_norm`.
+    SsmConv,
+    /// See [`Wt::SsmConv`].
+    SsmDtBias,
+    /// See [`Wt::SsmConv`].
+    SsmA,
+    /// See [`Wt::SsmConv`].
+    SsmNorm,
 }
 
 /// One argument of a [`StepLaunch`].
@@ -465,9 +587,47 @@ pub enum MixerDesc {
         bias: [bool; 4],
         /// Per-head RMSNorm on Q and K.
         qk_norm: bool,
+        /// The Q projection holds each head's query, then its output gate (Qwen3-Next): the
+        /// attention output is multiplied by the gate's sigmoid.
+        gated: bool,
+        /// Values of each head RoPE rotates (the first ones; Qwen3-Next: a quarter).
+        rope_dims: usize,
     },
     /// MLA over a latent (or split) cache with the query absorbed into latent space.
     Mla(MlaDesc),
+    /// Qwen3-Next's linear attention (no cache: a recurrent state).
+    Delta(DeltaDesc),
+}
+
+/// A Gated DeltaNet layer (llama.cpp's `qwen3next` tensors; `membound_decode::delta` is the
+/// CPU step): the projections and the heads.
+#[derive(Clone, Debug)]
+pub struct DeltaDesc {
+    /// `attn_qkv`: q and k of every key head, v of every value head.
+    pub qkv: Mat,
+    /// `attn_gate`: the output gate `z`.
+    pub gate: Mat,
+    /// `ssm_ba`: per key head, its value heads' betas then alphas.
+    pub ba: Mat,
+    /// `ssm_out`.
+    pub out: Mat,
+    /// Key (and query) heads.
+    pub n_k: usize,
+    /// Value heads.
+    pub n_v: usize,
+    /// Key head size.
+    pub d_k: usize,
+    /// Value head size.
+    pub d_v: usize,
+    /// Convolution taps.
+    pub conv: usize,
+}
+
+impl DeltaDesc {
+    /// Values of the recurrent state.
+    pub fn state_len(&self) -> usize {
+        self.n_v * self.d_v * self.d_k
+    }
 }
 
 /// An MLA layer's projections (llama.cpp's tensors): the query (through its low-rank `q_a`
@@ -502,8 +662,8 @@ impl MlaDesc {
 /// One layer of a step.
 #[derive(Clone, Debug)]
 pub struct LayerDesc {
-    /// The attention (cache type, heads, window, sinks).
-    pub attn: AttnShape,
+    /// The attention (cache type, heads, window, sinks); none for a Gated DeltaNet layer.
+    pub attn: Option<AttnShape>,
     /// The attention projections.
     pub mixer: MixerDesc,
     /// The FFN.
@@ -521,15 +681,24 @@ impl LayerDesc {
         match &self.mixer {
             MixerDesc::Gqa { o, .. } => o,
             MixerDesc::Mla(m) => &m.o,
+            MixerDesc::Delta(m) => &m.out,
         }
+    }
+
+    /// The attention shape of an attention layer.
+    fn attn(&self, i: u32) -> Result<&AttnShape> {
+        self.attn
+            .as_ref()
+            .ok_or_else(|| bad(format!("layer {i} has no attention shape")))
     }
 
     /// Values of each GEMV input the step quantizes (a grouped GEMV's inputs together).
     fn quantized_inputs(&self) -> Vec<usize> {
         let mut v = match &self.mixer {
             MixerDesc::Gqa { q, o, .. } => vec![q.cols, o.cols],
+            MixerDesc::Delta(m) => vec![m.qkv.cols, m.out.cols],
             MixerDesc::Mla(m) => {
-                let nh = self.attn.n_heads;
+                let nh = self.attn.as_ref().map_or(0, |a| a.n_heads);
                 let mut v = vec![
                     m.q.cols,
                     m.kv_a.cols,
@@ -655,7 +824,7 @@ impl Builder {
     /// kernel and the reduction (with the layer's sinks).
     fn attention(&mut self, d: &StepDesc, i: u32, q: Buf, pos: usize) -> Result<()> {
         use StepArg::{In, Out};
-        let s = &d.layers[i as usize].attn;
+        let s = d.layers[i as usize].attn(i)?;
         let plan = attn_plan(s, d.tokens, pos + 1, d.sm_count, None)?;
         let p = StepArg::Attn(plan.params);
         let v = if s.v_in_k { Buf::Dummy } else { Buf::VCache(i) };
@@ -696,7 +865,7 @@ impl Builder {
         use StepArg::{In, Out};
         let w = |t: Wt| Buf::W(i, t);
         let l = &d.layers[i as usize];
-        let s = &l.attn;
+        let s = l.attn(i)?;
         let MixerDesc::Gqa {
             q,
             k,
@@ -704,6 +873,8 @@ impl Builder {
             o,
             bias,
             qk_norm,
+            gated,
+            rope_dims,
         } = &l.mixer
         else {
             return Err(bad(format!("layer {i} is not a GQA layer")));
@@ -718,10 +889,38 @@ impl Builder {
                 self.dec(add(m.rows)?, vec![Out(out), In(w(bt))]);
             }
         }
+        // A gated projection holds each head's query, then its gate: both gathered.
+        let q = if *gated {
+            if s.d_k != s.d_v {
+                return Err(bad(format!(
+                    "layer {i}: a gated output needs heads of equal K and V sizes, not {} and {}",
+                    s.d_k, s.d_v
+                )));
+            }
+            let from = |offset| Rows {
+                stride: 2 * s.d_k,
+                offset,
+            };
+            let dense = Rows {
+                stride: s.d_k,
+                offset: 0,
+            };
+            self.dec(
+                copy2d(s.n_heads, s.d_k, from(0), dense)?,
+                vec![In(Buf::Q), Out(Buf::Query)],
+            );
+            self.dec(
+                copy2d(s.n_heads, s.d_k, from(s.d_k), dense)?,
+                vec![In(Buf::Q), Out(Buf::AttGate)],
+            );
+            Buf::Query
+        } else {
+            Buf::Q
+        };
         let (q, k) = if *qk_norm {
             self.dec(
                 rmsnorm(s.n_heads, s.d_k, d.eps)?,
-                vec![In(Buf::Q), In(w(Wt::QNorm)), Out(Buf::Qn)],
+                vec![In(q), In(w(Wt::QNorm)), Out(Buf::Qn)],
             );
             self.dec(
                 rmsnorm(s.kv_heads, s.d_k, d.eps)?,
@@ -729,14 +928,14 @@ impl Builder {
             );
             (Buf::Qn, Buf::Kn)
         } else {
-            (Buf::Q, Buf::K)
+            (q, Buf::K)
         };
         self.dec(
-            rope(s.n_heads, s.d_k, s.d_k, pos, l.theta, d.neox)?,
+            rope(s.n_heads, s.d_k, *rope_dims, pos, l.theta, d.neox)?,
             vec![Out(q)],
         );
         self.dec(
-            rope(s.kv_heads, s.d_k, s.d_k, pos, l.theta, d.neox)?,
+            rope(s.kv_heads, s.d_k, *rope_dims, pos, l.theta, d.neox)?,
             vec![Out(k)],
         );
         self.dec(
@@ -748,7 +947,16 @@ impl Builder {
             vec![In(Buf::V), Out(Buf::VCache(i))],
         );
         self.attention(d, i, q, pos)?;
-        self.gemv(o, w(Wt::O), Buf::Att, Buf::Y)?;
+        let att = if *gated {
+            self.dec(
+                glu(s.n_heads * s.d_v, Act::Sigmoid)?,
+                vec![Out(Buf::AttGate), In(Buf::Att)],
+            );
+            Buf::AttGate
+        } else {
+            Buf::Att
+        };
+        self.gemv(o, w(Wt::O), att, Buf::Y)?;
         if bias[3] {
             self.dec(add(d.hidden)?, vec![Out(Buf::Y), In(w(Wt::BO))]);
         }
@@ -764,7 +972,7 @@ impl Builder {
         use StepArg::{In, Out};
         let w = |t: Wt| Buf::W(i, t);
         let l = &d.layers[i as usize];
-        let s = &l.attn;
+        let s = l.attn(i)?;
         let nh = s.n_heads;
         let (kvr, rope_d, nope) = m.dims(nh);
         let qk = m.q.rows / nh;
@@ -844,6 +1052,63 @@ impl Builder {
         self.gemv_grouped(&m.v_b, nh, w(Wt::VB), Buf::Att, Buf::Heads)?;
         self.gemv(&m.o, w(Wt::O), Buf::Heads, Buf::Y)
     }
+
+    /// Layer `i`'s Gated DeltaNet of the normed hidden state in [`Buf::H`] into [`Buf::Y`], as
+    /// the CPU step does it: the projections, the convolution, the delta rule over the state
+    /// copy of this position's parity into the other, the gated RMSNorm, `ssm_out`.
+    fn delta(&mut self, d: &StepDesc, i: u32, m: &DeltaDesc, pos: usize) -> Result<()> {
+        use StepArg::{In, Out};
+        let w = |t: Wt| Buf::W(i, t);
+        let ch = 2 * m.n_k * m.d_k + m.n_v * m.d_v;
+        let v = m.n_v * m.d_v;
+        if m.qkv.rows != ch || m.gate.rows != v || m.ba.rows != 2 * m.n_v || m.out.cols != v {
+            return Err(bad(format!(
+                "layer {i}: Gated DeltaNet projections of {} / {} / {} rows and {} columns for \
+                 {} key heads of {} and {} value heads of {}",
+                m.qkv.rows, m.gate.rows, m.ba.rows, m.out.cols, m.n_k, m.d_k, m.n_v, m.d_v
+            )));
+        }
+        self.gemv(&m.qkv, w(Wt::SsmQkv), Buf::H, Buf::DeltaQkv)?;
+        self.gemv(&m.gate, w(Wt::SsmGate), Buf::H, Buf::DeltaZ)?;
+        self.gemv(&m.ba, w(Wt::SsmBa), Buf::H, Buf::DeltaBa)?;
+        let (from, to) = ((pos % 2) as u8, ((pos + 1) % 2) as u8);
+        let (hist_in, hist_out) = if m.conv > 1 {
+            (Buf::DeltaHist(i, from), Buf::DeltaHist(i, to))
+        } else {
+            (Buf::Dummy, Buf::Dummy)
+        };
+        self.dec(
+            delta_conv(ch, m.conv)?,
+            vec![
+                In(Buf::DeltaQkv),
+                In(w(Wt::SsmConv)),
+                In(hist_in),
+                Out(hist_out),
+                Out(Buf::DeltaX),
+            ],
+        );
+        self.dec(
+            delta_rule(m.n_k, m.n_v, m.d_k, m.d_v, d.eps)?,
+            vec![
+                In(Buf::DeltaX),
+                In(Buf::DeltaBa),
+                In(w(Wt::SsmDtBias)),
+                In(w(Wt::SsmA)),
+                In(Buf::DeltaState(i, from)),
+                Out(Buf::DeltaState(i, to)),
+                Out(Buf::DeltaO),
+            ],
+        );
+        self.dec(
+            rmsnorm(m.n_v, m.d_v, d.eps)?,
+            vec![In(Buf::DeltaO), In(w(Wt::SsmNorm)), Out(Buf::DeltaNormed)],
+        );
+        self.dec(
+            glu(v, Act::Silu)?,
+            vec![Out(Buf::DeltaZ), In(Buf::DeltaNormed)],
+        );
+        self.gemv(&m.out, w(Wt::SsmOut), Buf::DeltaZ, Buf::Y)
+    }
 }
 
 /// The launches of one step at position `pos` (the caches hold positions `< pos`; the step
@@ -852,6 +1117,38 @@ impl Builder {
 /// their argmax in [`Buf::Token`]. A stage without the embedding starts from [`Buf::X`] as the
 /// host wrote it (the host writes it again before a replay); one without the output ends there.
 pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
+    Ok(step_plan(d, pos)?.launches)
+}
+
+/// A step's launches ([`step_launches`]) and which of them are each layer's.
+#[derive(Clone, Debug)]
+pub struct StepPlan {
+    /// Every launch, in order.
+    pub launches: Vec<StepLaunch>,
+    /// The launches of each layer of the step, in order: each range starts with the layer's
+    /// first norm and ends with its FFN's residual add, and runs by itself (it reads the
+    /// residual stream and quantizes its own GEMV inputs).
+    pub layers: Vec<std::ops::Range<usize>>,
+}
+
+impl StepPlan {
+    /// Layer `k`'s launches.
+    pub fn layer(&self, k: usize) -> &[StepLaunch] {
+        &self.launches[self.layers[k].clone()]
+    }
+
+    /// The launches outside the layers: the embedding's copy and the head.
+    pub fn fixed(&self) -> Vec<StepLaunch> {
+        let first = self.layers.first().map_or(self.launches.len(), |r| r.start);
+        let last = self.layers.last().map_or(first, |r| r.end);
+        let mut v = self.launches[..first].to_vec();
+        v.extend_from_slice(&self.launches[last..]);
+        v
+    }
+}
+
+/// [`step_launches`] with each layer's range.
+pub fn step_plan(d: &StepDesc, pos: usize) -> Result<StepPlan> {
     use StepArg::{In, Out};
     if pos >= d.tokens {
         return Err(bad(format!(
@@ -880,9 +1177,11 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
             vec![In(Buf::Embd), Out(Buf::X), StepArg::Stream(copy)],
         );
     }
+    let mut layers = Vec::with_capacity(d.layers.len());
     for (i, l) in d.layers.iter().enumerate() {
         let i = i as u32;
         let w = |t: Wt| Buf::W(i, t);
+        let start = b.v.len();
         b.dec(
             rmsnorm(1, h, d.eps)?,
             vec![In(Buf::X), In(w(Wt::AttnNorm)), Out(Buf::H)],
@@ -890,6 +1189,7 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
         match &l.mixer {
             MixerDesc::Gqa { .. } => b.gqa(d, i, pos)?,
             MixerDesc::Mla(m) => b.mla(d, i, m, pos)?,
+            MixerDesc::Delta(m) => b.delta(d, i, m, pos)?,
         }
         b.residual(d, l.post_norms.then_some(w(Wt::PostAttnNorm)))?;
         b.dec(
@@ -905,7 +1205,8 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
             } => {
                 b.gemv(gate, w(Wt::Gate), Buf::H, Buf::G)?;
                 b.gemv(up, w(Wt::Up), Buf::H, Buf::U)?;
-                b.dec(glu(gate.rows, *gelu)?, vec![Out(Buf::G), In(Buf::U)]);
+                let act = if *gelu { Act::Gelu } else { Act::Silu };
+                b.dec(glu(gate.rows, act)?, vec![Out(Buf::G), In(Buf::U)]);
                 b.gemv(down, w(Wt::Down), Buf::G, Buf::Y)?;
             }
             FfnDesc::Moe(layer) => {
@@ -931,65 +1232,71 @@ pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
             }
         }
         b.residual(d, l.post_norms.then_some(w(Wt::PostFfnNorm)))?;
+        layers.push(start..b.v.len());
     }
-    let Some(output) = &d.output else {
-        return Ok(b.v);
-    };
-    b.dec(
-        rmsnorm(1, h, d.eps)?,
-        vec![In(Buf::X), In(Buf::OutNorm), Out(Buf::H)],
-    );
-    b.gemv(output, Buf::Output, Buf::H, Buf::Logits)?;
-    b.dec(argmax(output.rows)?, vec![In(Buf::Logits), Out(Buf::Token)]);
-    Ok(b.v)
+    if let Some(output) = &d.output {
+        b.dec(
+            rmsnorm(1, h, d.eps)?,
+            vec![In(Buf::X), In(Buf::OutNorm), Out(Buf::H)],
+        );
+        b.gemv(output, Buf::Output, Buf::H, Buf::Logits)?;
+        b.dec(argmax(output.rows)?, vec![In(Buf::Logits), Out(Buf::Token)]);
+    }
+    Ok(StepPlan {
+        launches: b.v,
+        layers,
+    })
 }
 
 /// Bytes of scratch buffer `b` (0 for weights, which come with their data).
 pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
     let f = |n: usize| n * 4;
     let max = |g: &dyn Fn(&LayerDesc) -> usize| d.layers.iter().map(g).max().unwrap_or(0);
+    let attn = |g: &dyn Fn(&AttnShape) -> usize| max(&|l| l.attn.as_ref().map_or(0, g));
+    let mla = |g: &dyn Fn(&MlaDesc, &AttnShape) -> usize| {
+        max(&|l| match (&l.mixer, &l.attn) {
+            (MixerDesc::Mla(m), Some(a)) => g(m, a),
+            _ => 0,
+        })
+    };
+    let delta = |g: &dyn Fn(&DeltaDesc) -> usize| {
+        max(&|l| match &l.mixer {
+            MixerDesc::Delta(m) => g(m),
+            _ => 0,
+        })
+    };
+    let gqa = |pick: usize| {
+        max(&|l| match &l.mixer {
+            MixerDesc::Gqa { q, k, v, .. } => [q, k, v][pick].rows,
+            _ => 0,
+        })
+    };
     Ok(match b {
         Buf::Embd | Buf::X | Buf::H => f(d.hidden),
-        Buf::Q | Buf::Qn => f(max(&|l| match &l.mixer {
-            MixerDesc::Gqa { q, .. } => q.rows,
-            MixerDesc::Mla(m) => m.q.rows,
-        })),
-        Buf::K | Buf::Kn => f(max(&|l| match &l.mixer {
-            MixerDesc::Gqa { k, .. } => k.rows,
-            MixerDesc::Mla(_) => 0,
-        })),
-        Buf::V => f(max(&|l| match &l.mixer {
-            MixerDesc::Gqa { v, .. } => v.rows,
-            MixerDesc::Mla(_) => 0,
-        })),
-        Buf::MlaC | Buf::MlaCn => f(max(&|l| match &l.mixer {
-            MixerDesc::Mla(m) => m.q_a.map_or(0, |q| q.rows),
-            MixerDesc::Gqa { .. } => 0,
-        })),
-        Buf::MlaKv => f(max(&|l| match &l.mixer {
-            MixerDesc::Mla(m) => m.kv_a.rows,
-            MixerDesc::Gqa { .. } => 0,
-        })),
-        Buf::MlaRow => f(max(&|l| l.attn.d_k)),
-        Buf::QNope => f(max(&|l| match &l.mixer {
-            MixerDesc::Mla(m) => l.attn.n_heads * m.k_b.cols,
-            MixerDesc::Gqa { .. } => 0,
-        })),
-        Buf::QLat => f(max(&|l| match &l.mixer {
-            MixerDesc::Mla(m) => m.k_b.rows,
-            MixerDesc::Gqa { .. } => 0,
-        })),
-        Buf::Query => f(max(&|l| l.attn.n_heads * l.attn.d_k)),
-        Buf::Heads => f(max(&|l| match &l.mixer {
-            MixerDesc::Mla(m) => m.v_b.rows,
-            MixerDesc::Gqa { .. } => 0,
-        })),
-        Buf::Att => f(max(&|l| l.attn.n_heads * l.attn.d_v)),
+        Buf::Q | Buf::Qn => f(gqa(0).max(mla(&|m, _| m.q.rows))),
+        Buf::K | Buf::Kn => f(gqa(1)),
+        Buf::V => f(gqa(2)),
+        Buf::MlaC | Buf::MlaCn => f(mla(&|m, _| m.q_a.map_or(0, |q| q.rows))),
+        Buf::MlaKv => f(mla(&|m, _| m.kv_a.rows)),
+        Buf::MlaRow => f(attn(&|a| a.d_k)),
+        Buf::QNope => f(mla(&|m, a| a.n_heads * m.k_b.cols)),
+        Buf::QLat => f(mla(&|m, _| m.k_b.rows)),
+        Buf::Query | Buf::AttGate => f(attn(&|a| a.n_heads * a.d_k.max(a.d_v))),
+        Buf::Heads => f(mla(&|m, _| m.v_b.rows)),
+        Buf::Att => f(attn(&|a| a.n_heads * a.d_v)),
         Buf::Y => f(d.hidden.max(max(&|l| l.o().rows))),
         Buf::G | Buf::U => f(max(&|l| match &l.ffn {
             FfnDesc::Dense { gate, .. } => gate.rows,
             FfnDesc::Moe(_) => 0,
         })),
+        Buf::DeltaQkv | Buf::DeltaX => f(delta(&|m| m.qkv.rows)),
+        Buf::DeltaZ | Buf::DeltaO | Buf::DeltaNormed => f(delta(&|m| m.n_v * m.d_v)),
+        Buf::DeltaBa => f(delta(&|m| m.ba.rows)),
+        Buf::DeltaHist(i, _) | Buf::DeltaState(i, _) => match &d.layers[i as usize].mixer {
+            MixerDesc::Delta(m) if matches!(b, Buf::DeltaState(..)) => f(m.state_len()),
+            MixerDesc::Delta(m) => f((m.conv.max(1) - 1) * m.qkv.rows),
+            _ => 0,
+        },
         Buf::Xq => {
             let cols = d
                 .layers
@@ -1003,8 +1310,8 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
         }
         Buf::PartMl | Buf::PartAcc => {
             let mut most = 0;
-            for l in &d.layers {
-                let plan = attn_plan(&l.attn, d.tokens, d.tokens, d.sm_count, None)?;
+            for a in d.layers.iter().filter_map(|l| l.attn.as_ref()) {
+                let plan = attn_plan(a, d.tokens, d.tokens, d.sm_count, None)?;
                 let (ml, acc) = plan.partial_len();
                 most = most.max(f(if b == Buf::PartMl { ml } else { acc }));
             }
@@ -1014,7 +1321,7 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
         Buf::Token => 4,
         Buf::Dummy => 16,
         Buf::KCache(i) | Buf::VCache(i) => {
-            let s = &d.layers[i as usize].attn;
+            let s = d.layers[i as usize].attn(i)?;
             let (kb, vb) = s.row_bytes();
             s.kv_heads * d.tokens * if b == Buf::KCache(i) { kb } else { vb }
         }

@@ -55,11 +55,13 @@ pub enum Kernel {
     DecGlu,
     DecKvWrite,
     DecArgmax,
+    DecDeltaConv,
+    DecDeltaRule,
 }
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 37] = [
+    pub const ALL: [Kernel; 39] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -97,6 +99,8 @@ impl Kernel {
         Kernel::DecGlu,
         Kernel::DecKvWrite,
         Kernel::DecArgmax,
+        Kernel::DecDeltaConv,
+        Kernel::DecDeltaRule,
     ];
 
     /// The `extern "C"` name in the kernel file.
@@ -139,6 +143,8 @@ impl Kernel {
             Kernel::DecGlu => "mb_dec_glu",
             Kernel::DecKvWrite => "mb_dec_kv_write",
             Kernel::DecArgmax => "mb_dec_argmax",
+            Kernel::DecDeltaConv => "mb_dec_delta_conv",
+            Kernel::DecDeltaRule => "mb_dec_delta_rule",
         }
     }
 

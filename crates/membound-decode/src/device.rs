@@ -3,19 +3,24 @@
 //! [`crate::CpuDecoder`] builds its layers, so a GPU (`GpuStep`) and the host execution of the
 //! kernels (`membound_cuda_host::HostStep`) run the same step the CPU does.
 //!
-//! Covered: GQA layers (biases, QK-norm, sinks, sliding windows read from a full cache) and MLA
-//! layers (latent or split cache; `W_UK` and `W_UV` as grouped GEMVs) with a dense FFN or a MoE
-//! layer. Not yet: linear attention (Gated DeltaNet), the expanded-MHA layout. The embedding
+//! Covered: GQA layers (biases, QK-norm, sinks, sliding windows read from a full cache, Qwen3-Next's
+//! gated output and partial RoPE), MLA layers (latent or split cache; `W_UK` and `W_UV` as
+//! grouped GEMVs) and Gated DeltaNet layers (double-buffered states), with a dense FFN or a MoE
+//! layer. Not yet: the expanded-MHA layout. The embedding
 //! row is looked up on the host ([`DeviceStep::embed`]) and written into `Buf::Embd` before the
 //! launches.
 
-use membound_cuda::decode::{Buf, FfnDesc, LayerDesc, Mat, MixerDesc, MlaDesc, StepDesc, Wt};
+use membound_cuda::decode::{
+    Buf, DeltaDesc, FfnDesc, LayerDesc, Mat, MixerDesc, MlaDesc, StepDesc, Wt,
+};
 use membound_cuda::moe::weight_bufs;
 use membound_spec::attention::AttnShape;
 use membound_spec::model::{AttentionKind, LayerKind};
 use membound_spec::{KvLayout, ModelSpec};
 
-use crate::model::{FfnNorms, embed_row, embedding_scale, moe_layer, need, vector, vector_opt};
+use crate::model::{
+    FfnNorms, delta_params, embed_row, embedding_scale, moe_layer, need, vector, vector_opt,
+};
 use crate::source::{Tensor, TensorSource};
 use crate::{DecodeError, StepOptions};
 
@@ -50,8 +55,11 @@ fn mat(src: &dyn TensorSource, name: &str) -> Result<(Mat, Vec<u8>), DecodeError
     ))
 }
 
-/// A GQA layer's projections (Q/K/V/O, their biases, QK-norm); weights go to `w`.
+/// A GQA layer's projections (Q/K/V/O, their biases, QK-norm, the output gate, the values
+/// RoPE rotates per head); weights go to `w`.
 fn gqa_mixer(
+    m: &ModelSpec,
+    opts: &StepOptions,
     src: &dyn TensorSource,
     p: &dyn Fn(&str) -> String,
     w: &mut dyn FnMut(Wt, Vec<u8>),
@@ -89,6 +97,7 @@ fn gqa_mixer(
         w(Wt::QNorm, le(&q_norm));
         w(Wt::KNorm, le(&vector(src, &p("attn_k_norm.weight"))?));
     }
+    let head = m.qk_head_dim() as usize;
     Ok(MixerDesc::Gqa {
         q: mats[0],
         k: mats[1],
@@ -96,7 +105,47 @@ fn gqa_mixer(
         o: mats[3],
         bias,
         qk_norm,
+        gated: m.attention.output_gate,
+        rope_dims: opts.numerics.rope_dims(head),
     })
+}
+
+/// A Gated DeltaNet layer's projections and small parameters (checked as the CPU step checks
+/// them; the projections' shapes by the launch plan); weights go to `w`.
+fn delta_mixer(
+    m: &ModelSpec,
+    src: &dyn TensorSource,
+    i: u32,
+    eps: f32,
+    w: &mut dyn FnMut(Wt, Vec<u8>),
+) -> Result<MixerDesc, DecodeError> {
+    let (shape, pr) = delta_params(m, src, i, eps)?;
+    let p = |base: &str| format!("blk.{i}.{base}");
+    let mut take = |t: Wt, name: &str| -> Result<Mat, DecodeError> {
+        let (mt, bytes) = mat(src, &p(name))?;
+        w(t, bytes);
+        Ok(mt)
+    };
+    let desc = DeltaDesc {
+        qkv: take(Wt::SsmQkv, "attn_qkv.weight")?,
+        gate: take(Wt::SsmGate, "attn_gate.weight")?,
+        ba: take(Wt::SsmBa, "ssm_ba.weight")?,
+        out: take(Wt::SsmOut, "ssm_out.weight")?,
+        n_k: shape.n_k,
+        n_v: shape.n_v,
+        d_k: shape.d_k,
+        d_v: shape.d_v,
+        conv: shape.conv,
+    };
+    for (t, v) in [
+        (Wt::SsmConv, &pr.conv_w),
+        (Wt::SsmDtBias, &pr.dt_bias),
+        (Wt::SsmA, &pr.a),
+        (Wt::SsmNorm, &pr.norm),
+    ] {
+        w(t, le(v));
+    }
+    Ok(MixerDesc::Delta(desc))
 }
 
 /// An MLA layer's projections (the tensors the CPU step reads); weights go to `w`.
@@ -191,11 +240,6 @@ impl DeviceStep {
             model: m.name.clone(),
             what: what.to_string(),
         };
-        if m.attention.output_gate || opts.numerics.rope_fraction < 1.0 {
-            return Err(unsupported(
-                "Qwen3-Next's gated attention with partial RoPE on the device path",
-            ));
-        }
         let mut weights = Vec::new();
         let mut layers = Vec::new();
         for (local, &i) in stage.layers.iter().enumerate() {
@@ -208,18 +252,20 @@ impl DeviceStep {
             let local = local as u32;
             let p = |base: &str| format!("blk.{i}.{base}");
             let kind = m.layer_kind(i);
-            if kind == LayerKind::Linear {
-                return Err(unsupported("linear attention (Gated DeltaNet)"));
-            }
             let layout = match m.attention.kind {
                 AttentionKind::Gqa => KvLayout::Gqa,
                 AttentionKind::Mla => opts.layout,
             };
-            let attn = AttnShape::from_spec(m, layout, opts.kv_dtype, kind)
+            let attn = (kind != LayerKind::Linear)
+                .then(|| AttnShape::from_spec(m, layout, opts.kv_dtype, kind))
+                .transpose()
                 .map_err(|e| DecodeError::Request(e.to_string()))?;
             let mut w = |t: Wt, bytes: Vec<u8>| weights.push((Buf::W(local, t), bytes));
             let mixer = match m.attention.kind {
-                AttentionKind::Gqa => gqa_mixer(src, &p, &mut w)?,
+                _ if kind == LayerKind::Linear => {
+                    delta_mixer(m, src, i, opts.numerics.norm_eps, &mut w)?
+                }
+                AttentionKind::Gqa => gqa_mixer(m, opts, src, &p, &mut w)?,
                 AttentionKind::Mla => {
                     if layout == KvLayout::ExpandedMha || layout == KvLayout::Gqa {
                         return Err(unsupported(&format!("the {layout} layout of an MLA model")));
@@ -227,7 +273,7 @@ impl DeviceStep {
                     mla_mixer(m, src, &p, &mut w)?
                 }
             };
-            if attn.sinks {
+            if attn.as_ref().is_some_and(|a| a.sinks) {
                 w(Wt::Sinks, le(&vector(src, &p("attn_sinks.weight"))?));
             }
             w(Wt::AttnNorm, le(&vector(src, &p("attn_norm.weight"))?));

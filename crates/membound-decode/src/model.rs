@@ -562,13 +562,13 @@ fn build_layer(
     })
 }
 
-/// Layer `i`'s Gated DeltaNet, its states those of a fresh sequence.
-fn delta_net(
+/// Layer `i`'s Gated DeltaNet shape and small parameters (f32), checked.
+pub(crate) fn delta_params(
     m: &ModelSpec,
     src: &dyn TensorSource,
-    opts: &StepOptions,
     i: u32,
-) -> Result<DeltaNet, DecodeError> {
+    eps: f32,
+) -> Result<(DeltaShape, DeltaParams), DecodeError> {
     let p = |base: &str| format!("blk.{i}.{base}");
     let la = m
         .linear_attention
@@ -584,6 +584,33 @@ fn delta_net(
             shape.n_k, shape.n_v, shape.conv
         )));
     }
+    let ch = shape.channels();
+    let conv_w = vector(src, &p("ssm_conv1d.weight"))?;
+    if conv_w.len() != ch * shape.conv {
+        return Err(DecodeError::Tensor {
+            name: p("ssm_conv1d.weight"),
+            problem: format!("{} values, expected {ch} x {}", conv_w.len(), shape.conv),
+        });
+    }
+    let params = DeltaParams {
+        conv_w,
+        dt_bias: vector(src, &p("ssm_dt.bias"))?,
+        a: vector(src, &p("ssm_a"))?,
+        norm: vector(src, &p("ssm_norm.weight"))?,
+        eps,
+    };
+    Ok((shape, params))
+}
+
+/// Layer `i`'s Gated DeltaNet, its states those of a fresh sequence.
+fn delta_net(
+    m: &ModelSpec,
+    src: &dyn TensorSource,
+    opts: &StepOptions,
+    i: u32,
+) -> Result<DeltaNet, DecodeError> {
+    let p = |base: &str| format!("blk.{i}.{base}");
+    let (shape, params) = delta_params(m, src, i, opts.numerics.norm_eps)?;
     let gemv = |name: &str, rows: usize, cols: usize| -> Result<CpuGemv, DecodeError> {
         let g = matrix(src, &p(name))?;
         if (g.rows(), g.cols()) != (rows, cols) {
@@ -595,33 +622,19 @@ fn delta_net(
         Ok(g)
     };
     let (d, v) = (m.hidden as usize, shape.n_v * shape.d_v);
-    let ch = shape.channels();
-    let conv_w = vector(src, &p("ssm_conv1d.weight"))?;
-    if conv_w.len() != ch * shape.conv {
-        return Err(DecodeError::Tensor {
-            name: p("ssm_conv1d.weight"),
-            problem: format!("{} values, expected {ch} x {}", conv_w.len(), shape.conv),
-        });
-    }
     // A fresh sequence's states, as llama.cpp starts one: zeros (a state's values do not
     // change the bytes or the work of a step).
     let state = DeltaState {
-        conv: vec![0.0; (shape.conv - 1) * ch],
+        conv: vec![0.0; (shape.conv - 1) * shape.channels()],
         s: vec![0.0; shape.state_len()],
     };
     Ok(DeltaNet {
         shape,
-        qkv: gemv("attn_qkv.weight", ch, d)?,
+        qkv: gemv("attn_qkv.weight", shape.channels(), d)?,
         gate: gemv("attn_gate.weight", v, d)?,
         ba: gemv("ssm_ba.weight", 2 * shape.n_v, d)?,
         out: gemv("ssm_out.weight", d, v)?,
-        params: DeltaParams {
-            conv_w,
-            dt_bias: vector(src, &p("ssm_dt.bias"))?,
-            a: vector(src, &p("ssm_a"))?,
-            norm: vector(src, &p("ssm_norm.weight"))?,
-            eps: opts.numerics.norm_eps,
-        },
+        params,
         states: [state.clone(), state],
         at: None,
     })

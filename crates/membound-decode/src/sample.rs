@@ -140,6 +140,24 @@ impl LayerSample {
                 .map(|(w, t)| w * t)
                 .sum::<f64>()
     }
+
+    /// The whole model's step time from a sampled step timed as one (`step`, its `fixed` part
+    /// included), where its layers cannot be timed inside it (a GPU's step is one graph): the
+    /// step's layer time is shared among the sampled layers in proportion to `alone` (each
+    /// layer timed by itself; only their ratios count, so a cache that favours one layer
+    /// replayed alone favours them all alike), then scaled as [`LayerSample::scale`] does.
+    /// Layers of one kind scale by layer counts exactly.
+    pub fn scale_shared(&self, fixed: f64, step: f64, alone: &[f64]) -> f64 {
+        let layers = (step - fixed).max(0.0);
+        let n = self.layers.len().max(1) as f64;
+        let sum: f64 = alone.iter().sum();
+        let shares: Vec<f64> = if sum > 0.0 && alone.len() == self.layers.len() {
+            alone.iter().map(|a| layers * a / sum).collect()
+        } else {
+            vec![layers / n; self.layers.len()]
+        };
+        self.scale(fixed, &shares)
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +192,21 @@ mod tests {
             assert!((t - f64::from(m.n_layers)).abs() < 1e-9, "{name}: {t}");
             assert!(s.layers.windows(2).all(|w| w[0] < w[1]));
         }
+    }
+
+    #[test]
+    fn a_step_timed_whole_is_shared_by_the_layers_alone_times() {
+        // Two layers standing for 10 and 30: equal alone, the step's 8 of layer time scales to
+        // 2 + 4 x 10 + 4 x 30; the second three times as slow alone takes 6 of the 8.
+        let s = LayerSample {
+            layers: vec![0, 5],
+            weights: vec![10.0, 30.0],
+        };
+        assert!((s.scale_shared(2.0, 10.0, &[1.0, 1.0]) - 162.0).abs() < 1e-9);
+        assert!((s.scale_shared(2.0, 10.0, &[1.0, 3.0]) - (2.0 + 20.0 + 180.0)).abs() < 1e-9);
+        // No usable alone times: equal shares; a step faster than its fixed part: no layers.
+        assert!((s.scale_shared(2.0, 10.0, &[]) - 162.0).abs() < 1e-9);
+        assert!((s.scale_shared(2.0, 1.0, &[1.0, 1.0]) - 2.0).abs() < 1e-9);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use membound_cuda::decode::{Buf, GpuStep, OnGpu, StepExec, step_launches};
 use membound_cuda::moe::{f32s, u32s};
 use membound_cuda::{CudaError, Gpu, Probe, probe};
 use membound_cuda_host::{HostStep, available};
-use membound_decode::device::{DeviceStep, Stage};
+use membound_decode::device::DeviceStep;
 use membound_decode::placement::{PlacedStep, Placement};
 use membound_decode::source::SyntheticSource;
 use membound_decode::{CpuDecoder, DecodeError, StepOptions};
@@ -265,23 +265,79 @@ fn mla_models_run_the_same_step_on_the_kernels() {
 }
 
 #[test]
-fn linear_attention_and_expanded_mla_are_refused_with_a_reason() {
-    let m = tiny(&find("qwen3-coder-next").unwrap(), 256);
-    let src = SyntheticSource::new(&m, Recipe::Q8_0, 1);
-    let e = DeviceStep::new(&m, &src, &StepOptions::new(&m, 2), 4)
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("not implemented"), "{e}");
-    // Its full-attention layers alone (gated output, partial RoPE) are refused too.
-    let full = Stage {
-        layers: vec![3],
-        embed: true,
-        head: true,
-    };
-    let e = DeviceStep::stage(&m, &src, &StepOptions::new(&m, 2), 4, &full)
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("gated attention"), "{e}");
+fn qwen3_next_runs_the_same_step_on_the_kernels() {
+    if skip() {
+        return;
+    }
+    // Gated DeltaNet layers (convolution, delta rule over double-buffered states: each step
+    // starts from the states the last one left) and full-attention layers with the output gate
+    // and a quarter of each head rotated; a MoE FFN with a shared expert.
+    check("qwen3-coder-next", Recipe::F16, 1e-4, &mut host);
+}
+
+/// A step's plan splits into its layers and the embedding and head: every launch in one part,
+/// each layer from its first norm (reading the residual stream) to its FFN's residual add,
+/// quantizing its own GEMV inputs, so a layer replays alone (as the GPU times a sample's
+/// layers) and the parts in order are the step.
+#[test]
+fn a_plan_splits_into_layers_that_run_alone() {
+    use membound_cuda::Kernel;
+    use membound_cuda::decode::{StepArg, step_plan};
+    if skip() {
+        return;
+    }
+    for name in ["qwen3-coder-next", "llama-3.1-8b", "glm-4.7-flash"] {
+        let recipe = Recipe::Q8_0;
+        let m = tiny(&find(name).unwrap(), 256);
+        let src = SyntheticSource::distinct(&m, recipe, 3);
+        let dev = DeviceStep::new(&m, &src, &StepOptions::new(&m, 4), 4).unwrap();
+        let plan = step_plan(&dev.desc, 2).unwrap();
+        assert_eq!(plan.layers.len(), m.n_layers as usize, "{name}");
+        let inside: usize = plan.layers.iter().map(|r| r.len()).sum();
+        assert_eq!(inside + plan.fixed().len(), plan.launches.len(), "{name}");
+        assert!(plan.layers.windows(2).all(|w| w[0].end == w[1].start));
+        for k in 0..plan.layers.len() {
+            let l = plan.layer(k);
+            assert!(
+                matches!(l[0].args[0], StepArg::In(Buf::X)) && l[0].kernel == Kernel::DecRmsNorm,
+                "{name} layer {k} starts from the residual stream"
+            );
+            let last = l.last().unwrap();
+            assert!(
+                last.kernel == Kernel::DecAdd && matches!(last.args[0], StepArg::Out(Buf::X)),
+                "{name} layer {k} ends with its residual add"
+            );
+            let first_quant = l.iter().position(|x| x.kernel == Kernel::QuantizeQ8_1);
+            let first_xq = l.iter().position(|x| {
+                x.kernel != Kernel::QuantizeQ8_1
+                    && x.args.iter().any(|a| matches!(a, StepArg::In(Buf::Xq)))
+            });
+            if let Some(x) = first_xq {
+                assert!(
+                    first_quant.is_some_and(|q| q < x),
+                    "{name} layer {k} quantizes its input"
+                );
+            }
+        }
+        let mut host = HostStep::new(&dev.desc, &dev.weights, &plan.launches).unwrap();
+        host.write(Buf::Embd, &dev.embed(7).unwrap()).unwrap();
+        host.run(&plan.launches).unwrap();
+        let whole: Vec<f32> = host.read(Buf::Logits).unwrap();
+        // The step again in parts: the embedding's copy, each layer alone, the head.
+        let (first, last) = (plan.layers[0].start, plan.layers.last().unwrap().end);
+        host.run(&plan.launches[..first]).unwrap();
+        for k in 0..plan.layers.len() {
+            host.run(plan.layer(k)).unwrap();
+        }
+        host.run(&plan.launches[last..]).unwrap();
+        assert_eq!(plan.fixed().len(), plan.launches.len() - (last - first));
+        let parts: Vec<f32> = host.read(Buf::Logits).unwrap();
+        assert_eq!(whole, parts, "{name}: the parts in order are the step");
+    }
+}
+
+#[test]
+fn expanded_mla_is_refused_with_a_reason() {
     let m = tiny(&find("glm-4.7-flash").unwrap(), 256);
     let src = SyntheticSource::new(&m, Recipe::Q8_0, 1);
     let mut opts = StepOptions::new(&m, 2);
@@ -333,6 +389,7 @@ fn gpu_decode_equals_cpu_decode() {
     check_layout("glm-4.7-flash", KvLayout::MlaSplit, &mut on_gpu);
     // Quantized activations: the GPU's f32 sums (FMA contraction, order) may round a quant the
     // other way, which moves the logits by up to ~2 % (seen under emulation with GLM Q8_0).
+    check("qwen3-coder-next", Recipe::F16, 1e-4, &mut on_gpu);
     check("qwen3-30b-a3b", Recipe::Q8_0, 3e-2, &mut on_gpu);
     check("gpt-oss-20b", Recipe::MXFP4_MOE, 3e-2, &mut on_gpu);
 }

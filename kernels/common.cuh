@@ -2,7 +2,7 @@
 // by every kernel. Built by NVRTC (no CUDA runtime headers: conversions use PTX `cvt` so the
 // kernels need nothing but <cuda/std/cstdint>) and by a host C++ compiler for the CPU execution
 // of the kernels (crates/membound-cuda-host, where MB_HOST is defined): the only host branches
-// are the two PTX conversions and the load helper.
+// are the two PTX conversions, the load helper and the asynchronous copy helpers.
 #pragma once
 
 #include <cuda/std/cstdint>
@@ -50,6 +50,46 @@ static __device__ __forceinline__ T mb_ld(const T* p) {
     mbh::record_load(p, sizeof(T));
 #endif
     return *p;
+}
+
+// Asynchronous copy of N (4, 8 or 16) bytes from global `src` to shared `dst`, both N-byte
+// aligned (cp.async, sm_80+: the bytes travel without passing through registers, so a warp can
+// keep a whole tile in flight while it computes on the previous one). On the host the copy is
+// recorded as a load and lands at the mb_cp_async_wait that covers it.
+template <int N>
+static __device__ __forceinline__ void mb_cp_async(void* dst, const void* src) {
+    static_assert(N == 4 || N == 8 || N == 16, "cp.async copies 4, 8 or 16 bytes");
+#ifdef MB_HOST
+    mbh::cp_async(dst, src, N);
+#else
+    u32 s;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(dst));
+    if (N == 16) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
+    } else {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(s), "l"(src), "n"(N) : "memory");
+    }
+#endif
+}
+
+// Closes this thread's group of asynchronous copies (cp.async.commit_group).
+static __device__ __forceinline__ void mb_cp_async_commit() {
+#ifdef MB_HOST
+    mbh::cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+// Waits until at most N of this thread's most recent groups are in flight (cp.async.wait_group);
+// other threads' copies are visible after a barrier that follows their waits.
+template <int N>
+static __device__ __forceinline__ void mb_cp_async_wait() {
+#ifdef MB_HOST
+    mbh::cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
 }
 
 // bfloat16 bits -> f32 (exact: the top half of an f32).

@@ -8,6 +8,12 @@
 #include "common.cuh"
 #include "quant_blocks.cuh"
 
+// 1: block-quantized rows double-buffered with cp.async (mb_rows_dot_pipelined); 0: the
+// single-buffered loop. The host passes -DGEMV_PIPE=N (membound_cuda::gemv::gemv_pipelined).
+#ifndef GEMV_PIPE
+#define GEMV_PIPE 1
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
@@ -60,10 +66,33 @@ static __device__ __forceinline__ void mb_stage(void* dst, const u8* src, u32 by
     }
 }
 
+// Copies `bytes` bytes from global src to 16-byte aligned shared dst asynchronously (cp.async)
+// in 16- or 4-byte words as src's alignment and the length allow, thread t of nt taking words
+// t, t+nt, ...; rows aligned to 2 or 1 bytes are copied synchronously, a word per thread at a
+// time (few registers: the MoE kernels run two matrices through here). The caller commits the
+// group and waits for it.
+static __device__ __forceinline__ void mb_stage_async(void* dst, const u8* src, u32 bytes, u32 t,
+                                                      u32 nt) {
+    const u64 a = reinterpret_cast<u64>(src) | bytes;
+    if (a % 16 == 0) {
+        for (u32 i = t; i < bytes / 16; i += nt) mb_cp_async<16>(static_cast<uint4*>(dst) + i, src + 16 * (u64)i);
+    } else if (a % 4 == 0) {
+        for (u32 i = t; i < bytes / 4; i += nt) mb_cp_async<4>(static_cast<u32*>(dst) + i, src + 4 * (u64)i);
+    } else if (a % 2 == 0) {
+        const u16* s16 = reinterpret_cast<const u16*>(src);
+#pragma unroll 1
+        for (u32 i = t; i < bytes / 2; i += nt) static_cast<u16*>(dst)[i] = mb_ld(s16 + i);
+    } else {
+#pragma unroll 1
+        for (u32 i = t; i < bytes; i += nt) static_cast<u8*>(dst)[i] = mb_ld(src + i);
+    }
+}
+
 // The dot products of this warp's row of each of NMAT matrices (wr[m]: the row's first byte)
 // with one activation vector x of `cols` values, read in tiles staged through shared memory (see
 // gemv.cu's header). Every warp of the block calls it with the same cols (it holds barriers); a
 // warp with active == false only helps copy x. Writes the NMAT sums to out[] in every lane.
+// Block-quantized types take the pipelined loop below where GEMV_PIPE is 1 (the default).
 // Q describes the weight type:
 //   X               the activation element (block_q8_1, or float for F16/BF16)
 //   BLOCK_VALUES    values per weight block, BLOCK_BYTES its bytes, X_PER_BLOCK its X elements
@@ -72,9 +101,20 @@ static __device__ __forceinline__ void mb_stage(void* dst, const u8* src, u32 by
 //   STAGE_W         copy the row's tile to shared memory first (block-quantized types); else
 //                   dot() reads the row from global memory itself (16-byte words, coalesced)
 template <typename Q, u32 WARPS, int NMAT>
+static __device__ __forceinline__ void mb_rows_dot_pipelined(const u8* const* wr, bool active,
+                                                             const typename Q::X* __restrict__ x,
+                                                             u32 cols, float* out);
+
+template <typename Q, u32 WARPS, int NMAT>
 static __device__ __forceinline__ void mb_rows_dot(const u8* const* wr, bool active,
                                                    const typename Q::X* __restrict__ x, u32 cols,
                                                    float* out) {
+#if GEMV_PIPE
+    if constexpr (Q::STAGE_W) {
+        mb_rows_dot_pipelined<Q, WARPS, NMAT>(wr, active, x, cols, out);
+        return;
+    }
+#endif
     using X = typename Q::X;
     constexpr u32 W_TILE = Q::STAGE_W ? Q::TILE_BLOCKS * Q::BLOCK_BYTES : 16;
     constexpr u32 X_TILE = Q::TILE_BLOCKS * Q::X_PER_BLOCK * (u32)sizeof(X);
@@ -113,6 +153,76 @@ static __device__ __forceinline__ void mb_rows_dot(const u8* const* wr, bool act
                 for (int m = 0; m < NMAT; ++m) acc[m] += Q::dot(wt[m], xt, c);
             }
         }
+    }
+#pragma unroll
+    for (int m = 0; m < NMAT; ++m) out[m] = mb_warp_sum(acc[m]);
+}
+
+// mb_rows_dot for block-quantized weights with the tiles double-buffered: tiles of half the
+// blocks (the same shared memory as one full tile, so residency is unchanged), the next tile's
+// copies issued with cp.async before this tile's dot products, so every warp keeps a tile's
+// bytes in flight while it computes instead of alternating between loading and computing (on an
+// H200 the single-buffered loop left under one eligible warp per scheduler, latency-bound).
+// Per tile: issue t+1, wait for t (this thread's copies), barrier (everyone's), compute, barrier
+// (no one still reads the buffer tile t+2 will fill).
+template <typename Q, u32 WARPS, int NMAT>
+static __device__ __forceinline__ void mb_rows_dot_pipelined(const u8* const* wr, bool active,
+                                                             const typename Q::X* __restrict__ x,
+                                                             u32 cols, float* out) {
+    using X = typename Q::X;
+    constexpr u32 TB = Q::TILE_BLOCKS / 2;
+    constexpr u32 W_TILE = TB * Q::BLOCK_BYTES;
+    constexpr u32 X_TILE = TB * Q::X_PER_BLOCK * (u32)sizeof(X);
+    static_assert(W_TILE % 16 == 0 && X_TILE % 16 == 0, "16-byte tiles");
+    static_assert(2 * (NMAT * WARPS * W_TILE + X_TILE) <= 48 * 1024, "static shared memory");
+    __shared__ uint4 w_tile[2][NMAT][WARPS][W_TILE / 16];
+    __shared__ uint4 x_tile[2][X_TILE / 16];
+
+    const u32 warp = threadIdx.x / MB_WARP_SIZE;
+    const u32 lane = threadIdx.x % MB_WARP_SIZE;
+    const u32 nblocks = cols / Q::BLOCK_VALUES;
+    const u32 ntiles = (nblocks + TB - 1) / TB;
+    // Issues tile t's copies (x by the block, each row by its warp) as one commit group.
+    auto issue = [&](u32 t) {
+        const u32 b0 = t * TB;
+        const u32 nb = nblocks - b0 < TB ? nblocks - b0 : TB;
+        mb_stage_async(x_tile[t % 2], reinterpret_cast<const u8*>(x + (u64)b0 * Q::X_PER_BLOCK),
+                       nb * Q::X_PER_BLOCK * (u32)sizeof(X), threadIdx.x, blockDim.x);
+        if (active) {
+#pragma unroll
+            for (int m = 0; m < NMAT; ++m) {
+                mb_stage_async(w_tile[t % 2][m][warp], wr[m] + (u64)b0 * Q::BLOCK_BYTES,
+                               nb * Q::BLOCK_BYTES, lane, MB_WARP_SIZE);
+            }
+        }
+        mb_cp_async_commit();
+    };
+    float acc[NMAT];
+#pragma unroll
+    for (int m = 0; m < NMAT; ++m) acc[m] = 0.0f;
+    if (ntiles > 0) issue(0);
+    for (u32 t = 0; t < ntiles; ++t) {
+        if (t + 1 < ntiles) {
+            issue(t + 1);
+            mb_cp_async_wait<1>();
+        } else {
+            mb_cp_async_wait<0>();
+        }
+        __syncthreads();  // every thread's copies of tile t have landed
+        if (active) {
+            const u32 nb = nblocks - t * TB < TB ? nblocks - t * TB : TB;
+            const X* xt = reinterpret_cast<const X*>(x_tile[t % 2]);
+            const u32 nchunks = nb * Q::CHUNKS_PER_BLOCK;
+            // Two matrices (the MoE's gate and up): two dots per step, not unrolled (no spills).
+#pragma unroll(NMAT == 1 ? 4 : 1)
+            for (u32 c = lane; c < nchunks; c += MB_WARP_SIZE) {
+#pragma unroll
+                for (int m = 0; m < NMAT; ++m) {
+                    acc[m] += Q::dot(reinterpret_cast<const u8*>(w_tile[t % 2][m][warp]), xt, c);
+                }
+            }
+        }
+        __syncthreads();  // no one still reads the buffer tile t + 2 fills
     }
 #pragma unroll
     for (int m = 0; m < NMAT; ++m) out[m] = mb_warp_sum(acc[m]);

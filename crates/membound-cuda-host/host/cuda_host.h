@@ -11,7 +11,11 @@
 //     __vsub4, __byte_perm, bit casts, vector types;
 //   - global loads through mb_ld() (common.cuh): each is bounds-checked against the launch's
 //     buffers and recorded per lane, and the k-th loads of a warp's lanes form one warp-wide
-//     request whose 32-byte sectors are counted (the figures ncu's memory workload analysis shows).
+//     request whose 32-byte sectors are counted (the figures ncu's memory workload analysis shows);
+//   - asynchronous copies to shared memory (cp.async through mb_cp_async, common.cuh): recorded
+//     as loads when issued, their destination poisoned from the issue and landed only at the
+//     cp.async.wait_group that covers them, so a tile read before its wait, or a buffer refilled
+//     while another warp still reads it, shows up.
 // Not modelled: memory ordering between blocks, timing, occupancy, registers, FMA contraction
 // (NVRTC contracts a*b+c by default; judge float results with tolerances).
 #pragma once
@@ -64,6 +68,13 @@ int lane();
 void sync_warp(unsigned mask);
 // Records one global load of `size` bytes at `p` by the current lane (bounds-checked).
 void record_load(const void* p, unsigned size);
+// cp.async: `size` (4, 8 or 16) bytes from global `src` to shared `dst`, recorded as a load at
+// issue and landed in shared memory only by a cp_async_wait that covers its commit group.
+void cp_async(void* dst, const void* src, unsigned size);
+// cp.async.commit_group: closes the current lane's open group of copies.
+void cp_async_commit();
+// cp.async.wait_group n: lands the current lane's copies of all but the n most recent groups.
+void cp_async_wait(unsigned n);
 // Stops the launch with a message (a kernel fault: the launch returns it as its error).
 [[noreturn]] void fault(const char* what);
 }  // namespace mbh

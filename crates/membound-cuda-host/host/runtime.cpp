@@ -33,6 +33,15 @@ struct Load {
     unsigned size;
 };
 
+// An asynchronous copy (cp.async) not yet landed in shared memory: its source bytes, read at
+// issue, and the commit group it belongs to.
+struct PendingCopy {
+    void* dst;
+    unsigned size;
+    uint64_t group;
+    unsigned char bytes[16];
+};
+
 struct Thread {
     ucontext_t ctx;
     dim3 tid;
@@ -41,6 +50,8 @@ struct Thread {
     uint64_t wait_gen = 0;
     std::vector<Load> loads;
     uint64_t since_sync = 0;  // bytes loaded since the last synchronisation
+    std::vector<PendingCopy> copies;  // issued cp.async copies, oldest first
+    uint64_t committed = 0;           // commit groups closed so far
 };
 
 struct Warp {
@@ -161,6 +172,8 @@ bool run_block() {
         t.tid.z = i / (block_dim.x * block_dim.y);
         t.loads.clear();
         t.since_sync = 0;
+        t.copies.clear();
+        t.committed = 0;
         getcontext(&t.ctx);
         t.ctx.uc_stack.ss_sp = L->stacks[i];
         t.ctx.uc_stack.ss_size = STACK_BYTES;
@@ -284,6 +297,37 @@ void record_load(const void* p, unsigned size) {
     }
     L->cur->loads.push_back({a, size});
     L->cur->since_sync += size;
+}
+
+void cp_async(void* dst, const void* src, unsigned size) {
+    if (size != 4 && size != 8 && size != 16) fault("cp.async of a size other than 4, 8 or 16 bytes");
+    if ((uintptr_t)dst % size != 0) fault("cp.async to a misaligned shared address");
+    record_load(src, size);
+    Thread* t = L->cur;
+    PendingCopy c{dst, size, t->committed, {}};
+    std::memcpy(c.bytes, src, size);
+    t->copies.push_back(c);
+    // From its issue the destination is being overwritten: poisoned until the copy lands, so a
+    // read of the old contents after the issue (a missing barrier before it) shows up too.
+    std::memset(dst, 0xA5, size);
+}
+
+void cp_async_commit() { ++L->cur->committed; }
+
+void cp_async_wait(unsigned n) {
+    Thread* t = L->cur;
+    // Lands every copy of a committed group older than the n most recent; the rest stay
+    // pending, so a read of shared memory before its wait sees the poisoned or older bytes.
+    const uint64_t keep_from = t->committed > n ? t->committed - n : 0;
+    size_t kept = 0;
+    for (const PendingCopy& c : t->copies) {
+        if (c.group < keep_from) {
+            std::memcpy(c.dst, c.bytes, c.size);
+        } else {
+            t->copies[kept++] = c;
+        }
+    }
+    t->copies.resize(kept);
 }
 
 }  // namespace mbh

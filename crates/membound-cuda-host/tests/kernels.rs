@@ -119,7 +119,15 @@ fn run_gemv(
 /// row, odd numbers of blocks, and rows long enough that every lane of a warp has work.
 fn gemv_shapes(dtype: DType) -> Vec<(usize, usize)> {
     let bs = dtype.block_size() as usize;
-    let mut v = vec![(1, bs), (5, 3 * bs), (7, 4096), (33, 2048 + bs)];
+    // The last: rows of five tiles and a tail or more, so a double-buffered tile is refilled
+    // while the block's warps may still read it (the pipelined loop's trailing barrier).
+    let mut v = vec![
+        (1, bs),
+        (5, 3 * bs),
+        (7, 4096),
+        (33, 2048 + bs),
+        (3, 5 * 4096 + bs),
+    ];
     if dtype.block_size() == 1 {
         v.extend([(3, 33), (9, 1001), (2, 8)]);
     }

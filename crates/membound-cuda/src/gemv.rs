@@ -22,19 +22,53 @@ pub const DEFAULT_GEMV_WARPS: u32 = 4;
 /// [`DEFAULT_GEMV_WARPS`]. An invalid value is reported once and ignored.
 pub fn gemv_warps() -> u32 {
     static WARPS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *WARPS.get_or_init(|| match std::env::var("MEMBOUND_GEMV_WARPS") {
-        Err(_) => DEFAULT_GEMV_WARPS,
-        Ok(v) => match v.trim().parse::<u32>() {
-            Ok(n @ 1..=8) => n,
-            _ => {
-                eprintln!(
-                    "membound: MEMBOUND_GEMV_WARPS=`{v}` is not 1..8; using {DEFAULT_GEMV_WARPS}"
-                );
-                DEFAULT_GEMV_WARPS
-            }
-        },
+    *WARPS.get_or_init(|| {
+        knob("MEMBOUND_GEMV_WARPS", DEFAULT_GEMV_WARPS, "1..8", |v| {
+            v.parse::<u32>().ok().filter(|n| (1..=8).contains(n))
+        })
     })
 }
+
+/// Whether block-quantized rows are double-buffered with cp.async when `MEMBOUND_GEMV_PIPE` is
+/// not set: the `GEMV_PIPE` default of gemv_tile.cuh (and of the host build of the kernels).
+pub const DEFAULT_GEMV_PIPE: bool = true;
+
+/// Whether the GEMV and MoE expert kernels of this process double-buffer block-quantized rows
+/// (cp.async; `-DGEMV_PIPE=1`) or copy and compute in turn (`0`): `MEMBOUND_GEMV_PIPE` (0 or 1,
+/// a tuning knob for comparing the two on a GPU), else [`DEFAULT_GEMV_PIPE`].
+pub fn gemv_pipelined() -> bool {
+    static PIPE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PIPE.get_or_init(|| {
+        knob(
+            "MEMBOUND_GEMV_PIPE",
+            DEFAULT_GEMV_PIPE,
+            "0 or 1",
+            |v| match v {
+                "0" => Some(false),
+                "1" => Some(true),
+                _ => None,
+            },
+        )
+    })
+}
+
+/// Environment variable `name` parsed by `parse` (trimmed), else `default`; a value `parse`
+/// refuses is reported (naming `allowed`) and ignored.
+fn knob<T: std::fmt::Display + Copy>(
+    name: &str,
+    default: T,
+    allowed: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> T {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(v) => parse(v.trim()).unwrap_or_else(|| {
+            eprintln!("membound: {name}=`{v}` is not {allowed}; using {default}");
+            default
+        }),
+    }
+}
+
 /// Warps (Q8_1 blocks) per block of the activation quantization (`QUANT_WARPS`).
 pub const QUANT_WARPS: u32 = 8;
 /// Bytes of one Q8_1 block (32 values).

@@ -274,7 +274,12 @@ impl Gpu {
             ));
         }
         let gemv_status = format!(
-            "gemv: {warps} rows per block, blocks per SM: {}",
+            "gemv: {warps} rows per block, {}, blocks per SM: {}",
+            if crate::gemv::gemv_pipelined() {
+                "tiles double-buffered (cp.async)"
+            } else {
+                "tiles single-buffered"
+            },
             gemv_residency.join(", ")
         );
         let read = &functions[&Kernel::Read];

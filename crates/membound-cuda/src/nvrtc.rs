@@ -361,6 +361,7 @@ pub(crate) fn options(target: Target, headers: &CudaHeaders) -> Vec<String> {
         "-lineinfo".to_owned(),
         "--ptxas-options=--warn-on-spills".to_owned(),
         format!("-DGEMV_WARPS={}", crate::gemv::gemv_warps()),
+        format!("-DGEMV_PIPE={}", u8::from(crate::gemv::gemv_pipelined())),
     ];
     if let CudaHeaders::Dirs { dirs, .. } = headers {
         opts.extend(
@@ -558,7 +559,8 @@ mod tests {
                 "-std=c++17",
                 "-lineinfo",
                 "--ptxas-options=--warn-on-spills",
-                "-DGEMV_WARPS=4"
+                "-DGEMV_WARPS=4",
+                "-DGEMV_PIPE=1"
             ]
         );
         let h = CudaHeaders::Dirs {
@@ -566,7 +568,7 @@ mod tests {
             dirs: vec!["/a".into(), "/a/cccl".into()],
         };
         let o = options(t, &h);
-        assert_eq!(&o[5..], ["--include-path=/a", "--include-path=/a/cccl"]);
+        assert_eq!(&o[6..], ["--include-path=/a", "--include-path=/a/cccl"]);
     }
 
     #[test]

@@ -194,11 +194,12 @@ fn x86_fn(dtype: DType) -> DotFn {
     }
 }
 
-/// The AVX-512 VNNI path: its Q4_K dot, the AVX2 kernel of every other type.
+/// The AVX-512 VNNI path: its Q4_K and MXFP4 dots, the AVX2 kernel of every other type.
 #[cfg(target_arch = "x86_64")]
 fn x86_vnni_fn(dtype: DType) -> DotFn {
     match dtype {
         DType::Q4_K => x86::dot_q4_k_vnni,
+        DType::MXFP4 => x86::dot_mxfp4_vnni,
         other => x86_fn(other),
     }
 }
@@ -259,11 +260,11 @@ pub(crate) fn f32_at(b: &[u8], off: usize) -> f32 {
 
 /// ggml's `GGML_E8M0_TO_FP32_HALF`: `2^(e - 128)`, exact for every byte.
 #[inline(always)]
-pub(crate) fn e8m0_half(e: u8) -> f32 {
+pub(crate) const fn e8m0_half(e: u8) -> f32 {
     let bits = if e < 2 {
         0x0020_0000u32 << e
     } else {
-        u32::from(e - 1) << 23
+        ((e - 1) as u32) << 23
     };
     f32::from_bits(bits)
 }

@@ -343,3 +343,42 @@ pub(super) fn dot_mxfp4(w: &[u8], a: &[u8]) -> f32 {
         hsum_ps(acc)
     }
 }
+
+
+/// MXFP4 · Q8_0 with AVX-512 VNNI on 256-bit registers: each block's products summed by one
+/// `vpdpbusd` of |w| and y signed like w (the AVX2 kernel takes two `vpsignb`, `vpmaddubsw` and
+/// `vpmaddwd`), the weight scale read from [`E8M0_HALF`] rather than built from its exponent.
+/// Measured on one Zen 4 core in cache: the per-block scales, not the products, bound this
+/// kernel (with constant scales it runs 1.5x faster); the table and VNNI give +15-20 %.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn dot_mxfp4_vnni(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: loads stay within the 17-byte weight (1 + 16) and 34-byte activation blocks;
+    // AVX2/FMA/F16C/AVX-512 VNNI/VL are enabled.
+    unsafe {
+        let lut = _mm_loadu_si128(KVALUES_MXFP4.as_ptr().cast());
+        let m4 = _mm_set1_epi8(0x0F);
+        let zero = _mm256_setzero_si256();
+        let acc = fold_blocks(w, a, MXFP4_BYTES, Q8_0_BYTES, |acc, x, y| {
+            let q = _mm_loadu_si128(x.add(1).cast());
+            let lo = _mm_shuffle_epi8(lut, _mm_and_si128(q, m4));
+            let hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+            let wv = _mm256_set_m128i(hi, lo);
+            let yv = load32(y.add(2));
+            let s = _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(wv), _mm256_sign_epi8(yv, wv));
+            let d = _mm256_set1_ps(E8M0_HALF[usize::from(*x)] * f16_ptr(y));
+            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc)
+        });
+        hsum_ps(acc)
+    }
+}
+
+/// [`e8m0_half`] of every exponent.
+static E8M0_HALF: [f32; 256] = {
+    let mut t = [0f32; 256];
+    let mut e = 0;
+    while e < 256 {
+        t[e] = e8m0_half(e as u8);
+        e += 1;
+    }
+    t
+};

@@ -16,10 +16,10 @@
 // flight per lane), and the block's 4 warps copy the matching Q8_1 blocks of x once for all 4
 // rows. The chunk dot products then read shared memory only. Rows whose bytes are not 16-byte
 // aligned fall back to 4-, 2- or 1-byte words (still consecutive across lanes).
-// Pipelining (GEMV_PIPE=1, the default): the tiles are half as long and double-buffered, each
+// Pipelining (TILE_PIPE=1, the default): the tiles are half as long and double-buffered, each
 // tile's copies issued with cp.async (no registers: the whole tile in flight per lane) before
-// the previous tile's dot products, so loads stay in flight while the warp computes. GEMV_PIPE=0
-// (MEMBOUND_GEMV_PIPE=0) copies each full tile through registers, four 16-byte loads in flight
+// the previous tile's dot products, so loads stay in flight while the warp computes. TILE_PIPE=0
+// (MEMBOUND_TILE_PIPE=0) copies each full tile through registers, four 16-byte loads in flight
 // per lane, then computes: on an H200 that loop was latency-bound (under one eligible warp per
 // scheduler, 39-69 % of the read bandwidth at the issue's shapes); the pipelined loop is built
 // to fix it and has not yet been timed on a GPU.

@@ -8,10 +8,11 @@
 #include "common.cuh"
 #include "quant_blocks.cuh"
 
-// 1: block-quantized rows double-buffered with cp.async (mb_rows_dot_pipelined); 0: the
-// single-buffered loop. The host passes -DGEMV_PIPE=N (membound_cuda::gemv::gemv_pipelined).
-#ifndef GEMV_PIPE
-#define GEMV_PIPE 1
+// 1: tiles double-buffered with cp.async (mb_rows_dot_pipelined for block-quantized rows, and
+// attention.cu's KV tiles); 0: copy a tile, then compute on it. The host passes -DTILE_PIPE=N
+// (membound_cuda::gemv::tiles_pipelined).
+#ifndef TILE_PIPE
+#define TILE_PIPE 1
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -74,9 +75,12 @@ static __device__ __forceinline__ void mb_stage(void* dst, const u8* src, u32 by
 static __device__ __forceinline__ void mb_stage_async(void* dst, const u8* src, u32 bytes, u32 t,
                                                       u32 nt) {
     const u64 a = reinterpret_cast<u64>(src) | bytes;
+    // Not unrolled: the copies are in flight without registers anyway.
     if (a % 16 == 0) {
+#pragma unroll 1
         for (u32 i = t; i < bytes / 16; i += nt) mb_cp_async<16>(static_cast<uint4*>(dst) + i, src + 16 * (u64)i);
     } else if (a % 4 == 0) {
+#pragma unroll 1
         for (u32 i = t; i < bytes / 4; i += nt) mb_cp_async<4>(static_cast<u32*>(dst) + i, src + 4 * (u64)i);
     } else if (a % 2 == 0) {
         const u16* s16 = reinterpret_cast<const u16*>(src);
@@ -92,7 +96,7 @@ static __device__ __forceinline__ void mb_stage_async(void* dst, const u8* src, 
 // with one activation vector x of `cols` values, read in tiles staged through shared memory (see
 // gemv.cu's header). Every warp of the block calls it with the same cols (it holds barriers); a
 // warp with active == false only helps copy x. Writes the NMAT sums to out[] in every lane.
-// Block-quantized types take the pipelined loop below where GEMV_PIPE is 1 (the default).
+// Block-quantized types take the pipelined loop below where TILE_PIPE is 1 (the default).
 // Q describes the weight type:
 //   X               the activation element (block_q8_1, or float for F16/BF16)
 //   BLOCK_VALUES    values per weight block, BLOCK_BYTES its bytes, X_PER_BLOCK its X elements
@@ -109,7 +113,7 @@ template <typename Q, u32 WARPS, int NMAT>
 static __device__ __forceinline__ void mb_rows_dot(const u8* const* wr, bool active,
                                                    const typename Q::X* __restrict__ x, u32 cols,
                                                    float* out) {
-#if GEMV_PIPE
+#if TILE_PIPE
     if constexpr (Q::STAGE_W) {
         mb_rows_dot_pipelined<Q, WARPS, NMAT>(wr, active, x, cols, out);
         return;

@@ -9,8 +9,9 @@
 #                    GPU backends, each within SUITE_S seconds (criterion.tgz beside them); decode
 #                    only the cases of DECODE_FILTER (a few models that fit one GPU whole, one
 #                    forced sample beside its whole model, Qwen3-Coder-Next's Gated DeltaNet)
-#   bench-dense-nopipe.log  the large dense cases again with MEMBOUND_GEMV_PIPE=0 (the
-#                    single-buffered GEMV loop), the A/B of the pipelined default (NO_PIPE_AB=1: skip)
+#   bench-{dense,attention}-nopipe.log  the large GEMVs and attention at 32k again with
+#                    MEMBOUND_TILE_PIPE=0 (single-buffered tiles): the A/B of the pipelined
+#                    default (NO_PIPE_AB=1 skips it)
 #   memcheck.log     compute-sanitizer memcheck over the kernel tests
 #   ncu.txt          one Nsight Compute profile of a GEMV (scripts/profile.sh), per-kernel summary
 # Each step has its own time limit (TEST_S, SUITE_S per suite, MEMCHECK_S, NCU_S seconds) so the
@@ -55,10 +56,15 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   [ "$suite" = decode ] && filter=("${DECODE_FILTER:-llama-3.1-8b-q4_k_m-d(0|4096)/|qwen3-coder-30b-a3b-q8_0-d(0|4096)/|gpt-oss-20b-mxfp4_moe-d(0|4096)/|glm-4.7-flash-q8_0-d(0|4096)/|llama-3.2-3b-q4_k_m-d4096(-sampled)?/|qwen3-coder-next-q4_k_m-d0/|llama-3.1-8b-q4_k_m-d0-(split|cpu)}")
   MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "${filter[@]}" > "$log" 2>&1
   echo "$suite rc=$?"
-  if [ "$suite" = dense ] && [ -z "${NO_PIPE_AB:-}" ]; then
-    # The GEMV's single-buffered loop beside the pipelined default, same process conditions.
-    MEMBOUND_GEMV_PIPE=0 MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot 'x4096/|x8192/' > "$out/bench-dense-nopipe.log" 2>&1
-    echo "dense (MEMBOUND_GEMV_PIPE=0) rc=$?"; grep -E '% of|paired' "$out/bench-dense-nopipe.log" | head -20
+  # The single-buffered tile loops beside the pipelined default (MEMBOUND_TILE_PIPE=0), same
+  # process conditions: the large GEMVs, and attention at 32k.
+  ab=""
+  [ "$suite" = dense ] && ab='x4096/|x8192/'
+  [ "$suite" = attention ] && ab='-d32768/'
+  if [ -n "$ab" ] && [ -z "${NO_PIPE_AB:-}" ]; then
+    MEMBOUND_TILE_PIPE=0 MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "$ab" > "$out/bench-$suite-nopipe.log" 2>&1
+    echo "$suite (MEMBOUND_TILE_PIPE=0) rc=$?"
+    sed -n '/^### attention on/,/^attention: /p; /^## membound/,/^Criterion output/p' "$out/bench-$suite-nopipe.log"
   fi
   sed -n '/^moe verdict/,/^moe: /p; /^### attention on/,/^attention: /p; /^decode: t\/s/,/^decode: /p; /^## membound/,/^Criterion output/p' "$log"
   grep -E 'FAILED|skipped' "$log" | head -20

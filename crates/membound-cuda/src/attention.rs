@@ -22,8 +22,9 @@ pub const ATTN_MAX_HG: usize = 8;
 pub const ATTN_MAX_DK: usize = 576;
 /// See [`ATTN_MAX_DK`].
 pub const ATTN_MAX_DV: usize = 512;
-/// Shared memory of one tile of K and V rows (`ATTN_TILE_BYTES`).
-pub const ATTN_TILE_BYTES: usize = 36 * 1024;
+/// Shared memory of one tile of K and V rows (`ATTN_TILE_BYTES`); the kernels hold two, the
+/// next tile in flight while this one is scored (`TILE_PIPE`).
+pub const ATTN_TILE_BYTES: usize = 18 * 1024;
 /// Rows per tile at most (one per lane).
 pub const ATTN_MAX_TILE: usize = 32;
 
@@ -258,8 +259,8 @@ mod tests {
     #[test]
     fn plans_fill_the_device_and_fit_the_tile() {
         // MLA latent F16 at 32k on 132 SMs: 20 heads in 3 blocks of 7 warps, 1152-byte rows
-        // in tiles of 32, 88 splits asked (264 blocks), chunks rounded up to whole tiles: 86
-        // of 384 tokens.
+        // in tiles of 16 (18 KiB; two buffers), 88 splits asked (264 blocks), chunks rounded up
+        // to whole tiles: 86 of 384 tokens.
         let p = attn_plan(
             &glm(KvLayout::MlaLatent, DType::F16),
             32768,
@@ -269,13 +270,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((p.params.heads_per_block, p.params.head_groups), (7, 3));
-        assert_eq!(p.params.tile, 32);
+        assert_eq!(p.params.tile, 16);
         assert_eq!(p.split.grid_dim, (3, 86, 1));
         assert_eq!(p.params.chunk, 384);
         assert!(p.params.chunk as usize * p.params.splits as usize >= 32768);
         // Split: K and V rows share the tile.
         let s = attn_plan(&glm(KvLayout::MlaSplit, DType::F16), 4096, 4096, 132, None).unwrap();
-        assert_eq!(s.params.tile, (36 * 1024 / (1152 + 1024)) as u32);
+        assert_eq!(s.params.tile, (18 * 1024 / (1152 + 1024)) as u32);
         // At depth 1k the splits stop at one tile each.
         let short = attn_plan(
             &glm(KvLayout::MlaLatent, DType::Q8_0),

@@ -29,19 +29,20 @@ pub fn gemv_warps() -> u32 {
     })
 }
 
-/// Whether block-quantized rows are double-buffered with cp.async when `MEMBOUND_GEMV_PIPE` is
-/// not set: the `GEMV_PIPE` default of gemv_tile.cuh (and of the host build of the kernels).
-pub const DEFAULT_GEMV_PIPE: bool = true;
+/// Whether tiles are double-buffered with cp.async when `MEMBOUND_TILE_PIPE` is not set: the
+/// `TILE_PIPE` default of gemv_tile.cuh (and of the host build of the kernels).
+pub const DEFAULT_TILE_PIPE: bool = true;
 
-/// Whether the GEMV and MoE expert kernels of this process double-buffer block-quantized rows
-/// (cp.async; `-DGEMV_PIPE=1`) or copy and compute in turn (`0`): `MEMBOUND_GEMV_PIPE` (0 or 1,
-/// a tuning knob for comparing the two on a GPU), else [`DEFAULT_GEMV_PIPE`].
-pub fn gemv_pipelined() -> bool {
+/// Whether the kernels of this process that stage tiles in shared memory (GEMV and MoE experts
+/// over block-quantized rows, decode attention over the KV cache) double-buffer them with
+/// cp.async (`-DTILE_PIPE=1`) or copy and compute in turn (`0`): `MEMBOUND_TILE_PIPE` (0 or 1, a
+/// tuning knob for comparing the two on a GPU), else [`DEFAULT_TILE_PIPE`].
+pub fn tiles_pipelined() -> bool {
     static PIPE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PIPE.get_or_init(|| {
         knob(
-            "MEMBOUND_GEMV_PIPE",
-            DEFAULT_GEMV_PIPE,
+            "MEMBOUND_TILE_PIPE",
+            DEFAULT_TILE_PIPE,
             "0 or 1",
             |v| match v {
                 "0" => Some(false),

@@ -275,7 +275,7 @@ impl Gpu {
         }
         let gemv_status = format!(
             "gemv: {warps} rows per block, {}, blocks per SM: {}",
-            if crate::gemv::gemv_pipelined() {
+            if crate::gemv::tiles_pipelined() {
                 "tiles double-buffered (cp.async)"
             } else {
                 "tiles single-buffered"

@@ -361,7 +361,7 @@ pub(crate) fn options(target: Target, headers: &CudaHeaders) -> Vec<String> {
         "-lineinfo".to_owned(),
         "--ptxas-options=--warn-on-spills".to_owned(),
         format!("-DGEMV_WARPS={}", crate::gemv::gemv_warps()),
-        format!("-DGEMV_PIPE={}", u8::from(crate::gemv::gemv_pipelined())),
+        format!("-DTILE_PIPE={}", u8::from(crate::gemv::tiles_pipelined())),
     ];
     if let CudaHeaders::Dirs { dirs, .. } = headers {
         opts.extend(
@@ -560,7 +560,7 @@ mod tests {
                 "-lineinfo",
                 "--ptxas-options=--warn-on-spills",
                 "-DGEMV_WARPS=4",
-                "-DGEMV_PIPE=1"
+                "-DTILE_PIPE=1"
             ]
         );
         let h = CudaHeaders::Dirs {

@@ -344,7 +344,6 @@ pub(super) fn dot_mxfp4(w: &[u8], a: &[u8]) -> f32 {
     }
 }
 
-
 /// MXFP4 · Q8_0 with AVX-512 VNNI on 256-bit registers: each block's products summed by one
 /// `vpdpbusd` of |w| and y signed like w (the AVX2 kernel takes two `vpsignb`, `vpmaddubsw` and
 /// `vpmaddwd`), the weight scale read from [`E8M0_HALF`] rather than built from its exponent.

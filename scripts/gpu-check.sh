@@ -60,7 +60,7 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   # process conditions: the large GEMVs, and attention at 32k.
   ab=""
   [ "$suite" = dense ] && ab='x4096/|x8192/'
-  [ "$suite" = attention ] && ab='-d32768/'
+  [ "$suite" = attention ] && ab='-d32k/'
   if [ -n "$ab" ] && [ -z "${NO_PIPE_AB:-}" ]; then
     MEMBOUND_TILE_PIPE=0 MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "$ab" > "$out/bench-$suite-nopipe.log" 2>&1
     echo "$suite (MEMBOUND_TILE_PIPE=0) rc=$?"

@@ -261,6 +261,32 @@ fn dot_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `acc += Σ_i p[i] · v_i` over a tile's V rows (`vstride` apart), sixteen accumulator values
+/// at a time kept in registers across the tile's tokens (rather than loaded and stored once per
+/// token); each value's sum in token order, as one `axpy_body` per token would give. Measured
+/// on the 2-core Zen 4 VM at 32k (F16): GLM MLA latent -16 %, GQA -7 to -12 % per layer; for
+/// one query head per row (expanded MHA) it was ~10 % slower, so that case stays row by row.
+#[inline(always)]
+fn accumulate_tile<const FMA: bool>(acc: &mut [f32], p: &[f32], vrows: &[f32], vstride: usize) {
+    let dv = acc.len();
+    let full = dv / 16 * 16;
+    for c in (0..full).step_by(16) {
+        let mut o = [0f32; 16];
+        o.copy_from_slice(&acc[c..c + 16]);
+        for (i, &pi) in p.iter().enumerate() {
+            let v = &vrows[i * vstride + c..i * vstride + c + 16];
+            for (o, &x) in o.iter_mut().zip(v) {
+                *o = if FMA { pi.mul_add(x, *o) } else { *o + pi * x };
+            }
+        }
+        acc[c..c + 16].copy_from_slice(&o);
+    }
+    for (i, &pi) in p.iter().enumerate() {
+        let v = &vrows[i * vstride + full..i * vstride + dv];
+        axpy_body::<FMA>(&mut acc[full..], pi, v);
+    }
+}
+
 /// `acc += p · v`.
 #[inline(always)]
 fn axpy_body<const FMA: bool>(acc: &mut [f32], p: f32, v: &[f32]) {
@@ -315,10 +341,19 @@ fn chunk_body<const FMA: bool>(
             }
             st.l *= a;
             st.m = m;
-            for (i, sv) in sc.iter().enumerate() {
-                let p = (sv - m).exp();
-                st.l += p;
-                axpy_body::<FMA>(&mut st.acc, p, &vrows[i * vstride..i * vstride + dv]);
+            let mut p = [0f32; TILE_TOKENS];
+            p[..n]
+                .iter_mut()
+                .zip(sc.iter())
+                .for_each(|(p, sv)| *p = (sv - m).exp());
+            st.l += p[..n].iter().sum::<f32>();
+            if g > 1 {
+                accumulate_tile::<FMA>(&mut st.acc, &p[..n], vrows, vstride);
+            } else {
+                // One head per row (expanded MHA): row by row measured faster (Zen 4, 32k).
+                for (i, &p) in p[..n].iter().enumerate() {
+                    axpy_body::<FMA>(&mut st.acc, p, &vrows[i * vstride..i * vstride + dv]);
+                }
             }
         }
         t += n;

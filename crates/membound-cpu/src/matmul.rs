@@ -91,7 +91,7 @@ impl CpuGemv {
         let kernel = DotKernel::new(self.dtype, isa)?;
         check_len("GEMV input x", self.cols, x.len())?;
         check_len("GEMV output y", self.rows, y.len())?;
-        let act = Activations::new(kernel.act_dtype(), x)?;
+        let act = Activations::new(&kernel, x)?;
         self.rows_with(pool, &kernel, &[act.bytes()], y);
         Ok(())
     }
@@ -118,7 +118,7 @@ impl CpuGemv {
         check_len("GEMV output y", self.rows, y.len())?;
         let acts = xs
             .chunks_exact(self.cols)
-            .map(|x| Activations::new(kernel.act_dtype(), x))
+            .map(|x| Activations::new(&kernel, x))
             .collect::<Result<Vec<_>, _>>()?;
         let acts: Vec<&[u8]> = acts.iter().map(Activations::bytes).collect();
         self.rows_with(pool, &kernel, &acts, y);
@@ -179,7 +179,7 @@ impl CpuGemv {
             })?;
         let acts: Vec<Activations<'_>> = pool.install(|| {
             xs.par_chunks(self.cols)
-                .map(|x| Activations::new(kernel.act_dtype(), x))
+                .map(|x| Activations::new(&kernel, x))
                 .collect::<Result<_, _>>()
         })?;
         let row_tile = (ROW_TILE_BYTES / self.row_bytes.max(1)).clamp(1, 64);
@@ -233,11 +233,18 @@ pub(crate) enum Activations<'a> {
 }
 
 impl<'a> Activations<'a> {
-    pub(crate) fn new(act: DType, x: &'a [f32]) -> Result<Self, CpuError> {
+    /// `x` as `kernel` reads it: f32 as is, else quantized to its activation type (with the
+    /// blocks' f32 scales appended where the kernel wants them).
+    pub(crate) fn new(kernel: &DotKernel, x: &'a [f32]) -> Result<Self, CpuError> {
+        let act = kernel.act_dtype();
         Ok(if act == DType::F32 {
             Activations::F32(x)
         } else {
-            Activations::Quant(ops::quantize(act, x)?)
+            let mut q = ops::quantize(act, x)?;
+            if kernel.act_scales() {
+                DotKernel::extend_act(&mut q);
+            }
+            Activations::Quant(q)
         })
     }
 

@@ -509,7 +509,7 @@ impl Pass<'_> {
         let dk = DotKernel::new(self.down.dtype, isa)?;
         let xq: Vec<Activations<'_>> = pool.install(|| {
             xs.par_chunks(h)
-                .map(|x| Activations::new(gk.act_dtype(), x))
+                .map(|x| Activations::new(&gk, x))
                 .collect::<Result<_, _>>()
         })?;
         let plan = Plan::new(ids);
@@ -553,7 +553,7 @@ impl Pass<'_> {
         });
         let aq: Vec<Activations<'_>> = pool.install(|| {
             act.par_chunks(f)
-                .map(|a| Activations::new(dk.act_dtype(), a))
+                .map(|a| Activations::new(&dk, a))
                 .collect::<Result<_, _>>()
         })?;
         let out = OutPtr(y.as_mut_ptr());

@@ -101,6 +101,30 @@ fn gemv_matches_references_on_random_block_bytes() {
     }
 }
 
+/// `DotKernel::dot` takes an activation row of its activation type on every ISA (the VNNI
+/// MXFP4 kernel, which reads the scales as f32 appended after the blocks, gets them there).
+#[test]
+fn dot_kernel_rows_agree_on_every_isa() {
+    for dtype in QUANT {
+        let cols = 8 * dtype.block_size() as usize;
+        let g = random_blocks(dtype, 1, cols, 5);
+        let x = normal_f32(3, cols, 1.0);
+        let act = ops::quantize(act_dtype(dtype).unwrap(), &x).unwrap();
+        let scalar = DotKernel::new(dtype, Isa::Scalar).unwrap();
+        let want = scalar.dot(cols, g.weights(), &act).unwrap();
+        for isa in Isa::available() {
+            let got = DotKernel::new(dtype, isa)
+                .unwrap()
+                .dot(cols, g.weights(), &act)
+                .unwrap();
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{dtype} {isa}: {got} vs {want}"
+            );
+        }
+    }
+}
+
 #[test]
 fn dot_kernel_checks_lengths_and_support() {
     let k = DotKernel::new(DType::Q8_0, Isa::Scalar).unwrap();

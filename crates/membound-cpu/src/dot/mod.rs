@@ -57,6 +57,7 @@ pub struct DotKernel {
     act: DType,
     isa: Isa,
     f: DotFn,
+    act_scales: bool,
 }
 
 impl std::fmt::Debug for DotKernel {
@@ -90,7 +91,36 @@ impl DotKernel {
             #[allow(unreachable_patterns)]
             _ => return Err(CpuError::IsaUnavailable(isa)),
         };
-        Ok(Self { dtype, act, isa, f })
+        // The VNNI MXFP4 kernel reads each activation block's scale as an f32 appended after
+        // the blocks (converted once per activation, not once per weight row).
+        #[cfg(target_arch = "x86_64")]
+        let act_scales = isa == Isa::Avx512Vnni && dtype == DType::MXFP4;
+        #[cfg(not(target_arch = "x86_64"))]
+        let act_scales = false;
+        Ok(Self {
+            dtype,
+            act,
+            isa,
+            f,
+            act_scales,
+        })
+    }
+
+    /// Whether this kernel's activations carry, after their Q8_0 blocks, each block's scale as
+    /// an f32 ([`DotKernel::extend_act`]).
+    pub(crate) fn act_scales(&self) -> bool {
+        self.act_scales
+    }
+
+    /// Appends each Q8_0 block's scale of `act` (the blocks' bytes) as a little-endian f32:
+    /// the activation layout of a kernel with [`DotKernel::act_scales`].
+    pub(crate) fn extend_act(act: &mut Vec<u8>) {
+        let blocks = act.len() / Q8_0_BYTES;
+        act.reserve(4 * blocks);
+        for b in 0..blocks {
+            let d = half::f16::from_le_bytes([act[b * Q8_0_BYTES], act[b * Q8_0_BYTES + 1]]);
+            act.extend_from_slice(&d.to_f32().to_le_bytes());
+        }
     }
 
     /// The weight type.
@@ -133,6 +163,11 @@ impl DotKernel {
         })?;
         check_len("weight row", w_bytes, w_row.len())?;
         check_len("activation row", a_bytes, act_row.len())?;
+        if self.act_scales {
+            let mut ext = act_row.to_vec();
+            Self::extend_act(&mut ext);
+            return Ok(self.dot_unchecked(w_row, &ext));
+        }
         Ok(self.dot_unchecked(w_row, act_row))
     }
 

@@ -91,10 +91,10 @@ impl DotKernel {
             #[allow(unreachable_patterns)]
             _ => return Err(CpuError::IsaUnavailable(isa)),
         };
-        // The VNNI MXFP4 kernel reads each activation block's scale as an f32 appended after
+        // The x86 MXFP4 kernels read each activation block's scale as an f32 appended after
         // the blocks (converted once per activation, not once per weight row).
         #[cfg(target_arch = "x86_64")]
-        let act_scales = isa == Isa::Avx512Vnni && dtype == DType::MXFP4;
+        let act_scales = matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && dtype == DType::MXFP4;
         #[cfg(not(target_arch = "x86_64"))]
         let act_scales = false;
         Ok(Self {

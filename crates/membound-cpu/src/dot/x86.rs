@@ -325,19 +325,39 @@ pub(super) fn dot_q6_k(w: &[u8], a: &[u8]) -> f32 {
     }
 }
 
-/// MXFP4 · Q8_0: nibbles looked up in the doubled E2M1 table with `pshufb`.
+/// MXFP4 · Q8_0: nibbles looked up in the doubled E2M1 table with `pshufb`; the scales as in
+/// [`dot_mxfp4_vnni`] (the weight's from [`E8M0_HALF`], the activation's appended as f32).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn dot_mxfp4(w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: loads stay within the 17-byte weight (1 + 16) and 34-byte activation blocks.
+    // SAFETY: as mxfp4_blocks; AVX2/FMA/F16C are enabled.
+    unsafe { mxfp4_blocks(w, a, |wv, yv| mul_sum_i8(wv, yv)) }
+}
+
+/// The MXFP4 · Q8_0 block loop: `sum(w, y)` gives a block's eight partial integer sums of its
+/// 32 looked-up weights `w` and activations `y`; each block's scale is the weight's
+/// [`E8M0_HALF`] times the activation's f32 appended after the Q8_0 blocks of `a`
+/// (`DotKernel::extend_act`). Its own target features, as `q4_k_blocks`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mxfp4_blocks(w: &[u8], a: &[u8], sum: impl Fn(__m256i, __m256i) -> __m256i) -> f32 {
+    let blocks = w.len() / MXFP4_BYTES;
+    let (qa, scales) = a.split_at(blocks * Q8_0_BYTES);
+    debug_assert!(scales.len() >= 4 * blocks, "activation scales appended");
+    // SAFETY: loads stay within the 17-byte weight (1 + 16) and 34-byte activation blocks, and
+    // the scale of activation block b at 4b of `scales` (appended by DotKernel::extend_act);
+    // the callers enable AVX2/FMA/F16C.
     unsafe {
         let lut = _mm_loadu_si128(KVALUES_MXFP4.as_ptr().cast());
         let m4 = _mm_set1_epi8(0x0F);
-        let acc = fold_blocks(w, a, MXFP4_BYTES, Q8_0_BYTES, |acc, x, y| {
+        let (base, sp) = (qa.as_ptr(), scales.as_ptr());
+        let acc = fold_blocks(w, qa, MXFP4_BYTES, Q8_0_BYTES, |acc, x, y| {
             let q = _mm_loadu_si128(x.add(1).cast());
             let lo = _mm_shuffle_epi8(lut, _mm_and_si128(q, m4));
             let hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
-            let s = mul_sum_i8(_mm256_set_m128i(hi, lo), load32(y.add(2)));
-            let d = _mm256_set1_ps(e8m0_half(*x) * f16_ptr(y));
+            let s = sum(_mm256_set_m128i(hi, lo), load32(y.add(2)));
+            let b = (y.offset_from(base) as usize) / Q8_0_BYTES;
+            let yd = sp.add(4 * b).cast::<f32>().read_unaligned();
+            let d = _mm256_set1_ps(E8M0_HALF[usize::from(*x)] * yd);
             _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc)
         });
         hsum_ps(acc)
@@ -346,36 +366,17 @@ pub(super) fn dot_mxfp4(w: &[u8], a: &[u8]) -> f32 {
 
 /// MXFP4 · Q8_0 with AVX-512 VNNI on 256-bit registers: each block's products summed by one
 /// `vpdpbusd` of |w| and y signed like w (the AVX2 kernel takes two `vpsignb`, `vpmaddubsw` and
-/// `vpmaddwd`), the weight scale read from [`E8M0_HALF`] and the activation's as the f32 that
-/// follows the Q8_0 blocks in `a` (`DotKernel::extend_act`). Measured on one Zen 4 core in
-/// cache: the per-block scales, not the products, bound this kernel (with constant scales it
-/// runs 1.5x faster), so both are looked up rather than converted per block.
+/// `vpmaddwd`). Measured on one Zen 4 core in cache: the per-block scales, not the products,
+/// bound these kernels (with constant scales 1.5x faster), so both scales are looked up
+/// (`mxfp4_blocks`) rather than converted per block.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn dot_mxfp4_vnni(w: &[u8], a: &[u8]) -> f32 {
-    let blocks = w.len() / MXFP4_BYTES;
-    let (qa, scales) = a.split_at(blocks * Q8_0_BYTES);
-    debug_assert!(scales.len() >= 4 * blocks, "activation scales appended");
-    // SAFETY: loads stay within the 17-byte weight (1 + 16) and 34-byte activation blocks, and
-    // the scale of activation block b at 4b of `scales` (4 bytes per block, appended by
-    // DotKernel::extend_act); AVX2/FMA/F16C/AVX-512 VNNI/VL are enabled.
+    // SAFETY: as mxfp4_blocks; AVX-512 VNNI/VL are enabled.
     unsafe {
-        let lut = _mm_loadu_si128(KVALUES_MXFP4.as_ptr().cast());
-        let m4 = _mm_set1_epi8(0x0F);
         let zero = _mm256_setzero_si256();
-        let (base, sp) = (qa.as_ptr(), scales.as_ptr());
-        let acc = fold_blocks(w, qa, MXFP4_BYTES, Q8_0_BYTES, |acc, x, y| {
-            let q = _mm_loadu_si128(x.add(1).cast());
-            let lo = _mm_shuffle_epi8(lut, _mm_and_si128(q, m4));
-            let hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
-            let wv = _mm256_set_m128i(hi, lo);
-            let yv = load32(y.add(2));
-            let s = _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(wv), _mm256_sign_epi8(yv, wv));
-            let b = (y.offset_from(base) as usize) / Q8_0_BYTES;
-            let yd = sp.add(4 * b).cast::<f32>().read_unaligned();
-            let d = _mm256_set1_ps(E8M0_HALF[usize::from(*x)] * yd);
-            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc)
-        });
-        hsum_ps(acc)
+        mxfp4_blocks(w, a, |wv, yv| {
+            _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(wv), _mm256_sign_epi8(yv, wv))
+        })
     }
 }
 

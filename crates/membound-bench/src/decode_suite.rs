@@ -634,7 +634,7 @@ fn decode_placed_case(
         + (on_cpu as u32..m.n_layers)
             .map(|i| layer_cache(kv, i))
             .sum::<u64>();
-    if !fits(run, b, case, device_need, "the device part needs", "") {
+    if !fits(run, b, case, device_need) {
         return None;
     }
     let mut opts = StepOptions::new(m, c.depth + 1);
@@ -912,16 +912,16 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
     )
 }
 
-/// Whether `need` bytes fit GPU `b`'s memory budget; if not, the case is skipped with
-/// `what`, the sizes and `note`.
-fn fits(run: &mut Run, b: &GpuBackend, case: &str, need: u64, what: &str, note: &str) -> bool {
+/// Whether the `need` bytes of a placement's device part fit GPU `b`'s memory budget; if not,
+/// the case is skipped with the sizes.
+fn fits(run: &mut Run, b: &GpuBackend, case: &str, need: u64) -> bool {
     let budget = b.memory_budget();
     if need > budget {
         run.skip(
             case,
             b.id(),
             format!(
-                "{what} {:.1} GiB of the {:.1} GiB budget{note}",
+                "the device part needs {:.1} GiB of the {:.1} GiB budget",
                 need as f64 / GIB,
                 budget as f64 / GIB
             ),

@@ -54,13 +54,23 @@ static __device__ __forceinline__ T mb_ld(const T* p) {
 
 // Asynchronous copy of N (4, 8 or 16) bytes from global `src` to shared `dst`, both N-byte
 // aligned (cp.async, sm_80+: the bytes travel without passing through registers, so a warp can
-// keep a whole tile in flight while it computes on the previous one). On the host the copy is
-// recorded as a load and lands at the mb_cp_async_wait that covers it.
+// keep a whole tile in flight while it computes on the previous one; older GPUs copy through
+// registers). On the host the copy is recorded as a load and lands at the mb_cp_async_wait that
+// covers it.
 template <int N>
 static __device__ __forceinline__ void mb_cp_async(void* dst, const void* src) {
     static_assert(N == 4 || N == 8 || N == 16, "cp.async copies 4, 8 or 16 bytes");
 #ifdef MB_HOST
     mbh::cp_async(dst, src, N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    // No cp.async before sm_80: a plain copy (complete before the barrier that follows).
+    if (N == 16) {
+        *static_cast<uint4*>(dst) = *static_cast<const uint4*>(src);
+    } else if (N == 8) {
+        *static_cast<uint2*>(dst) = *static_cast<const uint2*>(src);
+    } else {
+        *static_cast<u32*>(dst) = *static_cast<const u32*>(src);
+    }
 #else
     u32 s;
     asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(dst));
@@ -76,7 +86,7 @@ static __device__ __forceinline__ void mb_cp_async(void* dst, const void* src) {
 static __device__ __forceinline__ void mb_cp_async_commit() {
 #ifdef MB_HOST
     mbh::cp_async_commit();
-#else
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     asm volatile("cp.async.commit_group;" ::: "memory");
 #endif
 }
@@ -87,7 +97,7 @@ template <int N>
 static __device__ __forceinline__ void mb_cp_async_wait() {
 #ifdef MB_HOST
     mbh::cp_async_wait(N);
-#else
+#elif !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }

@@ -68,28 +68,33 @@ static __device__ __forceinline__ void mb_stage(void* dst, const u8* src, u32 by
 }
 
 // Copies `bytes` bytes from global src to 16-byte aligned shared dst asynchronously (cp.async)
-// in 16- or 4-byte words as src's alignment and the length allow, thread t of nt taking words
-// t, t+nt, ...; rows aligned to 2 or 1 bytes are copied synchronously, a word per thread at a
-// time (few registers: the MoE kernels run two matrices through here). The caller commits the
-// group and waits for it.
+// in 16- or 4-byte words as src's alignment allows, thread t of nt taking words t, t+nt, ...;
+// the bytes past the last whole word (a length that is not a word multiple: an MXFP4 row of
+// 2880 values is 1530 bytes) are copied synchronously. Rows aligned to 2 or 1 bytes only are
+// copied synchronously in 2- or 1-byte words, four loads in flight. The caller commits the group
+// and waits for it.
 static __device__ __forceinline__ void mb_stage_async(void* dst, const u8* src, u32 bytes, u32 t,
                                                       u32 nt) {
-    const u64 a = reinterpret_cast<u64>(src) | bytes;
+    const u64 s = reinterpret_cast<u64>(src);
+    const u32 word = s % 16 == 0 ? 16 : s % 4 == 0 ? 4 : 0;
+    if (word == 0) {  // four 2- or 1-byte loads in flight per thread
+        if (s % 2 == 0 && bytes % 2 == 0) {
+            mb_stage_words(static_cast<u16*>(dst), reinterpret_cast<const u16*>(src), bytes / 2, t, nt);
+        } else {
+            mb_stage_words(static_cast<u8*>(dst), src, bytes, t, nt);
+        }
+        return;
+    }
+    const u32 words = bytes / word;
     // Not unrolled: the copies are in flight without registers anyway.
-    if (a % 16 == 0) {
+    if (word == 16) {
 #pragma unroll 1
-        for (u32 i = t; i < bytes / 16; i += nt) mb_cp_async<16>(static_cast<uint4*>(dst) + i, src + 16 * (u64)i);
-    } else if (a % 4 == 0) {
-#pragma unroll 1
-        for (u32 i = t; i < bytes / 4; i += nt) mb_cp_async<4>(static_cast<u32*>(dst) + i, src + 4 * (u64)i);
-    } else if (a % 2 == 0) {
-        const u16* s16 = reinterpret_cast<const u16*>(src);
-#pragma unroll 1
-        for (u32 i = t; i < bytes / 2; i += nt) static_cast<u16*>(dst)[i] = mb_ld(s16 + i);
+        for (u32 i = t; i < words; i += nt) mb_cp_async<16>(static_cast<uint4*>(dst) + i, src + 16 * (u64)i);
     } else {
 #pragma unroll 1
-        for (u32 i = t; i < bytes; i += nt) static_cast<u8*>(dst)[i] = mb_ld(src + i);
+        for (u32 i = t; i < words; i += nt) mb_cp_async<4>(static_cast<u32*>(dst) + i, src + 4 * (u64)i);
     }
+    for (u32 i = words * word + t; i < bytes; i += nt) static_cast<u8*>(dst)[i] = mb_ld(src + i);
 }
 
 // The dot products of this warp's row of each of NMAT matrices (wr[m]: the row's first byte)
@@ -116,9 +121,9 @@ static __device__ __forceinline__ void mb_rows_dot(const u8* const* wr, bool act
 #if TILE_PIPE
     if constexpr (Q::STAGE_W) {
         mb_rows_dot_pipelined<Q, WARPS, NMAT>(wr, active, x, cols, out);
-        return;
-    }
+    } else
 #endif
+    {
     using X = typename Q::X;
     constexpr u32 W_TILE = Q::STAGE_W ? Q::TILE_BLOCKS * Q::BLOCK_BYTES : 16;
     constexpr u32 X_TILE = Q::TILE_BLOCKS * Q::X_PER_BLOCK * (u32)sizeof(X);
@@ -160,6 +165,7 @@ static __device__ __forceinline__ void mb_rows_dot(const u8* const* wr, bool act
     }
 #pragma unroll
     for (int m = 0; m < NMAT; ++m) out[m] = mb_warp_sum(acc[m]);
+    }
 }
 
 // mb_rows_dot for block-quantized weights with the tiles double-buffered: tiles of half the

@@ -147,11 +147,21 @@ impl LayerSample {
     /// layer timed by itself; only their ratios count, so a cache that favours one layer
     /// replayed alone favours them all alike), then scaled as [`LayerSample::scale`] does.
     /// Layers of one kind scale by layer counts exactly.
+    /// Layers timed alone run warm (their own bytes replayed): one smaller than the last-level
+    /// cache times faster alone than in the step, and takes less of its share.
+    ///
+    /// # Panics
+    /// When `alone` does not hold one time per sampled layer (a caller's bug).
     pub fn scale_shared(&self, fixed: f64, step: f64, alone: &[f64]) -> f64 {
+        assert_eq!(
+            alone.len(),
+            self.layers.len(),
+            "one time alone per sampled layer"
+        );
         let layers = (step - fixed).max(0.0);
         let n = self.layers.len().max(1) as f64;
         let sum: f64 = alone.iter().sum();
-        let shares: Vec<f64> = if sum > 0.0 && alone.len() == self.layers.len() {
+        let shares: Vec<f64> = if sum > 0.0 {
             alone.iter().map(|a| layers * a / sum).collect()
         } else {
             vec![layers / n; self.layers.len()]
@@ -205,7 +215,7 @@ mod tests {
         assert!((s.scale_shared(2.0, 10.0, &[1.0, 1.0]) - 162.0).abs() < 1e-9);
         assert!((s.scale_shared(2.0, 10.0, &[1.0, 3.0]) - (2.0 + 20.0 + 180.0)).abs() < 1e-9);
         // No usable alone times: equal shares; a step faster than its fixed part: no layers.
-        assert!((s.scale_shared(2.0, 10.0, &[]) - 162.0).abs() < 1e-9);
+        assert!((s.scale_shared(2.0, 10.0, &[0.0, 0.0]) - 162.0).abs() < 1e-9);
         assert!((s.scale_shared(2.0, 1.0, &[1.0, 1.0]) - 2.0).abs() < 1e-9);
     }
 

@@ -6,6 +6,7 @@
 use cudarc::driver::LaunchConfig;
 use membound_spec::DType;
 use membound_spec::attention::AttnShape;
+use membound_spec::model::DeltaShape;
 use membound_spec::moe::MoeLayer;
 
 use crate::attention::attn_plan;
@@ -611,23 +612,8 @@ pub struct DeltaDesc {
     pub ba: Mat,
     /// `ssm_out`.
     pub out: Mat,
-    /// Key (and query) heads.
-    pub n_k: usize,
-    /// Value heads.
-    pub n_v: usize,
-    /// Key head size.
-    pub d_k: usize,
-    /// Value head size.
-    pub d_v: usize,
-    /// Convolution taps.
-    pub conv: usize,
-}
-
-impl DeltaDesc {
-    /// Values of the recurrent state.
-    pub fn state_len(&self) -> usize {
-        self.n_v * self.d_v * self.d_k
-    }
+    /// The heads and the convolution's taps.
+    pub shape: DeltaShape,
 }
 
 /// An MLA layer's projections (llama.cpp's tensors): the query (through its low-rank `q_a`
@@ -1059,26 +1045,26 @@ impl Builder {
     fn delta(&mut self, d: &StepDesc, i: u32, m: &DeltaDesc, pos: usize) -> Result<()> {
         use StepArg::{In, Out};
         let w = |t: Wt| Buf::W(i, t);
-        let ch = 2 * m.n_k * m.d_k + m.n_v * m.d_v;
-        let v = m.n_v * m.d_v;
-        if m.qkv.rows != ch || m.gate.rows != v || m.ba.rows != 2 * m.n_v || m.out.cols != v {
+        let s = &m.shape;
+        let (ch, v) = (s.channels(), s.n_v * s.d_v);
+        if m.qkv.rows != ch || m.gate.rows != v || m.ba.rows != 2 * s.n_v || m.out.cols != v {
             return Err(bad(format!(
                 "layer {i}: Gated DeltaNet projections of {} / {} / {} rows and {} columns for \
                  {} key heads of {} and {} value heads of {}",
-                m.qkv.rows, m.gate.rows, m.ba.rows, m.out.cols, m.n_k, m.d_k, m.n_v, m.d_v
+                m.qkv.rows, m.gate.rows, m.ba.rows, m.out.cols, s.n_k, s.d_k, s.n_v, s.d_v
             )));
         }
         self.gemv(&m.qkv, w(Wt::SsmQkv), Buf::H, Buf::DeltaQkv)?;
         self.gemv(&m.gate, w(Wt::SsmGate), Buf::H, Buf::DeltaZ)?;
         self.gemv(&m.ba, w(Wt::SsmBa), Buf::H, Buf::DeltaBa)?;
         let (from, to) = ((pos % 2) as u8, ((pos + 1) % 2) as u8);
-        let (hist_in, hist_out) = if m.conv > 1 {
+        let (hist_in, hist_out) = if s.conv > 1 {
             (Buf::DeltaHist(i, from), Buf::DeltaHist(i, to))
         } else {
             (Buf::Dummy, Buf::Dummy)
         };
         self.dec(
-            delta_conv(ch, m.conv)?,
+            delta_conv(ch, s.conv)?,
             vec![
                 In(Buf::DeltaQkv),
                 In(w(Wt::SsmConv)),
@@ -1088,7 +1074,7 @@ impl Builder {
             ],
         );
         self.dec(
-            delta_rule(m.n_k, m.n_v, m.d_k, m.d_v, d.eps)?,
+            delta_rule(s.n_k, s.n_v, s.d_k, s.d_v, d.eps)?,
             vec![
                 In(Buf::DeltaX),
                 In(Buf::DeltaBa),
@@ -1100,7 +1086,7 @@ impl Builder {
             ],
         );
         self.dec(
-            rmsnorm(m.n_v, m.d_v, d.eps)?,
+            rmsnorm(s.n_v, s.d_v, d.eps)?,
             vec![In(Buf::DeltaO), In(w(Wt::SsmNorm)), Out(Buf::DeltaNormed)],
         );
         self.dec(
@@ -1290,11 +1276,11 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
             FfnDesc::Moe(_) => 0,
         })),
         Buf::DeltaQkv | Buf::DeltaX => f(delta(&|m| m.qkv.rows)),
-        Buf::DeltaZ | Buf::DeltaO | Buf::DeltaNormed => f(delta(&|m| m.n_v * m.d_v)),
+        Buf::DeltaZ | Buf::DeltaO | Buf::DeltaNormed => f(delta(&|m| m.shape.n_v * m.shape.d_v)),
         Buf::DeltaBa => f(delta(&|m| m.ba.rows)),
         Buf::DeltaHist(i, _) | Buf::DeltaState(i, _) => match &d.layers[i as usize].mixer {
-            MixerDesc::Delta(m) if matches!(b, Buf::DeltaState(..)) => f(m.state_len()),
-            MixerDesc::Delta(m) => f((m.conv.max(1) - 1) * m.qkv.rows),
+            MixerDesc::Delta(m) if matches!(b, Buf::DeltaState(..)) => f(m.shape.state_len()),
+            MixerDesc::Delta(m) => f((m.shape.conv.max(1) - 1) * m.shape.channels()),
             _ => 0,
         },
         Buf::Xq => {

@@ -131,11 +131,7 @@ fn delta_mixer(
         gate: take(Wt::SsmGate, "attn_gate.weight")?,
         ba: take(Wt::SsmBa, "ssm_ba.weight")?,
         out: take(Wt::SsmOut, "ssm_out.weight")?,
-        n_k: shape.n_k,
-        n_v: shape.n_v,
-        d_k: shape.d_k,
-        d_v: shape.d_v,
-        conv: shape.conv,
+        shape,
     };
     for (t, v) in [
         (Wt::SsmConv, &pr.conv_w),

@@ -129,6 +129,44 @@ pub struct LinearAttention {
     pub conv_kernel: u64,
 }
 
+/// The shape of one Gated DeltaNet layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaShape {
+    /// Key (and query) heads.
+    pub n_k: usize,
+    /// Value heads (a multiple of `n_k`).
+    pub n_v: usize,
+    /// Key head size.
+    pub d_k: usize,
+    /// Value head size.
+    pub d_v: usize,
+    /// Convolution taps.
+    pub conv: usize,
+}
+
+impl DeltaShape {
+    /// The shape of `la`.
+    pub fn of(la: &LinearAttention) -> DeltaShape {
+        DeltaShape {
+            n_k: la.n_k_heads as usize,
+            n_v: la.n_v_heads as usize,
+            d_k: la.k_head_dim as usize,
+            d_v: la.v_head_dim as usize,
+            conv: la.conv_kernel as usize,
+        }
+    }
+
+    /// Channels of the convolution: q, k and v.
+    pub fn channels(&self) -> usize {
+        2 * self.n_k * self.d_k + self.n_v * self.d_v
+    }
+
+    /// Values of the recurrent state.
+    pub fn state_len(&self) -> usize {
+        self.n_v * self.d_v * self.d_k
+    }
+}
+
 /// Feed-forward network: dense (gated SwiGLU/GeGLU, three matrices) or mixture-of-experts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

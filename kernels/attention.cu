@@ -154,22 +154,16 @@ static __device__ __forceinline__ void mb_attn_split(const float* __restrict__ q
     const u32 v_off = (p.tile * (u32)p.k_row_bytes + 15) / 16 * 16;
     const u32 ntiles = t_begin < t_end ? (t_end - t_begin + p.tile - 1) / p.tile : 0;
 #if TILE_PIPE
-    if (ntiles > 0) mb_attn_stage(0, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p, tile_mem[0]);
-    for (u32 k = 0; k < ntiles; ++k) {
-        if (k + 1 < ntiles) {
-            mb_attn_stage(k + 1, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p,
-                          tile_mem[(k + 1) % 2]);
-            mb_cp_async_wait<1>();
-        } else {
-            mb_cp_async_wait<0>();
-        }
-        __syncthreads();  // every thread's copies of tile k have landed
-        if (active) {
+    mb_tiles_pipelined(
+        ntiles,
+        [&](u32 k) {
+            mb_attn_stage(k, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p, tile_mem[k % 2]);
+        },
+        [&](u32 k) {
+            if (!active) return;
             mb_attn_tile<T>(reinterpret_cast<const u8*>(tile_mem[k % 2]), v_off,
                             mb_attn_rows(k, t_begin, t_end, p.tile), qv, acc, m, l, v_in_k, p);
-        }
-        __syncthreads();  // no one still reads the buffer tile k + 2 fills
-    }
+        });
 #else
     for (u32 k = 0; k < ntiles; ++k) {
         __syncthreads();  // the previous tile is done

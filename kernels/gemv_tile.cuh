@@ -97,6 +97,28 @@ static __device__ __forceinline__ void mb_stage_async(void* dst, const u8* src, 
     for (u32 i = words * word + t; i < bytes; i += nt) static_cast<u8*>(dst)[i] = mb_ld(src + i);
 }
 
+// The double-buffered tile loop of the staging kernels (the GEMV and MoE rows below,
+// attention.cu's KV tiles): issue(t) copies tile t into buffer t % 2 with cp.async and commits
+// it as one group; compute(t) reads buffer t % 2. Per tile: issue t + 1, wait for tile t (this
+// thread's copies), barrier (everyone's), compute, barrier (no one still reads the buffer tile
+// t + 2 refills). Every thread of the block runs it (it holds barriers).
+template <typename Issue, typename Compute>
+static __device__ __forceinline__ void mb_tiles_pipelined(u32 ntiles, Issue issue,
+                                                          Compute compute) {
+    if (ntiles > 0) issue(0);
+    for (u32 t = 0; t < ntiles; ++t) {
+        if (t + 1 < ntiles) {
+            issue(t + 1);
+            mb_cp_async_wait<1>();
+        } else {
+            mb_cp_async_wait<0>();
+        }
+        __syncthreads();  // every thread's copies of tile t have landed
+        compute(t);
+        __syncthreads();  // no one still reads the buffer tile t + 2 refills
+    }
+}
+
 // The dot products of this warp's row of each of NMAT matrices (wr[m]: the row's first byte)
 // with one activation vector x of `cols` values, read in tiles staged through shared memory (see
 // gemv.cu's header). Every warp of the block calls it with the same cols (it holds barriers); a
@@ -124,47 +146,47 @@ static __device__ __forceinline__ void mb_rows_dot(const u8* const* wr, bool act
     } else
 #endif
     {
-    using X = typename Q::X;
-    constexpr u32 W_TILE = Q::STAGE_W ? Q::TILE_BLOCKS * Q::BLOCK_BYTES : 16;
-    constexpr u32 X_TILE = Q::TILE_BLOCKS * Q::X_PER_BLOCK * (u32)sizeof(X);
-    static_assert(W_TILE % 16 == 0 && X_TILE % 16 == 0, "16-byte tiles");
-    static_assert(NMAT * WARPS * W_TILE + X_TILE <= 48 * 1024, "static shared memory");
-    __shared__ uint4 w_tile[NMAT][WARPS][W_TILE / 16];
-    __shared__ uint4 x_tile[X_TILE / 16];
+        using X = typename Q::X;
+        constexpr u32 W_TILE = Q::STAGE_W ? Q::TILE_BLOCKS * Q::BLOCK_BYTES : 16;
+        constexpr u32 X_TILE = Q::TILE_BLOCKS * Q::X_PER_BLOCK * (u32)sizeof(X);
+        static_assert(W_TILE % 16 == 0 && X_TILE % 16 == 0, "16-byte tiles");
+        static_assert(NMAT * WARPS * W_TILE + X_TILE <= 48 * 1024, "static shared memory");
+        __shared__ uint4 w_tile[NMAT][WARPS][W_TILE / 16];
+        __shared__ uint4 x_tile[X_TILE / 16];
 
-    const u32 warp = threadIdx.x / MB_WARP_SIZE;
-    const u32 lane = threadIdx.x % MB_WARP_SIZE;
-    const u32 nblocks = cols / Q::BLOCK_VALUES;
-    const X* xt = reinterpret_cast<const X*>(x_tile);
-    float acc[NMAT];
+        const u32 warp = threadIdx.x / MB_WARP_SIZE;
+        const u32 lane = threadIdx.x % MB_WARP_SIZE;
+        const u32 nblocks = cols / Q::BLOCK_VALUES;
+        const X* xt = reinterpret_cast<const X*>(x_tile);
+        float acc[NMAT];
 #pragma unroll
-    for (int m = 0; m < NMAT; ++m) acc[m] = 0.0f;
-    for (u32 b0 = 0; b0 < nblocks; b0 += Q::TILE_BLOCKS) {
-        const u32 nb = nblocks - b0 < Q::TILE_BLOCKS ? nblocks - b0 : Q::TILE_BLOCKS;
-        __syncthreads();  // every warp is done with the previous tile
-        mb_stage(x_tile, reinterpret_cast<const u8*>(x + (u64)b0 * Q::X_PER_BLOCK),
-                 nb * Q::X_PER_BLOCK * (u32)sizeof(X), threadIdx.x, blockDim.x);
-        const u8* wt[NMAT];
+        for (int m = 0; m < NMAT; ++m) acc[m] = 0.0f;
+        for (u32 b0 = 0; b0 < nblocks; b0 += Q::TILE_BLOCKS) {
+            const u32 nb = nblocks - b0 < Q::TILE_BLOCKS ? nblocks - b0 : Q::TILE_BLOCKS;
+            __syncthreads();  // every warp is done with the previous tile
+            mb_stage(x_tile, reinterpret_cast<const u8*>(x + (u64)b0 * Q::X_PER_BLOCK),
+                     nb * Q::X_PER_BLOCK * (u32)sizeof(X), threadIdx.x, blockDim.x);
+            const u8* wt[NMAT];
 #pragma unroll
-        for (int m = 0; m < NMAT; ++m) {
-            wt[m] = wr[m] + (u64)b0 * Q::BLOCK_BYTES;
-            if (Q::STAGE_W) {
-                if (active) mb_stage(w_tile[m][warp], wt[m], nb * Q::BLOCK_BYTES, lane, MB_WARP_SIZE);
-                wt[m] = reinterpret_cast<const u8*>(w_tile[m][warp]);
+            for (int m = 0; m < NMAT; ++m) {
+                wt[m] = wr[m] + (u64)b0 * Q::BLOCK_BYTES;
+                if (Q::STAGE_W) {
+                    if (active) mb_stage(w_tile[m][warp], wt[m], nb * Q::BLOCK_BYTES, lane, MB_WARP_SIZE);
+                    wt[m] = reinterpret_cast<const u8*>(w_tile[m][warp]);
+                }
             }
-        }
-        __syncthreads();
-        if (active) {
-            const u32 nchunks = nb * Q::CHUNKS_PER_BLOCK;
+            __syncthreads();
+            if (active) {
+                const u32 nchunks = nb * Q::CHUNKS_PER_BLOCK;
 #pragma unroll 4
-            for (u32 c = lane; c < nchunks; c += MB_WARP_SIZE) {
+                for (u32 c = lane; c < nchunks; c += MB_WARP_SIZE) {
 #pragma unroll
-                for (int m = 0; m < NMAT; ++m) acc[m] += Q::dot(wt[m], xt, c);
+                    for (int m = 0; m < NMAT; ++m) acc[m] += Q::dot(wt[m], xt, c);
+                }
             }
         }
-    }
 #pragma unroll
-    for (int m = 0; m < NMAT; ++m) out[m] = mb_warp_sum(acc[m]);
+        for (int m = 0; m < NMAT; ++m) out[m] = mb_warp_sum(acc[m]);
     }
 }
 
@@ -172,9 +194,8 @@ static __device__ __forceinline__ void mb_rows_dot(const u8* const* wr, bool act
 // blocks (the same shared memory as one full tile, so residency is unchanged), the next tile's
 // copies issued with cp.async before this tile's dot products, so every warp keeps a tile's
 // bytes in flight while it computes instead of alternating between loading and computing (on an
-// H200 the single-buffered loop left under one eligible warp per scheduler, latency-bound).
-// Per tile: issue t+1, wait for t (this thread's copies), barrier (everyone's), compute, barrier
-// (no one still reads the buffer tile t+2 will fill).
+// H200 the single-buffered loop left under one eligible warp per scheduler, latency-bound), in
+// mb_tiles_pipelined's order.
 template <typename Q, u32 WARPS, int NMAT>
 static __device__ __forceinline__ void mb_rows_dot_pipelined(const u8* const* wr, bool active,
                                                              const typename Q::X* __restrict__ x,
@@ -210,30 +231,20 @@ static __device__ __forceinline__ void mb_rows_dot_pipelined(const u8* const* wr
     float acc[NMAT];
 #pragma unroll
     for (int m = 0; m < NMAT; ++m) acc[m] = 0.0f;
-    if (ntiles > 0) issue(0);
-    for (u32 t = 0; t < ntiles; ++t) {
-        if (t + 1 < ntiles) {
-            issue(t + 1);
-            mb_cp_async_wait<1>();
-        } else {
-            mb_cp_async_wait<0>();
-        }
-        __syncthreads();  // every thread's copies of tile t have landed
-        if (active) {
-            const u32 nb = nblocks - t * TB < TB ? nblocks - t * TB : TB;
-            const X* xt = reinterpret_cast<const X*>(x_tile[t % 2]);
-            const u32 nchunks = nb * Q::CHUNKS_PER_BLOCK;
-            // Two matrices (the MoE's gate and up): two dots per step, not unrolled (no spills).
+    mb_tiles_pipelined(ntiles, issue, [&](u32 t) {
+        if (!active) return;
+        const u32 nb = nblocks - t * TB < TB ? nblocks - t * TB : TB;
+        const X* xt = reinterpret_cast<const X*>(x_tile[t % 2]);
+        const u32 nchunks = nb * Q::CHUNKS_PER_BLOCK;
+        // Two matrices (the MoE's gate and up): two dots per step, not unrolled (no spills).
 #pragma unroll(NMAT == 1 ? 4 : 1)
-            for (u32 c = lane; c < nchunks; c += MB_WARP_SIZE) {
+        for (u32 c = lane; c < nchunks; c += MB_WARP_SIZE) {
 #pragma unroll
-                for (int m = 0; m < NMAT; ++m) {
-                    acc[m] += Q::dot(reinterpret_cast<const u8*>(w_tile[t % 2][m][warp]), xt, c);
-                }
+            for (int m = 0; m < NMAT; ++m) {
+                acc[m] += Q::dot(reinterpret_cast<const u8*>(w_tile[t % 2][m][warp]), xt, c);
             }
         }
-        __syncthreads();  // no one still reads the buffer tile t + 2 fills
-    }
+    });
 #pragma unroll
     for (int m = 0; m < NMAT; ++m) out[m] = mb_warp_sum(acc[m]);
 }

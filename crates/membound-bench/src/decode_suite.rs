@@ -701,7 +701,6 @@ fn decode_placed_case(
 /// A GPU case's check and timing: `logits()` twice must give the same finite logits (else the
 /// case fails, untimed), then `time(iters)` is the case's time, `layers_built` of the model's
 /// layers built (fewer: a sample).
-#[allow(clippy::too_many_arguments)]
 fn checked_and_timed(
     run: &mut Run,
     b: &GpuBackend,

@@ -14,6 +14,9 @@
 #                    default (NO_PIPE_AB=1 skips it)
 #   memcheck.log     compute-sanitizer memcheck over the kernel tests
 #   ncu.txt          one Nsight Compute profile of a GEMV (scripts/profile.sh), per-kernel summary
+# SUITE_FILTER_<suite> (e.g. SUITE_FILTER_moe='gpt-oss-120b') narrows a suite to the cases that
+# regex selects (Criterion's filter), AB_FILTER_<suite> the A/B's cases; SKIP="tests memcheck ncu" leaves those steps out, so a
+# budget of device time can be spent over several calls.
 # Each step has its own time limit (TEST_S, SUITE_S per suite, MEMCHECK_S, NCU_S seconds) so the
 # whole stays inside one device call (10 minutes); a step that fails or times out is logged and
 # the next one runs. SUITES="moe attention" runs only those.
@@ -38,6 +41,9 @@ smi() {
   done
 } > "$out/provenance.txt" 2>&1
 
+skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
+
+if ! skip tests; then
 echo "== gpu tests"
 (cd crates/membound-cuda && timeout "${TEST_S:-150}" "$gpu_tests" --nocapture --test-threads=1) > "$out/gpu-tests.log" 2>&1
 echo "gpu tests rc=$?"; grep -E '^test |test result|panicked' "$out/gpu-tests.log"
@@ -46,6 +52,7 @@ if [ -n "$device_tests" ]; then
   (cd crates/membound-decode && timeout "${TEST_S:-150}" "$device_tests" --nocapture --test-threads=1 gpu_) >> "$out/gpu-tests.log" 2>&1
   echo "decode gpu test rc=$?"; grep -E 'gpu_decode|gpu_placements|test result|panicked|skipped' "$out/gpu-tests.log" | tail -n 6
 fi
+fi
 
 for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   echo "== bench $suite"
@@ -53,7 +60,9 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   [ -n "$exe" ] || { echo "no $suite bench in the bundle"; continue; }
   log="$out/bench-$suite.log"
   filter=()
-  [ "$suite" = decode ] && filter=("${DECODE_FILTER:-llama-3.1-8b-q4_k_m-d(0|4096)/|qwen3-coder-30b-a3b-q8_0-d(0|4096)/|gpt-oss-20b-mxfp4_moe-d(0|4096)/|glm-4.7-flash-q8_0-d(0|4096)/|llama-3.2-3b-q4_k_m-d4096(-sampled)?/|qwen3-coder-next-q4_k_m-d0/|llama-3.1-8b-q4_k_m-d0-(split|cpu)}")
+  custom="SUITE_FILTER_$suite"
+  if [ -n "${!custom:-}" ]; then filter=("${!custom}")
+  elif [ "$suite" = decode ]; then filter=("${DECODE_FILTER:-llama-3.1-8b-q4_k_m-d(0|4096)/|qwen3-coder-30b-a3b-q8_0-d(0|4096)/|gpt-oss-20b-mxfp4_moe-d(0|4096)/|glm-4.7-flash-q8_0-d(0|4096)/|llama-3.2-3b-q4_k_m-d4096(-sampled)?/|qwen3-coder-next-q4_k_m-d0/|llama-3.1-8b-q4_k_m-d0-(split|cpu)}"); fi
   MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "${filter[@]}" > "$log" 2>&1
   echo "$suite rc=$?"
   # The single-buffered tile loops beside the pipelined default (MEMBOUND_TILE_PIPE=0), same
@@ -61,6 +70,8 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   ab=""
   [ "$suite" = dense ] && ab='x4096/|x8192/'
   [ "$suite" = attention ] && ab='-d32k/'
+  abv="AB_FILTER_$suite"
+  [ -n "${!abv:-}" ] && ab="${!abv}"
   if [ -n "$ab" ] && [ -z "${NO_PIPE_AB:-}" ]; then
     MEMBOUND_TILE_PIPE=0 MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "$ab" > "$out/bench-$suite-nopipe.log" 2>&1
     echo "$suite (MEMBOUND_TILE_PIPE=0) rc=$?"
@@ -71,14 +82,14 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
 done
 
 echo "== memcheck"
-if command -v compute-sanitizer > /dev/null; then
+if ! skip memcheck && command -v compute-sanitizer > /dev/null; then
   (cd crates/membound-cuda && timeout "${MEMCHECK_S:-60}" compute-sanitizer --tool memcheck --error-exitcode 3 \
      "$gpu_tests" --test-threads=1 gemv_odd quantize bandwidth_ops) > "$out/memcheck.log" 2>&1
   echo "memcheck rc=$?"; grep -E 'ERROR SUMMARY|test result' "$out/memcheck.log"
 fi
 
 echo "== ncu"
-if command -v ncu > /dev/null; then
+if ! skip ncu && command -v ncu > /dev/null; then
   OUT_DIR="$out" PROFILE_TIME=1 NCU_LAUNCHES=3 NCU_KERNELS='^mb_gemv_q4_k' timeout "${NCU_S:-60}" scripts/profile.sh ncu dense q4_k-14336x4096/gpu0 > "$out/ncu-run.log" 2>&1
   echo "ncu rc=$?"
   [ -f "$out/profile-dense.ncu-rep" ] && ncu -i "$out/profile-dense.ncu-rep" --page details \

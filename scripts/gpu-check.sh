@@ -69,7 +69,7 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   # process conditions: the large GEMVs, and attention at 32k.
   ab=""
   [ "$suite" = dense ] && ab='x4096/|x8192/'
-  [ "$suite" = attention ] && ab='-d32k/'
+  [ "$suite" = attention ] && ab='d32k/'
   abv="AB_FILTER_$suite"
   [ -n "${!abv:-}" ] && ab="${!abv}"
   if [ -n "$ab" ] && [ -z "${NO_PIPE_AB:-}" ]; then

@@ -6,16 +6,23 @@
 // F16, BF16 or ggml Q8_0 (34-byte blocks of 32); with ATTN_V_IN_K the V rows are the first d_v
 // values of the K rows (MLA latent: no V cache). Query head h reads cached head h / group.
 //
-// mb_attn_<type>: grid (kv_heads * head_groups, splits), ATTN_WARPS(p) = heads_per_block warps.
-// Block (x, s) takes cached head x / head_groups, query heads of group part x % head_groups (one
-// warp each) and the tokens [first + s*chunk, first + (s+1)*chunk) ∩ [first, end). The block
-// copies tiles of `tile` consecutive rows (one contiguous span per cache: head-major) to shared
-// memory with 16-byte words consecutive across its threads, then each warp scores the tile's
-// tokens for its head (lane l holds q values l, l+32, ...; a warp sum per token), updates its
-// online softmax once per tile, and accumulates V (lane l owns output values l, l+32, ...).
-// Two tile buffers of ATTN_TILE_BYTES: with TILE_PIPE=1 (the default, gemv_tile.cuh) the next
-// tile's copies are issued with cp.async before this tile is scored, so the cache streams while
-// the warps compute; TILE_PIPE=0 copies a tile, then computes on it.
+// mb_attn_<type>_w<width>: grid (kv_heads * head_groups, splits), ceil(heads_per_block / HW)
+// warps. The width class (AttnWidth below) bounds the rows (K up to 64, 128, 256 or 576 values,
+// V up to 64, 128, 256 or 512) and fixes how many query heads one warp takes (HW), so the work
+// per token is unrolled to the row actually read: lane l owns the value pairs 2l + 64i, 2l + 64i
+// + 1 of q, of each K and V row and of the accumulators, read as one 32-bit word per pair.
+// Block (x, s) takes cached head x / head_groups, query heads [part * heads_per_block, ...) of
+// its group (part = x % head_groups; warp w the HW heads from w * HW) and the tokens
+// [first + s*chunk, first + (s+1)*chunk) ∩ [first, end). The block copies tiles of `tile`
+// consecutive rows (one contiguous span per cache: head-major) to shared memory with 16-byte
+// words consecutive across its threads. Each warp scores a tile's tokens for its HW heads at
+// once: every K pair is read once for all of them, and the HW per-lane partial sums are reduced
+// together (halves exchanged, then summed: 2 * HW - 1 + log2(32 / HW) shuffles instead of 5 * HW),
+// the scores parked in shared memory. Then per head the online softmax (once per tile) and V:
+// each V pair read once, added to all HW accumulators with the tile's probabilities.
+// Two tile buffers: with TILE_PIPE=1 (the default, gemv_tile.cuh) the next tile's copies are
+// issued with cp.async before this tile is scored, so the cache streams while the warps
+// compute; TILE_PIPE=0 copies a tile, then computes on it.
 // Each block writes its partial (max, sum, accumulator) per head.
 // mb_attn_reduce: one block per query head merges the splits' partials (and the sink logit,
 // which joins the denominator only) and writes the output.
@@ -24,72 +31,141 @@
 #include "params.cuh"
 #include "gemv_tile.cuh"
 
-#define ATTN_MAX_HG 8                  // query heads (warps) per block (16 spills on sm_120 at 128 registers)
-#define ATTN_MAX_DK 576                // values of a K row
-#define ATTN_MAX_DV 512                // values of a V row
-#define ATTN_TILE_BYTES (18 * 1024)    // shared memory for one tile of K and V rows (two buffers)
-#define ATTN_MAX_TILE 32               // tokens per tile (one per lane)
+#define ATTN_MAX_TILE 32  // tokens per tile (one per lane)
 // Blocks per SM the registers must allow (at most 128 per thread): without it NVRTC 13.5's ptxas
-// capped the F16/BF16 kernels at 80 registers and spilled.
+// capped the widest kernels at 80 registers and spilled.
 #define ATTN_MIN_BLOCKS 2
+
+// A width class: NK (NV) value pairs of K (V) per lane, so rows up to 64 * NK (64 * NV) values;
+// HW query heads per warp, at most WM warps per block, TB bytes per tile buffer (two of them).
+// The host's twin is membound_cuda::attention::AttnWidth (the same numbers).
+template <u32 NK_, u32 NV_, u32 HW_, u32 WM_, u32 TB_>
+struct AttnWidth {
+    static constexpr u32 NK = NK_, NV = NV_, HW = HW_, WM = WM_, TB = TB_;
+    static_assert(32 % HW_ == 0 && TB_ % 16 == 0, "heads divide the warp, 16-byte tiles");
+};
+typedef AttnWidth<1, 1, 8, 1, 8 * 1024> AttnW64;     // gpt-oss (64)
+typedef AttnWidth<2, 2, 8, 1, 8 * 1024> AttnW128;    // Llama, Qwen3, Mistral, Gemma-3 27B (128)
+typedef AttnWidth<4, 4, 4, 2, 12 * 1024> AttnW256;   // expanded MLA (192/128, 256), Qwen3-Next
+typedef AttnWidth<9, 8, 2, 8, 18 * 1024> AttnW576;   // MLA latent and split (576/512)
 
 static __device__ __forceinline__ float mb_attn_neg_inf() { return __uint_as_float(0xff800000u); }
 
-// Element e of a row in shared memory, per cache type.
+// Values e and e + 1 (e even) of a row in shared memory, per cache type; one 32-bit (F16, BF16)
+// or 16-bit (Q8_0, with its block's scale) read.
 struct KvF16 {
-    static __device__ __forceinline__ float at(const u8* row, u32 e) {
-        return mb_f16_to_f32(reinterpret_cast<const u16*>(row)[e]);
+    static __device__ __forceinline__ float2 at2(const u8* row, u32 e) {
+        const u32 w = *reinterpret_cast<const u32*>(row + 2 * e);
+        return make_float2(mb_f16_to_f32((u16)(w & 0xffffu)), mb_f16_to_f32((u16)(w >> 16)));
     }
 };
 struct KvBF16 {
-    static __device__ __forceinline__ float at(const u8* row, u32 e) {
-        return mb_bf16_to_f32(reinterpret_cast<const u16*>(row)[e]);
+    static __device__ __forceinline__ float2 at2(const u8* row, u32 e) {
+        const u32 w = *reinterpret_cast<const u32*>(row + 2 * e);
+        return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
     }
 };
 struct KvQ8_0 {
-    static __device__ __forceinline__ float at(const u8* row, u32 e) {
+    static __device__ __forceinline__ float2 at2(const u8* row, u32 e) {
         const u8* b = row + 34 * (e / 32);
-        return mb_f16_to_f32(reinterpret_cast<const u16*>(b)[0]) * (float)(i8)b[2 + e % 32];
+        const float d = mb_f16_to_f32(reinterpret_cast<const u16*>(b)[0]);
+        const u16 w = *reinterpret_cast<const u16*>(b + 2 + e % 32);
+        return make_float2(d * (float)(i8)(w & 0xffu), d * (float)(i8)(w >> 8));
     }
 };
 
-// One warp's online softmax over a staged tile of nt tokens: scores against qv (lane t keeps
-// token t's), the running max m and sum l, the accumulator rescaled and V added.
-template <typename T>
-static __device__ __forceinline__ void mb_attn_tile(const u8* tile, u32 v_off, u32 nt,
-                                                    const float* qv, float* acc, float& m,
-                                                    float& l, bool v_in_k, const AttnParams& p) {
+// Sums each of a lane's HW values d[h] over the warp. Returns, in every lane, the total of head
+// lane / (32 / HW): each step keeps half the heads and adds the partner's other half (lanes with
+// bit o set keep the upper half), then the lanes that share a head sum it.
+template <u32 HW>
+static __device__ __forceinline__ float mb_warp_sum_heads(float (&d)[HW]) {
     const u32 lane = threadIdx.x % MB_WARP_SIZE;
-    float s = mb_attn_neg_inf();
+#pragma unroll
+    for (u32 n = HW, o = MB_WARP_SIZE / 2; n > 1; n /= 2, o /= 2) {
+        const bool upper = (lane & o) != 0;
+#pragma unroll
+        for (u32 j = 0; j < n / 2; ++j) {
+            const float keep = upper ? d[j + n / 2] : d[j];
+            const float send = upper ? d[j] : d[j + n / 2];
+            d[j] = keep + __shfl_xor_sync(MB_FULL_MASK, send, o);
+        }
+    }
+    float v = d[0];
+#pragma unroll
+    for (u32 o = MB_WARP_SIZE / (2 * HW); o > 0; o /= 2) v += __shfl_xor_sync(MB_FULL_MASK, v, o);
+    return v;
+}
+
+// One warp's online softmax over a staged tile of nt tokens for its HW heads: the scores
+// (through sc, this warp's [ATTN_MAX_TILE][HW] floats), the running max m and sum l per head,
+// the accumulators rescaled and V added.
+template <typename T, typename W>
+static __device__ __forceinline__ void mb_attn_tile(const u8* tile, u32 v_off, u32 nt,
+                                                    const float2 (&qv)[W::HW][W::NK],
+                                                    float2 (&acc)[W::HW][W::NV], float (&m)[W::HW],
+                                                    float (&l)[W::HW], float (*sc)[W::HW],
+                                                    bool v_in_k, const AttnParams& p) {
+    constexpr u32 HW = W::HW;
+    const u32 lane = threadIdx.x % MB_WARP_SIZE;
     for (u32 t = 0; t < nt; ++t) {
         const u8* row = tile + t * p.k_row_bytes;
-        float d = 0.0f;
+        float d[HW];
 #pragma unroll
-        for (u32 i = 0; i < ATTN_MAX_DK / MB_WARP_SIZE; ++i) {
-            const u32 e = lane + MB_WARP_SIZE * i;
-            if (e < p.d_k) d += qv[i] * T::at(row, e);
+        for (u32 h = 0; h < HW; ++h) d[h] = 0.0f;
+#pragma unroll
+        for (u32 i = 0; i < W::NK; ++i) {
+            const u32 e = 2 * lane + 2 * MB_WARP_SIZE * i;
+            if (e < p.d_k) {
+                const float2 k = T::at2(row, e);
+#pragma unroll
+                for (u32 h = 0; h < HW; ++h) d[h] += qv[h][i].x * k.x + qv[h][i].y * k.y;
+            }
         }
-        d = mb_warp_sum(d);
-        if (lane == t) s = d;
+        const float s = mb_warp_sum_heads<HW>(d);
+        if (lane % (MB_WARP_SIZE / HW) == 0) sc[t][lane / (MB_WARP_SIZE / HW)] = s;
     }
-    const float m_new = fmaxf(m, mb_warp_max(s));
-    const float a = expf(m - m_new);  // 0 on the first tile (m = -inf)
-    const float pr = lane < nt ? expf(s - m_new) : 0.0f;
-    l = l * a + mb_warp_sum(pr);
-    m = m_new;
+    __syncwarp();
+    float a[HW];
 #pragma unroll
-    for (u32 i = 0; i < ATTN_MAX_DV / MB_WARP_SIZE; ++i) acc[i] *= a;
+    for (u32 h = 0; h < HW; ++h) {
+        const float s = lane < nt ? sc[lane][h] : mb_attn_neg_inf();
+        const float m_new = fmaxf(m[h], mb_warp_max(s));
+        a[h] = expf(m[h] - m_new);  // 0 on the first tile (m = -inf)
+        const float pr = lane < nt ? expf(s - m_new) : 0.0f;
+        l[h] = l[h] * a[h] + mb_warp_sum(pr);
+        m[h] = m_new;
+        sc[lane][h] = pr;
+    }
+#pragma unroll
+    for (u32 h = 0; h < HW; ++h) {
+#pragma unroll
+        for (u32 i = 0; i < W::NV; ++i) {
+            acc[h][i].x *= a[h];
+            acc[h][i].y *= a[h];
+        }
+    }
+    __syncwarp();
     const u8* vt = v_in_k ? tile : tile + v_off;
     const u32 vb = v_in_k ? (u32)p.k_row_bytes : (u32)p.v_row_bytes;
     for (u32 t = 0; t < nt; ++t) {
-        const float pt = __shfl_sync(MB_FULL_MASK, pr, t);
+        float pt[HW];
+#pragma unroll
+        for (u32 h = 0; h < HW; ++h) pt[h] = sc[t][h];
         const u8* row = vt + t * vb;
 #pragma unroll
-        for (u32 i = 0; i < ATTN_MAX_DV / MB_WARP_SIZE; ++i) {
-            const u32 e = lane + MB_WARP_SIZE * i;
-            if (e < p.d_v) acc[i] += pt * T::at(row, e);
+        for (u32 i = 0; i < W::NV; ++i) {
+            const u32 e = 2 * lane + 2 * MB_WARP_SIZE * i;
+            if (e < p.d_v) {
+                const float2 v = T::at2(row, e);
+#pragma unroll
+                for (u32 h = 0; h < HW; ++h) {
+                    acc[h][i].x += pt[h] * v.x;
+                    acc[h][i].y += pt[h] * v.y;
+                }
+            }
         }
     }
+    __syncwarp();  // sc is rewritten by the next tile's scores
 }
 
 // Rows of tile k of the span [t_begin, t_end) in tiles of `tile`.
@@ -119,34 +195,51 @@ static __device__ __forceinline__ void mb_attn_stage(u32 k, u32 t_begin, u32 t_e
 #endif
 }
 
-template <typename T>
+template <typename T, typename W>
 static __device__ __forceinline__ void mb_attn_split(const float* __restrict__ q,
                                                      const u8* __restrict__ kc,
                                                      const u8* __restrict__ vc,
                                                      float* __restrict__ part_ml,
                                                      float* __restrict__ part_acc,
                                                      const AttnParams& p) {
-    __shared__ uint4 tile_mem[2][ATTN_TILE_BYTES / 16];
+    constexpr u32 HW = W::HW;
+    static_assert(2 * W::TB + W::WM * ATTN_MAX_TILE * HW * 4 <= 48 * 1024, "static shared memory");
+    __shared__ uint4 tile_mem[2][W::TB / 16];
+    __shared__ float scores[W::WM][ATTN_MAX_TILE][HW];
     const u32 warp = threadIdx.x / MB_WARP_SIZE;
     const u32 lane = threadIdx.x % MB_WARP_SIZE;
     const u32 kvh = blockIdx.x / p.head_groups;
     const u32 part = blockIdx.x % p.head_groups;
-    const u32 in_group = part * p.heads_per_block + warp;
-    const bool active = in_group < p.group;  // warp-uniform
-    const u32 head = kvh * p.group + (active ? in_group : 0);
+    const u32 first_in_block = warp * HW;  // this warp's first head within the block's
     const u32 split = blockIdx.y;
     const bool v_in_k = (p.flags & ATTN_V_IN_K) != 0;
 
-    float qv[ATTN_MAX_DK / MB_WARP_SIZE];
+    // Head h of this warp: in-group index part * heads_per_block + first_in_block + h, active
+    // while within the block's heads and the group (inactive heads score zeros, never written).
+    float2 qv[HW][W::NK];
+    float2 acc[HW][W::NV];
+    float m[HW], l[HW];
 #pragma unroll
-    for (u32 i = 0; i < ATTN_MAX_DK / MB_WARP_SIZE; ++i) {
-        const u32 e = lane + MB_WARP_SIZE * i;
-        qv[i] = e < p.d_k ? mb_ld(q + (u64)head * p.d_k + e) * p.scale : 0.0f;
+    for (u32 h = 0; h < HW; ++h) {
+        const u32 in_block = first_in_block + h;
+        const u32 in_group = part * p.heads_per_block + in_block;
+        const bool on = in_block < p.heads_per_block && in_group < p.group;
+        const u32 head = kvh * p.group + in_group;
+#pragma unroll
+        for (u32 i = 0; i < W::NK; ++i) {
+            const u32 e = 2 * lane + 2 * MB_WARP_SIZE * i;
+            if (on && e < p.d_k) {
+                const float2 v = mb_ld(reinterpret_cast<const float2*>(q + (u64)head * p.d_k + e));
+                qv[h][i] = make_float2(v.x * p.scale, v.y * p.scale);
+            } else {
+                qv[h][i] = make_float2(0.0f, 0.0f);
+            }
+        }
+#pragma unroll
+        for (u32 i = 0; i < W::NV; ++i) acc[h][i] = make_float2(0.0f, 0.0f);
+        m[h] = mb_attn_neg_inf();
+        l[h] = 0.0f;
     }
-    float acc[ATTN_MAX_DV / MB_WARP_SIZE];
-#pragma unroll
-    for (u32 i = 0; i < ATTN_MAX_DV / MB_WARP_SIZE; ++i) acc[i] = 0.0f;
-    float m = mb_attn_neg_inf(), l = 0.0f;
 
     const u32 t_begin = p.first + split * p.chunk;
     const u32 t_end = t_begin + p.chunk < p.end ? t_begin + p.chunk : p.end;
@@ -160,74 +253,136 @@ static __device__ __forceinline__ void mb_attn_split(const float* __restrict__ q
             mb_attn_stage(k, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p, tile_mem[k % 2]);
         },
         [&](u32 k) {
-            if (!active) return;
-            mb_attn_tile<T>(reinterpret_cast<const u8*>(tile_mem[k % 2]), v_off,
-                            mb_attn_rows(k, t_begin, t_end, p.tile), qv, acc, m, l, v_in_k, p);
+            mb_attn_tile<T, W>(reinterpret_cast<const u8*>(tile_mem[k % 2]), v_off,
+                               mb_attn_rows(k, t_begin, t_end, p.tile), qv, acc, m, l,
+                               scores[warp], v_in_k, p);
         });
 #else
     for (u32 k = 0; k < ntiles; ++k) {
         __syncthreads();  // the previous tile is done
         mb_attn_stage(k, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p, tile_mem[0]);
         __syncthreads();
-        if (active) {
-            mb_attn_tile<T>(reinterpret_cast<const u8*>(tile_mem[0]), v_off,
-                            mb_attn_rows(k, t_begin, t_end, p.tile), qv, acc, m, l, v_in_k, p);
-        }
+        mb_attn_tile<T, W>(reinterpret_cast<const u8*>(tile_mem[0]), v_off,
+                           mb_attn_rows(k, t_begin, t_end, p.tile), qv, acc, m, l, scores[warp],
+                           v_in_k, p);
     }
 #endif
-    if (!active) return;
-    const u64 at = (u64)head * p.splits + split;
-    if (lane == 0) {
-        part_ml[2 * at] = m;
-        part_ml[2 * at + 1] = l;
-    }
 #pragma unroll
-    for (u32 i = 0; i < ATTN_MAX_DV / MB_WARP_SIZE; ++i) {
-        const u32 e = lane + MB_WARP_SIZE * i;
-        if (e < p.d_v) part_acc[at * p.d_v + e] = acc[i];
+    for (u32 h = 0; h < HW; ++h) {
+        const u32 in_block = first_in_block + h;
+        const u32 in_group = part * p.heads_per_block + in_block;
+        if (in_block >= p.heads_per_block || in_group >= p.group) continue;  // warp-uniform
+        const u64 at = (u64)(kvh * p.group + in_group) * p.splits + split;
+        if (lane == 0) {
+            part_ml[2 * at] = m[h];
+            part_ml[2 * at + 1] = l[h];
+        }
+#pragma unroll
+        for (u32 i = 0; i < W::NV; ++i) {
+            const u32 e = 2 * lane + 2 * MB_WARP_SIZE * i;
+            if (e < p.d_v) *reinterpret_cast<float2*>(part_acc + at * p.d_v + e) = acc[h][i];
+        }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_HG * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_f16(const float* __restrict__ q, const u8* __restrict__ kc, const u8* __restrict__ vc,
-            float* __restrict__ part_ml, float* __restrict__ part_acc, AttnParams p) {
-    mb_attn_split<KvF16>(q, kc, vc, part_ml, part_acc, p);
-}
+// The split kernels: one per cache type and width class (written out: the host build finds
+// kernels by their `extern "C" __global__` lines).
+#define MB_ATTN_ARGS                                                                        \
+    const float *__restrict__ q, const u8 *__restrict__ kc, const u8 *__restrict__ vc,      \
+        float *__restrict__ part_ml, float *__restrict__ part_acc, AttnParams p
 
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_HG * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_bf16(const float* __restrict__ q, const u8* __restrict__ kc, const u8* __restrict__ vc,
-             float* __restrict__ part_ml, float* __restrict__ part_acc, AttnParams p) {
-    mb_attn_split<KvBF16>(q, kc, vc, part_ml, part_acc, p);
-}
+extern "C" __global__ void __launch_bounds__(AttnW64::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_f16_w64(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW64>(q, kc, vc, part_ml, part_acc, p); }
 
-extern "C" __global__ void __launch_bounds__(ATTN_MAX_HG * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_q8_0(const float* __restrict__ q, const u8* __restrict__ kc, const u8* __restrict__ vc,
-             float* __restrict__ part_ml, float* __restrict__ part_acc, AttnParams p) {
-    mb_attn_split<KvQ8_0>(q, kc, vc, part_ml, part_acc, p);
-}
+extern "C" __global__ void __launch_bounds__(AttnW128::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_f16_w128(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW256::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_f16_w256(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_f16_w576(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW64::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_bf16_w64(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW64>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW128::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_bf16_w128(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW256::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_bf16_w256(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_bf16_w576(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW64::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_q8_0_w64(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW64>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW128::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_q8_0_w128(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW256::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_q8_0_w256(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_q8_0_w576(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
 
 // ---------------------------------------------------------------------------------------------
-// One block per query head: merge the splits (and the sink) and normalise.
-extern "C" __global__ void __launch_bounds__(128)
+// The reduction: grid (n_heads, ceil(d_v / 32)), ATTN_REDUCE_WARPS warps. Block (h, c) merges
+// query head h's splits (and its sink logit, which joins the denominator only) for the output
+// values [32c, 32c + 32): the largest partial max m, each split's weight exp(m_s - m) once in
+// shared memory with the denominator, then warp w adds splits w, w + WARPS, ... (lane: one value,
+// so each split's 32 values are one coalesced read), the warps' sums merged through shared memory.
+#define ATTN_REDUCE_WARPS 8
+#define ATTN_MAX_SPLITS 1024  // splits at most (checked by the host)
+
+// The block-wide max (op 0) or sum (op 1) of v; every thread gets it. `red` holds one value per
+// warp and is free again when this returns.
+static __device__ __forceinline__ float mb_attn_block_reduce(float v, bool sum, float* red) {
+    const u32 warp = threadIdx.x / MB_WARP_SIZE, lane = threadIdx.x % MB_WARP_SIZE;
+    v = sum ? mb_warp_sum(v) : mb_warp_max(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float r = red[0];
+    for (u32 w = 1; w < ATTN_REDUCE_WARPS; ++w) r = sum ? r + red[w] : fmaxf(r, red[w]);
+    __syncthreads();  // red is reused
+    return r;
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_REDUCE_WARPS * MB_WARP_SIZE)
 mb_attn_reduce(const float* __restrict__ part_ml, const float* __restrict__ part_acc,
                const float* __restrict__ sinks, float* __restrict__ out, AttnParams p) {
+    __shared__ float weights[ATTN_MAX_SPLITS];
+    __shared__ float red[ATTN_REDUCE_WARPS];
+    __shared__ float sums[ATTN_REDUCE_WARPS][MB_WARP_SIZE];
+    const u32 warp = threadIdx.x / MB_WARP_SIZE, lane = threadIdx.x % MB_WARP_SIZE;
     const u32 head = blockIdx.x;
     const u64 base = (u64)head * p.splits;
     const float sink = (p.flags & ATTN_SINKS) ? mb_ld(sinks + head) : mb_attn_neg_inf();
-    float m = sink;
-    for (u32 s = 0; s < p.splits; ++s) m = fmaxf(m, mb_ld(part_ml + 2 * (base + s)));
-    float den = m == mb_attn_neg_inf() ? 0.0f : expf(sink - m);
-    for (u32 s = 0; s < p.splits; ++s) {
+    float mx = sink;
+    for (u32 s = threadIdx.x; s < p.splits; s += blockDim.x) mx = fmaxf(mx, mb_ld(part_ml + 2 * (base + s)));
+    const float m = mb_attn_block_reduce(mx, false, red);
+    float den = 0.0f;
+    for (u32 s = threadIdx.x; s < p.splits; s += blockDim.x) {
         const float ms = mb_ld(part_ml + 2 * (base + s));
-        if (ms != mb_attn_neg_inf()) den += expf(ms - m) * mb_ld(part_ml + 2 * (base + s) + 1);
+        const float w = ms == mb_attn_neg_inf() ? 0.0f : expf(ms - m);
+        weights[s] = w;
+        den += w * mb_ld(part_ml + 2 * (base + s) + 1);
     }
-    const float inv = den > 0.0f ? 1.0f / den : 0.0f;
-    for (u32 e = threadIdx.x; e < p.d_v; e += blockDim.x) {
-        float o = 0.0f;
-        for (u32 s = 0; s < p.splits; ++s) {
-            const float ms = mb_ld(part_ml + 2 * (base + s));
-            if (ms != mb_attn_neg_inf()) o += expf(ms - m) * mb_ld(part_acc + (base + s) * p.d_v + e);
+    den = mb_attn_block_reduce(den, true, red);  // its barriers also publish `weights`
+    if (m != mb_attn_neg_inf()) den += expf(sink - m);
+    const u32 e = blockIdx.y * MB_WARP_SIZE + lane;
+    float o = 0.0f;
+    if (e < p.d_v) {
+        for (u32 s = warp; s < p.splits; s += ATTN_REDUCE_WARPS) {
+            o += weights[s] * mb_ld(part_acc + (base + s) * p.d_v + e);
         }
-        out[(u64)head * p.d_v + e] = o * inv;
+    }
+    sums[warp][lane] = o;
+    __syncthreads();
+    if (warp == 0 && e < p.d_v) {
+        float t = 0.0f;
+        for (u32 w = 0; w < ATTN_REDUCE_WARPS; ++w) t += sums[w][lane];
+        out[(u64)head * p.d_v + e] = den > 0.0f ? t / den : 0.0f;
     }
 }

@@ -9,13 +9,15 @@
 #                    GPU backends, each within SUITE_S seconds (criterion.tgz beside them); decode
 #                    only the cases of DECODE_FILTER (a few models that fit one GPU whole, one
 #                    forced sample beside its whole model, Qwen3-Coder-Next's Gated DeltaNet)
-#   bench-{dense,attention}-nopipe.log  the large GEMVs and attention at 32k again with
+#   bench-{dense,attention}-ab.log  the large GEMVs and attention at 32k again with
 #                    MEMBOUND_TILE_PIPE=0 (single-buffered tiles): the A/B of the pipelined
 #                    default (NO_PIPE_AB=1 skips it)
 #   memcheck.log     compute-sanitizer memcheck over the kernel tests
 #   ncu.txt          one Nsight Compute profile of a GEMV (scripts/profile.sh), per-kernel summary
 # SUITE_FILTER_<suite> (e.g. SUITE_FILTER_moe='gpt-oss-120b') narrows a suite to the cases that
-# regex selects (Criterion's filter), AB_FILTER_<suite> the A/B's cases; SKIP="tests memcheck ncu" leaves those steps out, so a
+# regex selects (Criterion's filter), AB_FILTER_<suite> the A/B's cases and AB_ENV_<suite> its
+# setting (default MEMBOUND_TILE_PIPE=0); TEST_FILTER the GPU tests run; NCU_BENCH, NCU_FILTER,
+# NCU_KERNELS, NCU_LAUNCHES what Nsight Compute profiles (default: a Q4_K GEMV); SKIP="tests memcheck ncu" leaves those steps out, so a
 # budget of device time can be spent over several calls.
 # Each step has its own time limit (TEST_S, SUITE_S per suite, MEMCHECK_S, NCU_S seconds) so the
 # whole stays inside one device call (10 minutes); a step that fails or times out is logged and
@@ -45,7 +47,7 @@ skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 
 if ! skip tests; then
 echo "== gpu tests"
-(cd crates/membound-cuda && timeout "${TEST_S:-150}" "$gpu_tests" --nocapture --test-threads=1) > "$out/gpu-tests.log" 2>&1
+(cd crates/membound-cuda && timeout "${TEST_S:-150}" "$gpu_tests" --nocapture --test-threads=1 ${TEST_FILTER:-}) > "$out/gpu-tests.log" 2>&1
 echo "gpu tests rc=$?"; grep -E '^test |test result|panicked' "$out/gpu-tests.log"
 device_tests=$(ls "$root"/.gpu/bin/device-* 2>/dev/null | head -n 1)
 if [ -n "$device_tests" ]; then
@@ -72,10 +74,12 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   [ "$suite" = attention ] && ab='d32k/'
   abv="AB_FILTER_$suite"
   [ -n "${!abv:-}" ] && ab="${!abv}"
+  abe="AB_ENV_$suite"
+  ab_env=${!abe:-MEMBOUND_TILE_PIPE=0}
   if [ -n "$ab" ] && [ -z "${NO_PIPE_AB:-}" ]; then
-    MEMBOUND_TILE_PIPE=0 MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "$ab" > "$out/bench-$suite-nopipe.log" 2>&1
-    echo "$suite (MEMBOUND_TILE_PIPE=0) rc=$?"
-    sed -n '/^### attention on/,/^attention: /p; /^## membound/,/^Criterion output/p' "$out/bench-$suite-nopipe.log"
+    env "$ab_env" MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "$ab" > "$out/bench-$suite-ab.log" 2>&1
+    echo "$suite ($ab_env) rc=$?"
+    sed -n '/^### attention on/,/^attention: /p; /^## membound/,/^Criterion output/p' "$out/bench-$suite-ab.log"
   fi
   sed -n '/^moe verdict/,/^moe: /p; /^### attention on/,/^attention: /p; /^decode: t\/s/,/^decode: /p; /^## membound/,/^Criterion output/p' "$log"
   grep -E 'FAILED|skipped' "$log" | head -20
@@ -90,11 +94,12 @@ fi
 
 echo "== ncu"
 if ! skip ncu && command -v ncu > /dev/null; then
-  OUT_DIR="$out" PROFILE_TIME=1 NCU_LAUNCHES=3 NCU_KERNELS='^mb_gemv_q4_k' timeout "${NCU_S:-60}" scripts/profile.sh ncu dense q4_k-14336x4096/gpu0 > "$out/ncu-run.log" 2>&1
+  ncu_bench=${NCU_BENCH:-dense}
+  OUT_DIR="$out" PROFILE_TIME=1 NCU_LAUNCHES=${NCU_LAUNCHES:-3} NCU_KERNELS=${NCU_KERNELS:-'^mb_gemv_q4_k'} timeout "${NCU_S:-60}" scripts/profile.sh ncu "$ncu_bench" "${NCU_FILTER:-q4_k-14336x4096/gpu0}" > "$out/ncu-run.log" 2>&1
   echo "ncu rc=$?"
-  [ -f "$out/profile-dense.ncu-rep" ] && ncu -i "$out/profile-dense.ncu-rep" --page details \
+  [ -f "$out/profile-$ncu_bench.ncu-rep" ] && ncu -i "$out/profile-$ncu_bench.ncu-rep" --page details \
     --section SpeedOfLight --section MemoryWorkloadAnalysis > "$out/ncu.txt" 2>&1 && grep -E 'mb_|Memory Throughput|DRAM Throughput|Duration|L1/TEX Hit|Mem Busy' "$out/ncu.txt" | head -30
   # profile.sh's own per-launch table (duration, DRAM bytes and % of peak, occupancy, registers).
-  [ -f "$out/profile-dense-kernels.csv" ] && head -n 8 "$out/profile-dense-kernels.csv"
+  [ -f "$out/profile-$ncu_bench-kernels.csv" ] && head -n 12 "$out/profile-$ncu_bench-kernels.csv"
 fi
 smi >> "$out/provenance.txt" 2>&1

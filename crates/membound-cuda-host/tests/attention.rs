@@ -53,17 +53,34 @@ fn every_layout_and_cache_type_matches_the_reference() {
     if skip() {
         return;
     }
-    // 300 tokens: tiles (up to 32 rows) and splits end part-way.
+    // 300 tokens: tiles (up to 32 rows) and splits end part-way. Every width class, with a
+    // warp's heads all used (8 of 128-wide rows), partly used (the 64-wide class with groups of
+    // 4, the 256-wide with 6: a second warp with two of its four heads), and groups split over
+    // blocks (16 heads of 128 values: two blocks of one warp; 20 MLA heads: two of five warps).
     for dtype in [DType::F16, DType::BF16, DType::Q8_0] {
         for s in [
             AttnShape::new(KvLayout::Gqa, 8, 2, 64, 64, dtype),
+            AttnShape::new(KvLayout::Gqa, 16, 2, 128, 128, dtype),
+            AttnShape::new(KvLayout::Gqa, 32, 2, 128, 128, dtype),
+            AttnShape::new(KvLayout::Gqa, 6, 1, 256, 256, dtype),
             AttnShape::new(KvLayout::MlaLatent, 20, 1, 576, 512, dtype),
             AttnShape::new(KvLayout::MlaSplit, 4, 1, 576, 512, dtype),
             AttnShape::new(KvLayout::ExpandedMha, 3, 3, 192, 128, dtype),
         ] {
-            let (got, want, _) = run(&s, 300, 300, Some(3));
+            let (got, want, h) = run(&s, 300, 300, Some(3));
             let e = max_err(&got, &want);
-            assert!(e < 1e-4, "{:?} {dtype}: {e}", s.layout);
+            assert!(
+                e < 1e-4,
+                "{:?} {} x {} {dtype}: {e}",
+                s.layout,
+                s.n_heads,
+                s.d_k
+            );
+            let g = match h.plan().kernel {
+                membound_cuda::Kernel::Attn(_, w) => w.geometry(),
+                k => panic!("{k:?} is not a split kernel"),
+            };
+            assert!(s.d_k <= 64 * g.k_pairs && s.d_v <= 64 * g.v_pairs);
         }
     }
 }

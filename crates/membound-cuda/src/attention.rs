@@ -16,24 +16,106 @@ use crate::params::AttnParams;
 pub const ATTN_V_IN_K: u32 = 1;
 /// `AttnParams::flags`: a sink logit per query head joins the denominator.
 pub const ATTN_SINKS: u32 = 2;
-/// Query heads (warps) per block at most (`ATTN_MAX_HG`).
-pub const ATTN_MAX_HG: usize = 8;
-/// Largest K row (`ATTN_MAX_DK`) and V row (`ATTN_MAX_DV`), in values.
-pub const ATTN_MAX_DK: usize = 576;
-/// See [`ATTN_MAX_DK`].
-pub const ATTN_MAX_DV: usize = 512;
-/// Shared memory of one tile of K and V rows (`ATTN_TILE_BYTES`); the kernels hold two, the
-/// next tile in flight while this one is scored (`TILE_PIPE`).
-pub const ATTN_TILE_BYTES: usize = 18 * 1024;
 /// Rows per tile at most (one per lane).
 pub const ATTN_MAX_TILE: usize = 32;
+/// Splits of the context at most (`ATTN_MAX_SPLITS`: the reduction's weights in shared memory).
+pub const ATTN_MAX_SPLITS: usize = 1024;
+/// Warps of a reduction block (`ATTN_REDUCE_WARPS`); a block merges 32 output values.
+pub const ATTN_REDUCE_WARPS: u32 = 8;
+/// Split-kernel warps per SM the default split count aims at ([`split_warps_per_sm`]).
+pub const DEFAULT_SPLIT_WARPS_PER_SM: usize = 8;
 
-/// The split kernel for a cache type.
-pub fn attn_kernel(dtype: DType) -> Result<Kernel> {
+/// Cache element types of the split kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttnCache {
+    /// IEEE half rows.
+    F16,
+    /// bfloat16 rows.
+    Bf16,
+    /// ggml Q8_0 rows (34-byte blocks of 32 values).
+    Q8_0,
+}
+
+/// Width classes of the split kernels: the longest K and V rows each takes, and so how much of
+/// a row one lane holds (`AttnWidth` in attention.cu, the same numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttnWidth {
+    /// K and V rows up to 64 values (gpt-oss).
+    W64,
+    /// Up to 128 (Llama, Qwen3, Mistral, Gemma-3 27B).
+    W128,
+    /// Up to 256 (expanded MLA, Qwen3-Next, Gemma-3 4B).
+    W256,
+    /// K up to 576 and V up to 512 (MLA latent and split).
+    W576,
+}
+
+/// What a width class fixes in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WidthGeometry {
+    /// K value pairs per lane (rows up to 64 × this).
+    pub k_pairs: usize,
+    /// V value pairs per lane.
+    pub v_pairs: usize,
+    /// Query heads one warp takes.
+    pub heads_per_warp: usize,
+    /// Warps per block at most.
+    pub max_warps: usize,
+    /// Bytes of one tile buffer (the kernel holds two).
+    pub tile_bytes: usize,
+}
+
+impl AttnWidth {
+    /// Every class, narrowest first.
+    pub const ALL: [AttnWidth; 4] = [
+        AttnWidth::W64,
+        AttnWidth::W128,
+        AttnWidth::W256,
+        AttnWidth::W576,
+    ];
+
+    /// The kernel's numbers for this class.
+    pub const fn geometry(self) -> WidthGeometry {
+        let (k_pairs, v_pairs, heads_per_warp, max_warps, tile_kib) = match self {
+            AttnWidth::W64 => (1, 1, 8, 1, 8),
+            AttnWidth::W128 => (2, 2, 8, 1, 8),
+            AttnWidth::W256 => (4, 4, 4, 2, 12),
+            AttnWidth::W576 => (9, 8, 2, 8, 18),
+        };
+        WidthGeometry {
+            k_pairs,
+            v_pairs,
+            heads_per_warp,
+            max_warps,
+            tile_bytes: tile_kib * 1024,
+        }
+    }
+
+    /// The narrowest class that takes K rows of `d_k` and V rows of `d_v` values.
+    pub fn for_rows(d_k: usize, d_v: usize) -> Option<AttnWidth> {
+        AttnWidth::ALL.into_iter().find(|w| {
+            let g = w.geometry();
+            d_k <= 64 * g.k_pairs && d_v <= 64 * g.v_pairs
+        })
+    }
+}
+
+/// The `extern "C"` name of the split kernel for a cache type and width class.
+pub fn split_kernel_name(cache: AttnCache, width: AttnWidth) -> &'static str {
+    const NAMES: [[&str; 4]; 3] = [
+        ["mb_attn_f16_w64", "mb_attn_f16_w128", "mb_attn_f16_w256", "mb_attn_f16_w576"],
+        ["mb_attn_bf16_w64", "mb_attn_bf16_w128", "mb_attn_bf16_w256", "mb_attn_bf16_w576"],
+        ["mb_attn_q8_0_w64", "mb_attn_q8_0_w128", "mb_attn_q8_0_w256", "mb_attn_q8_0_w576"],
+    ];
+    NAMES[cache as usize][width as usize]
+}
+
+/// The split kernels' cache type for a cache dtype.
+pub fn attn_cache(dtype: DType) -> Result<AttnCache> {
     Ok(match dtype {
-        DType::F16 => Kernel::AttnF16,
-        DType::BF16 => Kernel::AttnBf16,
-        DType::Q8_0 => Kernel::AttnQ8_0,
+        DType::F16 => AttnCache::F16,
+        DType::BF16 => AttnCache::Bf16,
+        DType::Q8_0 => AttnCache::Q8_0,
         other => {
             return Err(CudaError::invalid(
                 "attention",
@@ -42,6 +124,21 @@ pub fn attn_kernel(dtype: DType) -> Result<Kernel> {
                 ),
             ));
         }
+    })
+}
+
+/// Split-kernel warps per SM the default split count aims at: `MEMBOUND_ATTN_WARPS` (1 to 64, a
+/// tuning knob for comparing on a GPU), else [`DEFAULT_SPLIT_WARPS_PER_SM`]. More warps hide
+/// more latency; more splits write more partials for the reduction to read.
+pub fn split_warps_per_sm() -> usize {
+    static WARPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WARPS.get_or_init(|| {
+        crate::gemv::knob(
+            "MEMBOUND_ATTN_WARPS",
+            DEFAULT_SPLIT_WARPS_PER_SM,
+            "1 to 64",
+            |v| v.parse().ok().filter(|n| (1..=64).contains(n)),
+        )
     })
 }
 
@@ -72,10 +169,15 @@ fn bad(reason: String) -> CudaError {
     CudaError::invalid("attention", reason)
 }
 
-/// The plan for `shape` over a cache of `tokens` rows per head at `depth`: query heads split
-/// into balanced groups of at most [`ATTN_MAX_HG`], tiles as large as the shared memory takes
-/// (at most 32 rows), and `splits` (or enough splits that the blocks cover `sm_count` SMs
-/// twice, each split at least one tile).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The plan for `shape` over a cache of `tokens` rows per head at `depth`: the narrowest width
+/// class that takes the rows, query heads split into balanced groups of at most heads per warp
+/// × warps per block of that class, tiles as large as its tile buffer takes (at most 32 rows),
+/// and `splits` (or enough splits that the split kernel's warps reach [`split_warps_per_sm`]
+/// per SM over `sm_count` SMs, each split at least one tile, at most [`ATTN_MAX_SPLITS`]).
 pub fn attn_plan(
     shape: &AttnShape,
     tokens: usize,
@@ -85,34 +187,41 @@ pub fn attn_plan(
 ) -> Result<AttnPlan> {
     let s = shape;
     s.validate().map_err(bad)?;
-    let kernel = attn_kernel(s.dtype)?;
-    if s.d_k > ATTN_MAX_DK
-        || s.d_v > ATTN_MAX_DV
-        || !s.d_k.is_multiple_of(32)
-        || !s.d_v.is_multiple_of(32)
-    {
-        return Err(bad(format!(
-            "rows of {} (K) and {} (V) values (the kernels take multiples of 32 up to {ATTN_MAX_DK} and {ATTN_MAX_DV})",
-            s.d_k, s.d_v
-        )));
-    }
+    let cache = attn_cache(s.dtype)?;
+    let width = AttnWidth::for_rows(s.d_k, s.d_v)
+        .filter(|_| s.d_k.is_multiple_of(32) && s.d_v.is_multiple_of(32))
+        .ok_or_else(|| {
+            bad(format!(
+                "rows of {} (K) and {} (V) values (the kernels take multiples of 32 up to 576 and 512)",
+                s.d_k, s.d_v
+            ))
+        })?;
+    let g = width.geometry();
     if depth == 0 || depth > tokens || u32::try_from(tokens).is_err() {
         return Err(bad(format!("depth {depth} in a cache of {tokens} tokens")));
     }
     let (kb, vb) = s.row_bytes();
-    let tile = (ATTN_TILE_BYTES / (kb.next_multiple_of(16) + vb)).min(ATTN_MAX_TILE);
+    let tile = (g.tile_bytes / (kb.next_multiple_of(16) + vb)).min(ATTN_MAX_TILE);
+    // Whole 16-byte words where the rows allow: every tile then starts 16-byte aligned (Q8_0
+    // rows of 136 bytes: tiles of an even number of rows), so the copies stay 16-byte wide.
+    let unit = [kb, vb]
+        .iter()
+        .map(|&b| 16 / gcd(b, 16))
+        .fold(1, |a, u| a.max(u));
+    let tile = if tile >= unit { tile / unit * unit } else { tile };
     if tile == 0 {
         return Err(bad(format!("rows of {kb} + {vb} bytes exceed a tile")));
     }
     let group = s.group();
-    let head_groups = group.div_ceil(ATTN_MAX_HG);
+    let head_groups = group.div_ceil(g.heads_per_warp * g.max_warps);
     let per_block = group.div_ceil(head_groups);
+    let warps = per_block.div_ceil(g.heads_per_warp);
     let attended = s.attended(depth);
     let blocks = s.kv_heads * head_groups;
-    let max_splits = attended.div_ceil(tile);
+    let max_splits = attended.div_ceil(tile).min(ATTN_MAX_SPLITS);
     let splits = splits
         .map(|n| n as usize)
-        .unwrap_or_else(|| (2 * sm_count as usize).div_ceil(blocks))
+        .unwrap_or_else(|| (split_warps_per_sm() * sm_count as usize).div_ceil(blocks * warps))
         .clamp(1, max_splits);
     let chunk = attended.div_ceil(splits).next_multiple_of(tile);
     let splits = attended.div_ceil(chunk);
@@ -145,15 +254,15 @@ pub fn attn_plan(
     };
     Ok(AttnPlan {
         params,
-        kernel,
+        kernel: Kernel::Attn(cache, width),
         split: LaunchConfig {
             grid_dim: (blocks as u32, splits as u32, 1),
-            block_dim: (per_block as u32 * 32, 1, 1),
+            block_dim: (warps as u32 * 32, 1, 1),
             shared_mem_bytes: 0,
         },
         reduce: LaunchConfig {
-            grid_dim: (s.n_heads as u32, 1, 1),
-            block_dim: (128, 1, 1),
+            grid_dim: (s.n_heads as u32, s.d_v.div_ceil(32) as u32, 1),
+            block_dim: (ATTN_REDUCE_WARPS * 32, 1, 1),
             shared_mem_bytes: 0,
         },
     })
@@ -258,9 +367,10 @@ mod tests {
 
     #[test]
     fn plans_fill_the_device_and_fit_the_tile() {
-        // MLA latent F16 at 32k on 132 SMs: 20 heads in 3 blocks of 7 warps, 1152-byte rows
-        // in tiles of 16 (18 KiB; two buffers), 88 splits asked (264 blocks), chunks rounded up
-        // to whole tiles: 86 of 384 tokens.
+        // MLA latent F16 at 32k on 132 SMs: the 576-wide class, two heads per warp and at most
+        // 8 warps, so 20 heads in 2 blocks of 5 warps; 1152-byte rows in tiles of 16 (18 KiB,
+        // two buffers); 8 warps per SM asked: ceil(1056 / 10) = 106 splits, chunks rounded up
+        // to whole tiles: 103 of 320 tokens.
         let p = attn_plan(
             &glm(KvLayout::MlaLatent, DType::F16),
             32768,
@@ -269,11 +379,29 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!((p.params.heads_per_block, p.params.head_groups), (7, 3));
+        assert_eq!(p.kernel, Kernel::Attn(AttnCache::F16, AttnWidth::W576));
+        assert_eq!((p.params.heads_per_block, p.params.head_groups), (10, 2));
+        assert_eq!(p.split.block_dim, (5 * 32, 1, 1));
         assert_eq!(p.params.tile, 16);
-        assert_eq!(p.split.grid_dim, (3, 86, 1));
-        assert_eq!(p.params.chunk, 384);
+        assert_eq!(p.split.grid_dim, (2, 103, 1));
+        assert_eq!(p.params.chunk, 320);
         assert!(p.params.chunk as usize * p.params.splits as usize >= 32768);
+        // The reduction: one block per head and 32 output values.
+        assert_eq!(p.reduce.grid_dim, (20, 16, 1));
+        // GQA of 128-value heads, 8 per cached head: one warp takes the group; Q8_0 rows of
+        // 136 bytes in tiles of an even number of rows (16-byte aligned).
+        let llama = membound_spec::registry::find("llama-3.1-70b").unwrap();
+        let gqa = AttnShape::from_spec(&llama, KvLayout::Gqa, DType::Q8_0, LayerKind::Full).unwrap();
+        let g = attn_plan(&gqa, 32768, 32768, 132, None).unwrap();
+        assert_eq!(g.kernel, Kernel::Attn(AttnCache::Q8_0, AttnWidth::W128));
+        assert_eq!((g.params.heads_per_block, g.split.block_dim.0), (8, 32));
+        assert_eq!(g.params.tile, 28);
+        assert_eq!(g.split.grid_dim.0, 8);
+        // Width classes: the narrowest that takes the rows.
+        assert_eq!(AttnWidth::for_rows(64, 64), Some(AttnWidth::W64));
+        assert_eq!(AttnWidth::for_rows(192, 128), Some(AttnWidth::W256));
+        assert_eq!(AttnWidth::for_rows(576, 512), Some(AttnWidth::W576));
+        assert_eq!(AttnWidth::for_rows(640, 512), None);
         // Split: K and V rows share the tile.
         let s = attn_plan(&glm(KvLayout::MlaSplit, DType::F16), 4096, 4096, 132, None).unwrap();
         assert_eq!(s.params.tile, (18 * 1024 / (1152 + 1024)) as u32);

@@ -11,6 +11,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use crate::attention::{AttnCache, AttnWidth};
 use crate::error::{CudaError, Result};
 use crate::nvrtc::{self, Target};
 use crate::probe::{self, DeviceInfo};
@@ -44,9 +45,8 @@ pub enum Kernel {
     MoeDownMxfp4,
     MoeDownF16,
     MoeDownBf16,
-    AttnF16,
-    AttnBf16,
-    AttnQ8_0,
+    /// Decode attention's split kernel for a cache type and row width (attention.cu).
+    Attn(AttnCache, AttnWidth),
     AttnReduce,
     DecRmsNorm,
     DecRope,
@@ -61,7 +61,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 39] = [
+    pub const ALL: [Kernel; 48] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -88,9 +88,18 @@ impl Kernel {
         Kernel::MoeDownMxfp4,
         Kernel::MoeDownF16,
         Kernel::MoeDownBf16,
-        Kernel::AttnF16,
-        Kernel::AttnBf16,
-        Kernel::AttnQ8_0,
+        Kernel::Attn(AttnCache::F16, AttnWidth::W64),
+        Kernel::Attn(AttnCache::F16, AttnWidth::W128),
+        Kernel::Attn(AttnCache::F16, AttnWidth::W256),
+        Kernel::Attn(AttnCache::F16, AttnWidth::W576),
+        Kernel::Attn(AttnCache::Bf16, AttnWidth::W64),
+        Kernel::Attn(AttnCache::Bf16, AttnWidth::W128),
+        Kernel::Attn(AttnCache::Bf16, AttnWidth::W256),
+        Kernel::Attn(AttnCache::Bf16, AttnWidth::W576),
+        Kernel::Attn(AttnCache::Q8_0, AttnWidth::W64),
+        Kernel::Attn(AttnCache::Q8_0, AttnWidth::W128),
+        Kernel::Attn(AttnCache::Q8_0, AttnWidth::W256),
+        Kernel::Attn(AttnCache::Q8_0, AttnWidth::W576),
         Kernel::AttnReduce,
         Kernel::DecRmsNorm,
         Kernel::DecRope,
@@ -132,9 +141,7 @@ impl Kernel {
             Kernel::MoeDownMxfp4 => "mb_moe_down_mxfp4",
             Kernel::MoeDownF16 => "mb_moe_down_f16",
             Kernel::MoeDownBf16 => "mb_moe_down_bf16",
-            Kernel::AttnF16 => "mb_attn_f16",
-            Kernel::AttnBf16 => "mb_attn_bf16",
-            Kernel::AttnQ8_0 => "mb_attn_q8_0",
+            Kernel::Attn(c, w) => crate::attention::split_kernel_name(c, w),
             Kernel::AttnReduce => "mb_attn_reduce",
             Kernel::DecRmsNorm => "mb_dec_rmsnorm",
             Kernel::DecRope => "mb_dec_rope",

@@ -49,7 +49,6 @@ pub struct CpuMoeCase {
     moe: CpuMoe,
     inputs: Vec<(Vec<f32>, Vec<f32>)>,
     out: Vec<f32>,
-    routing: Routing,
 }
 
 impl MoeBackend for CpuBackend {
@@ -80,21 +79,18 @@ impl MoeBackend for CpuBackend {
                 .map(|(x, s)| (x.to_vec(), s.to_vec()))
                 .collect(),
             out: vec![0.0; tokens * layer.hidden],
-            routing: Routing::default(),
         })
     }
 
     fn moe_forward(&self, m: &mut CpuMoeCase, slot: usize) -> Result<(), String> {
         let (xs, steer) = m.inputs.get(slot).ok_or("no such input slot")?;
-        m.routing = m
-            .moe
+        m.moe
             .forward(&self.pool, xs, steer, &mut m.out)
-            .map_err(|e| e.to_string())?;
-        Ok(())
+            .map_err(|e| e.to_string())
     }
 
     fn moe_result(&self, m: &CpuMoeCase) -> Result<(Vec<f32>, Routing), String> {
-        Ok((m.out.clone(), m.routing.clone()))
+        Ok((m.out.clone(), m.moe.last_routing()))
     }
 }
 

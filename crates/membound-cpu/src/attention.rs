@@ -16,6 +16,7 @@ use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use crate::CpuError;
+use crate::scratch::{Reuse, zeroed};
 
 /// Distinct rows a generated cache cycles through (a prime).
 pub const GENERATED_ROWS: usize = 1021;
@@ -27,6 +28,31 @@ pub struct KvCacheBuf {
     tokens: usize,
     k: Vec<u8>,
     v: Vec<u8>,
+    /// What [`attend`] and [`KvCacheBuf::write_token`] reuse from step to step.
+    scratch: Reuse<ScratchBufs>,
+}
+
+/// What [`attend`] and [`KvCacheBuf::write_token`] reuse from step to step, so a warm decode
+/// step allocates nothing: the chunks' partial results, each pool thread's tile of f32 rows,
+/// the merge's accumulator and one encoded row.
+#[derive(Debug, Default)]
+struct ScratchBufs {
+    /// Per task (cached head, chunk), per query head of the group: m, l, then d_v values.
+    partials: Vec<f32>,
+    /// One per pool thread (a task never runs inside another on its thread).
+    tiles: Vec<std::sync::Mutex<Tiles>>,
+    /// One head's merged accumulator.
+    total: Vec<f32>,
+    /// An encoded row of `write_token`.
+    row: Vec<u8>,
+}
+
+/// A chunk's working rows: K (and V) rows as f32, and the group's scores, of one tile.
+#[derive(Debug, Default)]
+struct Tiles {
+    kt: Vec<f32>,
+    vt: Vec<f32>,
+    scores: Vec<f32>,
 }
 
 fn err(s: String) -> CpuError {
@@ -69,6 +95,7 @@ impl KvCacheBuf {
             } else {
                 encode(shape.dtype, v)?
             },
+            scratch: Reuse::default(),
         })
     }
 
@@ -100,6 +127,7 @@ impl KvCacheBuf {
             } else {
                 make(shape.d_v, seed ^ 0x5a5a)?
             },
+            scratch: Reuse::default(),
         })
     }
 
@@ -118,14 +146,18 @@ impl KvCacheBuf {
                 self.tokens
             )));
         }
+        let mut scratch = self.scratch.lock();
+        let row = &mut scratch.row;
         for h in 0..s.kv_heads {
             let at = (h * self.tokens + t) * kb;
-            let row = encode(s.dtype, &k[h * s.d_k..(h + 1) * s.d_k])?;
-            self.k[at..at + kb].copy_from_slice(&row);
+            row.clear();
+            ops::quantize_extend(s.dtype, &k[h * s.d_k..(h + 1) * s.d_k], row)?;
+            self.k[at..at + kb].copy_from_slice(row);
             if !s.v_in_k {
                 let at = (h * self.tokens + t) * vb;
-                let row = encode(s.dtype, &v[h * s.d_v..(h + 1) * s.d_v])?;
-                self.v[at..at + vb].copy_from_slice(&row);
+                row.clear();
+                ops::quantize_extend(s.dtype, &v[h * s.d_v..(h + 1) * s.d_v], row)?;
+                self.v[at..at + vb].copy_from_slice(row);
             }
         }
         Ok(())
@@ -204,36 +236,28 @@ fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
     }
 }
 
-/// The online-softmax state of one query head over a run of tokens.
-#[derive(Clone, Debug)]
-struct Partial {
-    m: f32,
-    l: f32,
-    acc: Vec<f32>,
+/// Floats of one query head's partial result in a chunk's output: its running max `m`, its
+/// sum `l`, then its `d_v` accumulator values.
+fn partial_len(d_v: usize) -> usize {
+    2 + d_v
 }
 
-impl Partial {
-    fn new(d_v: usize) -> Partial {
-        Partial {
-            m: f32::NEG_INFINITY,
-            l: 0.0,
-            acc: vec![0.0; d_v],
-        }
+/// Merges the partial `(m, l, acc)` of a later run into `(tm, tl, tacc)`.
+fn merge(tm: &mut f32, tl: &mut f32, tacc: &mut [f32], m: f32, l: f32, acc: &[f32]) {
+    let mx = tm.max(m);
+    if mx == f32::NEG_INFINITY {
+        return;
     }
-
-    /// Merges `o` (a later run) into `self`.
-    fn merge(&mut self, o: &Partial) {
-        let m = self.m.max(o.m);
-        if m == f32::NEG_INFINITY {
-            return;
-        }
-        let (a, b) = ((self.m - m).exp(), (o.m - m).exp());
-        self.l = self.l * a + o.l * b;
-        for (x, y) in self.acc.iter_mut().zip(&o.acc) {
+    let (a, b) = ((*tm - mx).exp(), (m - mx).exp());
+    *tl = *tl * a + l * b;
+    if acc.is_empty() {
+        tacc.iter_mut().for_each(|x| *x *= a);
+    } else {
+        for (x, y) in tacc.iter_mut().zip(acc) {
             *x = *x * a + y * b;
         }
-        self.m = m;
     }
+    *tm = mx;
 }
 
 /// Tokens per tile of a chunk: their K (and V) rows are converted to f32 once, scored for
@@ -295,21 +319,26 @@ fn axpy_body<const FMA: bool>(acc: &mut [f32], p: f32, v: &[f32]) {
     }
 }
 
-/// The partial softmax of each query head of cached head `h` over tokens `[t0, t1)`.
+/// The partial softmax of each query head of cached head `h` over tokens `[t0, t1)` into `out`
+/// (the group's heads one after the other, [`partial_len`] floats each), through `tiles`.
 #[inline(always)]
 fn chunk_body<const FMA: bool>(
     cache: &KvCacheBuf,
     q: &[f32],
     h: usize,
-    t0: usize,
-    t1: usize,
-) -> Vec<Partial> {
+    (t0, t1): (usize, usize),
+    tiles: &mut Tiles,
+    out: &mut [f32],
+) {
     let s = &cache.shape;
     let (dk, dv, g) = (s.d_k, s.d_v, s.group());
-    let mut st = vec![Partial::new(dv); g];
-    let mut kt = vec![0f32; TILE_TOKENS * dk];
-    let mut vt = vec![0f32; if s.v_in_k { 0 } else { TILE_TOKENS * dv }];
-    let mut scores = vec![0f32; g * TILE_TOKENS];
+    for st in out.chunks_exact_mut(partial_len(dv)) {
+        st[0] = f32::NEG_INFINITY;
+        st[1..].fill(0.0);
+    }
+    let kt = zeroed(&mut tiles.kt, TILE_TOKENS * dk);
+    let vt = zeroed(&mut tiles.vt, if s.v_in_k { 0 } else { TILE_TOKENS * dv });
+    let scores = zeroed(&mut tiles.scores, g * TILE_TOKENS);
     let mut t = t0;
     while t < t1 {
         let n = (t1 - t).min(TILE_TOKENS);
@@ -327,38 +356,38 @@ fn chunk_body<const FMA: bool>(
                 );
             }
         }
-        let (vrows, vstride) = if s.v_in_k { (&kt, dk) } else { (&vt, dv) };
-        for (j, st) in st.iter_mut().enumerate() {
+        let (vrows, vstride): (&[f32], usize) = if s.v_in_k { (kt, dk) } else { (vt, dv) };
+        for (j, st) in out.chunks_exact_mut(partial_len(dv)).enumerate() {
+            let (ml, acc) = st.split_at_mut(2);
             let qh = &q[(h * g + j) * dk..(h * g + j + 1) * dk];
             let sc = &mut scores[j * TILE_TOKENS..j * TILE_TOKENS + n];
             for (i, sv) in sc.iter_mut().enumerate() {
                 *sv = dot_body::<FMA>(qh, &kt[i * dk..(i + 1) * dk]) * s.scale;
             }
-            let m = sc.iter().fold(st.m, |a, &b| a.max(b));
-            let a = (st.m - m).exp();
+            let m = sc.iter().fold(ml[0], |a, &b| a.max(b));
+            let a = (ml[0] - m).exp();
             if a != 1.0 {
-                st.acc.iter_mut().for_each(|x| *x *= a);
+                acc.iter_mut().for_each(|x| *x *= a);
             }
-            st.l *= a;
-            st.m = m;
+            ml[1] *= a;
+            ml[0] = m;
             let mut p = [0f32; TILE_TOKENS];
             p[..n]
                 .iter_mut()
                 .zip(sc.iter())
                 .for_each(|(p, sv)| *p = (sv - m).exp());
-            st.l += p[..n].iter().sum::<f32>();
+            ml[1] += p[..n].iter().sum::<f32>();
             if g > 1 {
-                accumulate_tile::<FMA>(&mut st.acc, &p[..n], vrows, vstride);
+                accumulate_tile::<FMA>(acc, &p[..n], vrows, vstride);
             } else {
                 // One head per row (expanded MHA): row by row measured faster (Zen 4, 32k).
                 for (i, &p) in p[..n].iter().enumerate() {
-                    axpy_body::<FMA>(&mut st.acc, p, &vrows[i * vstride..i * vstride + dv]);
+                    axpy_body::<FMA>(acc, p, &vrows[i * vstride..i * vstride + dv]);
                 }
             }
         }
         t += n;
     }
-    st
 }
 
 /// [`decode_row`], with F16 rows converted eight at a time by F16C where `SIMD` on x86-64
@@ -383,8 +412,15 @@ fn decode_row_simd<const SIMD: bool>(dtype: DType, row: &[u8], out: &mut [f32]) 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn chunk_avx2(cache: &KvCacheBuf, q: &[f32], h: usize, t0: usize, t1: usize) -> Vec<Partial> {
-    chunk_body::<true>(cache, q, h, t0, t1)
+fn chunk_avx2(
+    cache: &KvCacheBuf,
+    q: &[f32],
+    h: usize,
+    span: (usize, usize),
+    tiles: &mut Tiles,
+    out: &mut [f32],
+) {
+    chunk_body::<true>(cache, q, h, span, tiles, out)
 }
 
 /// [`chunk_body`] on the instruction set's kernels: AVX2 with FMA on x86-64 where `isa` is
@@ -395,17 +431,18 @@ fn chunk_partials(
     cache: &KvCacheBuf,
     q: &[f32],
     h: usize,
-    t0: usize,
-    t1: usize,
-) -> Vec<Partial> {
+    span: (usize, usize),
+    tiles: &mut Tiles,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, crate::Isa::Avx2 | crate::Isa::Avx512Vnni) {
         // SAFETY: both paths are only detected (or accepted) where the CPU has AVX2, FMA and
         // F16C.
-        return unsafe { chunk_avx2(cache, q, h, t0, t1) };
+        return unsafe { chunk_avx2(cache, q, h, span, tiles, out) };
     }
     let _ = isa;
-    chunk_body::<{ cfg!(target_arch = "aarch64") }>(cache, q, h, t0, t1)
+    chunk_body::<{ cfg!(target_arch = "aarch64") }>(cache, q, h, span, tiles, out)
 }
 
 /// Tokens per chunk (one rayon task per cached head and chunk) of [`attend`].
@@ -438,38 +475,60 @@ pub fn attend(
     let first = depth - s.attended(depth);
     let n = depth - first;
     let chunks = n.div_ceil(CHUNK_TOKENS);
-    let tasks: Vec<(usize, usize)> = (0..s.kv_heads)
-        .flat_map(|h| (0..chunks).map(move |c| (h, c)))
-        .collect();
     let isa = crate::Isa::detect();
-    let partials: Vec<Vec<Partial>> = pool.install(|| {
-        tasks
-            .par_iter()
-            .map(|&(h, c)| {
+    let per_task = g * partial_len(dv);
+    let mut guard = cache.scratch.lock();
+    let scratch = &mut *guard;
+    let threads = pool.current_num_threads().max(1);
+    if scratch.tiles.len() < threads {
+        scratch.tiles.resize_with(threads, Default::default);
+    }
+    // Every thread's tile sized now: which thread runs a task changes from step to step.
+    let vt = if s.v_in_k { 0 } else { TILE_TOKENS * dv };
+    for t in &scratch.tiles {
+        let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let grow = |v: &mut Vec<f32>, n: usize| v.reserve(n.saturating_sub(v.len()));
+        grow(&mut t.kt, TILE_TOKENS * dk);
+        grow(&mut t.vt, vt);
+        grow(&mut t.scores, g * TILE_TOKENS);
+    }
+    let tiles = &scratch.tiles;
+    let partials = zeroed(&mut scratch.partials, s.kv_heads * chunks * per_task);
+    pool.install(|| {
+        partials
+            .par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(task, part)| {
+                let (h, c) = (task / chunks, task % chunks);
                 let t0 = first + c * CHUNK_TOKENS;
-                chunk_partials(isa, cache, q, h, t0, (t0 + CHUNK_TOKENS).min(depth))
+                let slot = rayon::current_thread_index().unwrap_or(0) % tiles.len();
+                let mut tile = tiles[slot]
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let span = (t0, (t0 + CHUNK_TOKENS).min(depth));
+                chunk_partials(isa, cache, q, h, span, &mut tile, part);
             })
-            .collect()
     });
+    let total = zeroed(&mut scratch.total, dv);
     for h in 0..s.kv_heads {
         for j in 0..g {
             let head = h * g + j;
-            let mut total = Partial::new(dv);
-            for chunk in &partials[h * chunks..(h + 1) * chunks] {
-                total.merge(&chunk[j]);
+            let (mut tm, mut tl) = (f32::NEG_INFINITY, 0f32);
+            total.fill(0.0);
+            for c in 0..chunks {
+                let at = (h * chunks + c) * per_task + j * partial_len(dv);
+                let st = &partials[at..at + partial_len(dv)];
+                merge(&mut tm, &mut tl, total, st[0], st[1], &st[2..]);
             }
             if s.sinks {
-                // The sink joins the denominator only.
-                let sink = Partial {
-                    m: sinks[head],
-                    l: 1.0,
-                    acc: vec![0.0; dv],
-                };
-                total.merge(&sink);
+                // The sink joins the denominator only (an accumulator of zeros).
+                merge(&mut tm, &mut tl, total, sinks[head], 1.0, &[]);
             }
             let o = &mut out[head * dv..(head + 1) * dv];
-            let inv = if total.l > 0.0 { 1.0 / total.l } else { 0.0 };
-            o.iter_mut().zip(&total.acc).for_each(|(o, a)| *o = a * inv);
+            let inv = if tl > 0.0 { 1.0 / tl } else { 0.0 };
+            o.iter_mut()
+                .zip(total.iter())
+                .for_each(|(o, a)| *o = a * inv);
         }
     }
     Ok(())

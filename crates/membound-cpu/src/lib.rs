@@ -20,6 +20,7 @@ mod dot;
 mod isa;
 mod matmul;
 pub mod moe;
+mod scratch;
 
 pub use dot::{DotKernel, SUPPORTED_DTYPES, act_dtype};
 pub use isa::{ISA_ENV, Isa, simd_level};

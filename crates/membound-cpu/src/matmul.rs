@@ -7,6 +7,7 @@ use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use crate::dot::{DotKernel, act_dtype, check_len, row_bytes};
+use crate::scratch::Reuse;
 use crate::{CpuError, Isa};
 
 /// A weight matrix ready for GEMV/GEMM: `rows × cols` values of `dtype`, row-major, each row a
@@ -18,6 +19,38 @@ pub struct CpuGemv {
     cols: usize,
     row_bytes: usize,
     weights: Vec<u8>,
+    /// The quantized activations of the last call, refilled by the next (the next token).
+    scratch: Reuse<Vec<u8>>,
+}
+
+/// The activation rows `kernel` reads for the rows of `xs` (`cols` values each): `xs` itself
+/// for float weights, else each row quantized into `buf` (with its blocks' f32 scales where the
+/// kernel wants them). Returns the bytes and the stride of one row.
+pub(crate) fn act_rows<'a>(
+    kernel: &DotKernel,
+    xs: &'a [f32],
+    cols: usize,
+    buf: &'a mut Vec<u8>,
+) -> Result<(&'a [u8], usize), CpuError> {
+    let act = kernel.act_dtype();
+    if act == DType::F32 {
+        // SAFETY: any f32 slice may be viewed as its bytes (u8 has alignment 1 and every bit
+        // pattern is valid); the length is the slice's size in bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(xs.as_ptr().cast::<u8>(), size_of_val(xs)) };
+        return Ok((bytes, 4 * cols));
+    }
+    buf.clear();
+    for x in xs.chunks_exact(cols.max(1)) {
+        let start = buf.len();
+        ops::quantize_extend(act, x, buf)?;
+        if kernel.act_scales() {
+            DotKernel::extend_act(buf, start);
+        }
+    }
+    let rows = xs.len() / cols.max(1);
+    let stride = buf.len() / rows.max(1);
+    Ok((&buf[..], stride))
 }
 
 /// Byte budget of one GEMM weight tile (rows kept hot while a batch tile streams past).
@@ -38,6 +71,7 @@ impl CpuGemv {
             cols,
             row_bytes,
             weights,
+            scratch: Reuse::default(),
         })
     }
 
@@ -80,7 +114,8 @@ impl CpuGemv {
     }
 
     /// `y = W·x` on `isa`: `x` holds `cols` values, `y` receives `rows`. Rows are split into
-    /// contiguous runs across the pool; `x` is quantized once (the only allocation).
+    /// contiguous runs across the pool; `x` is quantized once, into a buffer this matrix keeps
+    /// (no allocation from the second call on).
     pub fn run_with(
         &self,
         pool: &ThreadPool,
@@ -88,12 +123,8 @@ impl CpuGemv {
         x: &[f32],
         y: &mut [f32],
     ) -> Result<(), CpuError> {
-        let kernel = DotKernel::new(self.dtype, isa)?;
         check_len("GEMV input x", self.cols, x.len())?;
-        check_len("GEMV output y", self.rows, y.len())?;
-        let act = Activations::new(&kernel, x)?;
-        self.rows_with(pool, &kernel, &[act.bytes()], y);
-        Ok(())
+        self.run_grouped_with(pool, isa, 1, x, y)
     }
 
     /// Grouped GEMV on `isa`: the rows form `groups` equal groups and group `g`'s rows take
@@ -116,28 +147,35 @@ impl CpuGemv {
         }
         check_len("grouped GEMV inputs", groups * self.cols, xs.len())?;
         check_len("GEMV output y", self.rows, y.len())?;
-        let acts = xs
-            .chunks_exact(self.cols)
-            .map(|x| Activations::new(&kernel, x))
-            .collect::<Result<Vec<_>, _>>()?;
-        let acts: Vec<&[u8]> = acts.iter().map(Activations::bytes).collect();
-        self.rows_with(pool, &kernel, &acts, y);
+        let mut buf = self.scratch.lock();
+        let (acts, stride) = act_rows(&kernel, xs, self.cols, &mut buf)?;
+        self.rows_with(pool, &kernel, acts, stride, y);
         Ok(())
     }
 
-    /// `y[r] = W[r]·acts[r / (rows / acts.len())]`, rows split into contiguous runs.
-    fn rows_with(&self, pool: &ThreadPool, kernel: &DotKernel, acts: &[&[u8]], y: &mut [f32]) {
+    /// `y[r] = W[r]·act(r / (rows / groups))`, where activation row g is
+    /// `acts[g * stride..][..stride]`; rows split into contiguous runs.
+    fn rows_with(
+        &self,
+        pool: &ThreadPool,
+        kernel: &DotKernel,
+        acts: &[u8],
+        stride: usize,
+        y: &mut [f32],
+    ) {
         let per_task = self
             .rows
             .div_ceil(4 * pool.current_num_threads().max(1))
             .max(1);
-        let (rb, per_group) = (self.row_bytes, self.rows / acts.len().max(1));
+        let groups = (acts.len() / stride.max(1)).max(1);
+        let (rb, per_group) = (self.row_bytes, self.rows / groups);
         pool.install(|| {
             y.par_chunks_mut(per_task).enumerate().for_each(|(t, ys)| {
                 let first = t * per_task;
                 let w = &self.weights[first * rb..(first + ys.len()) * rb];
                 for (i, (yv, w_row)) in ys.iter_mut().zip(w.chunks_exact(rb)).enumerate() {
-                    *yv = kernel.dot_unchecked(w_row, acts[(first + i) / per_group]);
+                    let g = (first + i) / per_group;
+                    *yv = kernel.dot_unchecked(w_row, &acts[g * stride..(g + 1) * stride]);
                 }
             })
         });
@@ -242,7 +280,7 @@ impl<'a> Activations<'a> {
         } else {
             let mut q = ops::quantize(act, x)?;
             if kernel.act_scales() {
-                DotKernel::extend_act(&mut q);
+                DotKernel::extend_act(&mut q, 0);
             }
             Activations::Quant(q)
         })

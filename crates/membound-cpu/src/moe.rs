@@ -16,7 +16,8 @@ use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use crate::dot::{DotKernel, check_len, row_bytes};
-use crate::matmul::{Activations, OutPtr};
+use crate::matmul::{OutPtr, act_rows};
+use crate::scratch::{Reuse, zeroed};
 use crate::{CpuError, CpuGemv, Isa};
 
 /// `n` matrices of `rows × cols` values of one type, stacked: expert `e`'s row `r` is row
@@ -137,20 +138,59 @@ pub fn route(
     ids: &mut [u32],
     weights: &mut [f32],
 ) {
+    route_into(
+        layer,
+        logits,
+        selection_bias,
+        ids,
+        weights,
+        &mut RouteBufs::default(),
+    );
+}
+
+/// The working vectors of [`route`], reused from token to token.
+#[derive(Debug, Default)]
+struct RouteBufs {
+    logits: Vec<f32>,
+    scores: Vec<f32>,
+    keys: Vec<f32>,
+    group_keys: Vec<f32>,
+    chosen: Vec<usize>,
+    kept: Vec<usize>,
+    order: Vec<usize>,
+    selected: Vec<f32>,
+}
+
+/// [`route`] through `b` (no allocation once its vectors have grown).
+fn route_into(
+    layer: &MoeLayer,
+    logits: &[f32],
+    selection_bias: &[f32],
+    ids: &mut [u32],
+    weights: &mut [f32],
+    b: &mut RouteBufs,
+) {
     let e = layer.n_experts;
     let k = layer.top_k;
     let clean = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
-    let l: Vec<f32> = logits[..e].iter().map(|&v| clean(v)).collect();
-    let scores: Vec<f32> = match layer.router {
-        RouterScoring::Softmax => softmax(&l),
-        RouterScoring::Sigmoid => l.iter().map(|&v| sigmoid(v)).collect(),
-        RouterScoring::TopkSoftmax => l.clone(),
-    };
-    let mut keys: Vec<f32> = scores
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| clean(s + selection_bias.get(i).copied().unwrap_or(0.0)))
-        .collect();
+    b.logits.clear();
+    b.logits.extend(logits[..e].iter().map(|&v| clean(v)));
+    let l = &b.logits;
+    b.scores.clear();
+    match layer.router {
+        RouterScoring::Softmax => softmax_into(l, &mut b.scores),
+        RouterScoring::Sigmoid => b.scores.extend(l.iter().map(|&v| sigmoid(v))),
+        RouterScoring::TopkSoftmax => b.scores.extend_from_slice(l),
+    }
+    let scores = &b.scores;
+    b.keys.clear();
+    b.keys.extend(
+        scores
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| clean(s + selection_bias.get(i).copied().unwrap_or(0.0))),
+    );
+    let keys = &mut b.keys;
     if layer.n_group > 1 {
         let size = e / layer.n_group;
         let group_key = |g: usize| {
@@ -168,22 +208,28 @@ pub fn route(
                 best[0] + best[1]
             }
         };
-        let gk: Vec<f32> = (0..layer.n_group).map(|g| clean(group_key(g))).collect();
-        let kept = top_indices(&gk, layer.topk_group);
+        b.group_keys.clear();
+        b.group_keys
+            .extend((0..layer.n_group).map(|g| clean(group_key(g))));
+        top_indices(&b.group_keys, layer.topk_group, &mut b.order, &mut b.kept);
         for g in 0..layer.n_group {
-            if !kept.contains(&g) {
+            if !b.kept.contains(&g) {
                 keys[g * size..(g + 1) * size].fill(f32::NEG_INFINITY);
             }
         }
     }
-    let chosen = top_indices(&keys, k);
-    for (j, &c) in chosen.iter().enumerate() {
+    top_indices(keys, k, &mut b.order, &mut b.chosen);
+    for (j, &c) in b.chosen.iter().enumerate() {
         ids[j] = c as u32;
         weights[j] = scores[c];
     }
     if layer.router == RouterScoring::TopkSoftmax {
-        let sel: Vec<f32> = chosen.iter().map(|&c| l[c]).collect();
-        weights[..k].copy_from_slice(&softmax(&sel));
+        b.selected.clear();
+        b.selected.extend(b.chosen.iter().map(|&c| l[c]));
+        // The selected logits' softmax, through `keys` (no longer needed).
+        keys.clear();
+        softmax_into(&b.selected, keys);
+        weights[..k].copy_from_slice(keys);
     }
     if layer.norm_topk {
         let sum: f32 = weights[..k].iter().sum();
@@ -196,28 +242,34 @@ pub fn route(
         .for_each(|w| *w *= layer.routed_scaling);
 }
 
-/// Indices of the `k` largest values, largest first, ties to the lower index.
-fn top_indices(v: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    // Keys are never NaN here; total order with -inf last among equals keeps it stable.
-    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
-    idx.truncate(k);
-    idx
+/// Indices of the `k` largest values of `v` into `out`, largest first, ties to the lower index
+/// (`order`: working space).
+fn top_indices(v: &[f32], k: usize, order: &mut Vec<usize>, out: &mut Vec<usize>) {
+    order.clear();
+    order.extend(0..v.len());
+    // Keys are never NaN here; value then index is a total order, so the unstable sort (which
+    // does not allocate) gives the stable order.
+    order.sort_unstable_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    out.clear();
+    out.extend_from_slice(&order[..k.min(order.len())]);
 }
 
 fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
 }
 
-/// Softmax with the maximum subtracted; every value 0 when the maximum is `-inf`.
-fn softmax(v: &[f32]) -> Vec<f32> {
+/// Softmax of `v` appended to `out`, the maximum subtracted; every value 0 when the maximum is
+/// `-inf`.
+fn softmax_into(v: &[f32], out: &mut Vec<f32>) {
     let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let start = out.len();
     if max == f32::NEG_INFINITY {
-        return vec![0.0; v.len()];
+        out.extend(v.iter().map(|_| 0.0));
+        return;
     }
-    let ex: Vec<f32> = v.iter().map(|&x| (x - max).exp()).collect();
-    let sum: f32 = ex.iter().sum();
-    ex.iter().map(|&x| x / sum).collect()
+    out.extend(v.iter().map(|&x| (x - max).exp()));
+    let sum: f32 = out[start..].iter().sum();
+    out[start..].iter_mut().for_each(|x| *x /= sum);
 }
 
 /// A MoE layer ready to run on the CPU.
@@ -226,28 +278,59 @@ pub struct CpuMoe {
     layer: MoeLayer,
     router: CpuGemv,
     w: MoeWeights,
+    /// The last call's logits, routing and intermediates, refilled by the next.
+    scratch: Reuse<MoeBufs>,
+}
+
+/// Everything a forward pass fills, kept for the next (a warm decode step allocates nothing).
+#[derive(Debug, Default)]
+struct MoeBufs {
+    logits: Vec<f32>,
+    routing: Routing,
+    bias: Vec<f32>,
+    route: RouteBufs,
+    /// Each choice's output (`tokens × top_k × hidden`) and the shared expert's.
+    yk: Vec<f32>,
+    ysh: Vec<f32>,
+    /// The shared expert's "choices": expert 0 for every token.
+    zeros: Vec<u32>,
+    pass: PassBufs,
+}
+
+/// One expert pass's activations (quantized x and act), intermediate and work lists.
+#[derive(Debug, Default)]
+struct PassBufs {
+    xq: Vec<u8>,
+    aq: Vec<u8>,
+    act: Vec<f32>,
+    plan: Plan,
+    tasks: Vec<(usize, usize, usize)>,
 }
 
 /// Work lists of one expert pass: `slots[s] = (expert, first, end)` over `pairs`, each pair a
 /// flat choice index `t·k + j` (token `t`'s `j`-th expert); ordered by expert, then token.
+#[derive(Debug, Default)]
 struct Plan {
     slots: Vec<(usize, usize, usize)>,
     pairs: Vec<usize>,
 }
 
 impl Plan {
-    fn new(ids: &[u32]) -> Plan {
-        let mut pairs: Vec<usize> = (0..ids.len()).collect();
-        pairs.sort_by_key(|&i| (ids[i], i));
-        let mut slots = Vec::new();
+    /// Refills the lists for `ids`.
+    fn fill(&mut self, ids: &[u32]) {
+        self.pairs.clear();
+        self.pairs.extend(0..ids.len());
+        // (expert, choice) is unique: the unstable sort (no allocation) is the stable order.
+        self.pairs.sort_unstable_by_key(|&i| (ids[i], i));
+        self.slots.clear();
+        let pairs = &self.pairs;
         let mut s = 0;
         while s < pairs.len() {
             let e = ids[pairs[s]];
             let end = s + pairs[s..].iter().take_while(|&&i| ids[i] == e).count();
-            slots.push((e as usize, s, end));
+            self.slots.push((e as usize, s, end));
             s = end;
         }
-        Plan { slots, pairs }
     }
 }
 
@@ -303,7 +386,12 @@ impl CpuMoe {
                 )));
             }
         }
-        Ok(CpuMoe { layer, router, w })
+        Ok(CpuMoe {
+            layer,
+            router,
+            w,
+            scratch: Reuse::default(),
+        })
     }
 
     /// The layer.
@@ -319,13 +407,25 @@ impl CpuMoe {
     /// Router logits of a batch (`tokens × rows`, rows = experts + 1 with a shared gate), the
     /// logit bias added.
     pub fn logits(&self, pool: &ThreadPool, isa: Isa, xs: &[f32]) -> Result<Vec<f32>, CpuError> {
+        let mut out = Vec::new();
+        self.logits_into(pool, isa, xs, &mut out)?;
+        Ok(out)
+    }
+
+    fn logits_into(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        xs: &[f32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
         let rows = self.router.rows();
         let tokens = xs.len() / self.layer.hidden;
-        let mut out = vec![0f32; tokens * rows];
+        let out = zeroed(out, tokens * rows);
         if tokens == 1 {
-            self.router.run_with(pool, isa, xs, &mut out)?;
+            self.router.run_with(pool, isa, xs, out)?;
         } else {
-            self.router.run_batch_with(pool, isa, xs, &mut out)?;
+            self.router.run_batch_with(pool, isa, xs, out)?;
         }
         if self.layer.logit_bias() {
             for row in out.chunks_mut(rows) {
@@ -334,22 +434,35 @@ impl CpuMoe {
                     .for_each(|(l, b)| *l += b);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Routes a batch from its logits ([`CpuMoe::logits`]); `steer` (empty or `tokens ×
     /// n_experts`) is added to the selection keys.
     pub fn route_batch(&self, logits: &[f32], steer: &[f32]) -> Routing {
+        let mut r = Routing::default();
+        let (mut bias, mut bufs) = (Vec::new(), RouteBufs::default());
+        self.route_batch_into(logits, steer, &mut r, &mut bias, &mut bufs);
+        r
+    }
+
+    fn route_batch_into(
+        &self,
+        logits: &[f32],
+        steer: &[f32],
+        r: &mut Routing,
+        bias: &mut Vec<f32>,
+        bufs: &mut RouteBufs,
+    ) {
         let l = &self.layer;
         let rows = self.router.rows();
         let tokens = logits.len() / rows;
         let (e, k) = (l.n_experts, l.top_k);
-        let mut r = Routing {
-            ids: vec![0; tokens * k],
-            weights: vec![0.0; tokens * k],
-            shared: vec![1.0; tokens],
-        };
-        let mut bias = vec![0f32; e];
+        zeroed(&mut r.ids, tokens * k);
+        zeroed(&mut r.weights, tokens * k);
+        r.shared.clear();
+        r.shared.resize(tokens, 1.0);
+        let bias = zeroed(bias, e);
         for t in 0..tokens {
             bias.fill(0.0);
             if l.selection_bias() {
@@ -361,35 +474,41 @@ impl CpuMoe {
                     .for_each(|(b, s)| *b += s);
             }
             let lt = &logits[t * rows..(t + 1) * rows];
-            route(
+            route_into(
                 l,
                 lt,
-                &bias,
+                bias,
                 &mut r.ids[t * k..(t + 1) * k],
                 &mut r.weights[t * k..(t + 1) * k],
+                bufs,
             );
             if l.shared_gate {
                 r.shared[t] = sigmoid(lt[e]);
             }
         }
-        r
     }
 
     /// The layer for a batch `xs` (`tokens × hidden`) into `out` (same shape), on the
-    /// [`Isa::detect`] path; returns the routing it used.
+    /// [`Isa::detect`] path; [`CpuMoe::last_routing`] tells the routing it used.
     pub fn forward(
         &self,
         pool: &ThreadPool,
         xs: &[f32],
         steer: &[f32],
         out: &mut [f32],
-    ) -> Result<Routing, CpuError> {
+    ) -> Result<(), CpuError> {
         self.forward_with(pool, Isa::detect(), xs, steer, out)
+    }
+
+    /// The routing of the last [`CpuMoe::forward`] (a copy).
+    pub fn last_routing(&self) -> Routing {
+        self.scratch.lock().routing.clone()
     }
 
     /// [`CpuMoe::forward`] on `isa`. The layer runs on a pool thread, so its parallel loops
     /// (router, experts, shared expert) start directly rather than each being handed to the
-    /// pool from outside.
+    /// pool from outside. Its logits, routing and intermediates go to buffers the layer keeps,
+    /// so from the second call of a batch size on it allocates nothing.
     pub fn forward_with(
         &self,
         pool: &ThreadPool,
@@ -397,7 +516,7 @@ impl CpuMoe {
         xs: &[f32],
         steer: &[f32],
         out: &mut [f32],
-    ) -> Result<Routing, CpuError> {
+    ) -> Result<(), CpuError> {
         pool.install(|| self.forward_here(pool, isa, xs, steer, out))
     }
 
@@ -408,7 +527,7 @@ impl CpuMoe {
         xs: &[f32],
         steer: &[f32],
         out: &mut [f32],
-    ) -> Result<Routing, CpuError> {
+    ) -> Result<(), CpuError> {
         let l = &self.layer;
         let h = l.hidden;
         if xs.is_empty() || !xs.len().is_multiple_of(h) {
@@ -419,10 +538,13 @@ impl CpuMoe {
         if !steer.is_empty() {
             check_len("MoE steering", tokens * l.n_experts, steer.len())?;
         }
-        let logits = self.logits(pool, isa, xs)?;
-        let routing = self.route_batch(&logits, steer);
+        let mut guard = self.scratch.lock();
+        let b = &mut *guard;
+        self.logits_into(pool, isa, xs, &mut b.logits)?;
+        self.route_batch_into(&b.logits, steer, &mut b.routing, &mut b.bias, &mut b.route);
+        let routing = &b.routing;
         let k = l.top_k;
-        let mut yk = vec![0f32; tokens * k * h];
+        let yk = zeroed(&mut b.yk, tokens * k * h);
         let (gb, ub, db) = &self.w.bias;
         let routed = Pass {
             gate: &self.w.gate,
@@ -434,10 +556,19 @@ impl CpuMoe {
             ff: l.expert_ff,
             per_token: k,
         };
-        routed.run(pool, isa, l, xs, &routing.ids, &routing.weights, &mut yk)?;
-        let mut ysh = Vec::new();
+        routed.run(
+            pool,
+            isa,
+            l,
+            xs,
+            &routing.ids,
+            &routing.weights,
+            yk,
+            &mut b.pass,
+        )?;
+        b.ysh.clear();
         if let Some((g, u, d)) = &self.w.shared {
-            ysh = vec![0f32; tokens * h];
+            let ysh = zeroed(&mut b.ysh, tokens * h);
             let shared = Pass {
                 gate: g,
                 up: u,
@@ -446,9 +577,10 @@ impl CpuMoe {
                 ff: l.shared_ff,
                 per_token: 1,
             };
-            let zeros = vec![0u32; tokens];
-            shared.run(pool, isa, l, xs, &zeros, &routing.shared, &mut ysh)?;
+            let zeros = zeroed(&mut b.zeros, tokens);
+            shared.run(pool, isa, l, xs, zeros, &routing.shared, ysh, &mut b.pass)?;
         }
+        let (yk, ysh) = (&b.yk, &b.ysh);
         pool.install(|| {
             out.par_chunks_mut(h).enumerate().for_each(|(t, o)| {
                 for (r, v) in o.iter_mut().enumerate() {
@@ -463,7 +595,7 @@ impl CpuMoe {
                 }
             })
         });
-        Ok(routing)
+        Ok(())
     }
 }
 
@@ -502,77 +634,68 @@ impl Pass<'_> {
         ids: &[u32],
         weights: &[f32],
         y: &mut [f32],
+        b: &mut PassBufs,
     ) -> Result<(), CpuError> {
         let h = l.hidden;
         let f = self.ff;
         let gk = DotKernel::new(self.gate.dtype, isa)?;
         let dk = DotKernel::new(self.down.dtype, isa)?;
-        let xq: Vec<Activations<'_>> = pool.install(|| {
-            xs.par_chunks(h)
-                .map(|x| Activations::new(&gk, x))
-                .collect::<Result<_, _>>()
-        })?;
-        let plan = Plan::new(ids);
+        let (xq, x_stride) = act_rows(&gk, xs, h, &mut b.xq)?;
+        b.plan.fill(ids);
+        let plan = &b.plan;
         let n = ids.len();
-        let mut act = vec![0f32; n * f];
+        let act = zeroed(&mut b.act, n * f);
         // Gate and up of each (distinct expert, row run): the expert's rows read once for all
         // the tokens that chose it.
         // (slot, first row, end row) runs of about TASK_BYTES of weights.
-        let tasks = |rows: usize, row_bytes: usize| -> Vec<(usize, usize, usize)> {
+        let tasks = |rows: usize, row_bytes: usize, out: &mut Vec<(usize, usize, usize)>| {
             let per = (TASK_BYTES / row_bytes.max(1)).clamp(1, rows);
-            (0..plan.slots.len())
-                .flat_map(|s| {
-                    (0..rows)
-                        .step_by(per)
-                        .map(move |r| (s, r, (r + per).min(rows)))
-                })
-                .collect()
+            out.clear();
+            for s in 0..plan.slots.len() {
+                out.extend((0..rows).step_by(per).map(|r| (s, r, (r + per).min(rows))));
+            }
         };
+        tasks(f, 2 * self.gate.row_bytes, &mut b.tasks);
         let out = OutPtr(act.as_mut_ptr());
         let pt = self.per_token;
         pool.install(|| {
-            tasks(f, 2 * self.gate.row_bytes)
-                .into_par_iter()
-                .for_each(|(s, r0, r1)| {
-                    let (e, first, end) = plan.slots[s];
-                    for r in r0..r1 {
-                        let (g_row, u_row) = (self.gate.row(e, r), self.up.row(e, r));
-                        let (bg, bu) = self
-                            .bias
-                            .map_or((0.0, 0.0), |b| (b.0[e * f + r], b.1[e * f + r]));
-                        for &i in &plan.pairs[first..end] {
-                            let x = xq[i / pt].bytes();
-                            let g = gk.dot_unchecked(g_row, x) + bg;
-                            let u = gk.dot_unchecked(u_row, x) + bu;
-                            // SAFETY: i < n and r < f index inside `act` (n · f values); each
-                            // (i, r) belongs to one task (one slot, one row run).
-                            unsafe { out.write(i * f + r, l.activation.apply(g, u)) };
-                        }
+            b.tasks.par_iter().for_each(|&(s, r0, r1)| {
+                let (e, first, end) = plan.slots[s];
+                for r in r0..r1 {
+                    let (g_row, u_row) = (self.gate.row(e, r), self.up.row(e, r));
+                    let (bg, bu) = self
+                        .bias
+                        .map_or((0.0, 0.0), |b| (b.0[e * f + r], b.1[e * f + r]));
+                    for &i in &plan.pairs[first..end] {
+                        let t = i / pt;
+                        let x = &xq[t * x_stride..(t + 1) * x_stride];
+                        let g = gk.dot_unchecked(g_row, x) + bg;
+                        let u = gk.dot_unchecked(u_row, x) + bu;
+                        // SAFETY: i < n and r < f index inside `act` (n · f values); each
+                        // (i, r) belongs to one task (one slot, one row run).
+                        unsafe { out.write(i * f + r, l.activation.apply(g, u)) };
                     }
-                })
+                }
+            })
         });
-        let aq: Vec<Activations<'_>> = pool.install(|| {
-            act.par_chunks(f)
-                .map(|a| Activations::new(&dk, a))
-                .collect::<Result<_, _>>()
-        })?;
+        let (aq, a_stride) = act_rows(&dk, act, f, &mut b.aq)?;
+        tasks(h, self.down.row_bytes, &mut b.tasks);
         let out = OutPtr(y.as_mut_ptr());
         pool.install(|| {
-            tasks(h, self.down.row_bytes)
-                .into_par_iter()
-                .for_each(|(s, r0, r1)| {
-                    let (e, first, end) = plan.slots[s];
-                    for r in r0..r1 {
-                        let d_row = self.down.row(e, r);
-                        let bd = self.bias.map_or(0.0, |b| b.2[e * h + r]);
-                        for &i in &plan.pairs[first..end] {
-                            let v = weights[i] * (dk.dot_unchecked(d_row, aq[i].bytes()) + bd);
-                            // SAFETY: i < n and r < h index inside `y` (n · h values, checked by
-                            // the caller's allocation); each (i, r) belongs to one task.
-                            unsafe { out.write(i * h + r, v) };
-                        }
+            b.tasks.par_iter().for_each(|&(s, r0, r1)| {
+                let (e, first, end) = plan.slots[s];
+                for r in r0..r1 {
+                    let d_row = self.down.row(e, r);
+                    let bd = self.bias.map_or(0.0, |b| b.2[e * h + r]);
+                    for &i in &plan.pairs[first..end] {
+                        let a = &aq[i * a_stride..(i + 1) * a_stride];
+                        let v = weights[i] * (dk.dot_unchecked(d_row, a) + bd);
+                        // SAFETY: i < n and r < h index inside `y` (n · h values, checked by
+                        // the caller's allocation); each (i, r) belongs to one task.
+                        unsafe { out.write(i * h + r, v) };
                     }
-                })
+                }
+            })
         });
         Ok(())
     }

@@ -301,7 +301,17 @@ fn delta_kernels_match_the_cpu_token_after_token() {
             let z = normal_f32(20 + step, n_v * d_v, 1.0);
             let ba = normal_f32(30 + step, 2 * n_v, 1.0);
             let mut want = vec![0f32; n_v * d_v];
-            delta_step(&s, &p, &qkv, &z, &ba, &cpu, &mut cpu_next, &mut want);
+            delta_step(
+                &s,
+                &p,
+                &qkv,
+                &z,
+                &ba,
+                &cpu,
+                &mut cpu_next,
+                &mut Vec::new(),
+                &mut want,
+            );
             std::mem::swap(&mut cpu, &mut cpu_next);
 
             let (qb, zb0, bab) = (

@@ -22,8 +22,11 @@ pub const ATTN_MAX_TILE: usize = 32;
 pub const ATTN_MAX_SPLITS: usize = 1024;
 /// Warps of a reduction block (`ATTN_REDUCE_WARPS`); a block merges 32 output values.
 pub const ATTN_REDUCE_WARPS: u32 = 8;
-/// Split-kernel warps per SM the default split count aims at ([`split_warps_per_sm`]).
-pub const DEFAULT_SPLIT_WARPS_PER_SM: usize = 8;
+/// Split-kernel warps per SM the default split count aims at ([`split_warps_per_sm`]), per
+/// width class in [`AttnWidth::ALL`]'s order. Measured on an H200 at 32k (2026-11-28): 8 beat 16
+/// for GQA (Llama-70B 141 against 154 µs, gpt-oss 87 against 96); 16 beat 8 for MLA latent
+/// (DeepSeek-V2-Lite 113 against 192 µs; GLM-4.7-Flash even).
+pub const DEFAULT_SPLIT_WARPS_PER_SM: [usize; 4] = [8, 8, 8, 16];
 
 /// Cache element types of the split kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,9 +106,24 @@ impl AttnWidth {
 /// The `extern "C"` name of the split kernel for a cache type and width class.
 pub fn split_kernel_name(cache: AttnCache, width: AttnWidth) -> &'static str {
     const NAMES: [[&str; 4]; 3] = [
-        ["mb_attn_f16_w64", "mb_attn_f16_w128", "mb_attn_f16_w256", "mb_attn_f16_w576"],
-        ["mb_attn_bf16_w64", "mb_attn_bf16_w128", "mb_attn_bf16_w256", "mb_attn_bf16_w576"],
-        ["mb_attn_q8_0_w64", "mb_attn_q8_0_w128", "mb_attn_q8_0_w256", "mb_attn_q8_0_w576"],
+        [
+            "mb_attn_f16_w64",
+            "mb_attn_f16_w128",
+            "mb_attn_f16_w256",
+            "mb_attn_f16_w576",
+        ],
+        [
+            "mb_attn_bf16_w64",
+            "mb_attn_bf16_w128",
+            "mb_attn_bf16_w256",
+            "mb_attn_bf16_w576",
+        ],
+        [
+            "mb_attn_q8_0_w64",
+            "mb_attn_q8_0_w128",
+            "mb_attn_q8_0_w256",
+            "mb_attn_q8_0_w576",
+        ],
     ];
     NAMES[cache as usize][width as usize]
 }
@@ -127,19 +145,21 @@ pub fn attn_cache(dtype: DType) -> Result<AttnCache> {
     })
 }
 
-/// Split-kernel warps per SM the default split count aims at: `MEMBOUND_ATTN_WARPS` (1 to 64, a
-/// tuning knob for comparing on a GPU), else [`DEFAULT_SPLIT_WARPS_PER_SM`]. More warps hide
-/// more latency; more splits write more partials for the reduction to read.
-pub fn split_warps_per_sm() -> usize {
-    static WARPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *WARPS.get_or_init(|| {
-        crate::gemv::knob(
-            "MEMBOUND_ATTN_WARPS",
-            DEFAULT_SPLIT_WARPS_PER_SM,
-            "1 to 64",
-            |v| v.parse().ok().filter(|n| (1..=64).contains(n)),
-        )
-    })
+/// Split-kernel warps per SM the default split count aims at for `width`: `MEMBOUND_ATTN_WARPS`
+/// (1 to 64, a tuning knob for comparing on a GPU; every class), else
+/// [`DEFAULT_SPLIT_WARPS_PER_SM`]. More warps hide more latency; more splits write more
+/// partials for the reduction to read.
+pub fn split_warps_per_sm(width: AttnWidth) -> usize {
+    static WARPS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let knob = *WARPS.get_or_init(|| {
+        let v = std::env::var("MEMBOUND_ATTN_WARPS").ok()?;
+        let n = v.trim().parse().ok().filter(|n| (1..=64).contains(n));
+        if n.is_none() {
+            eprintln!("membound: MEMBOUND_ATTN_WARPS=`{v}` is not 1 to 64; using the defaults");
+        }
+        n
+    });
+    knob.unwrap_or(DEFAULT_SPLIT_WARPS_PER_SM[width as usize])
 }
 
 /// The launches of one decode step: parameters, the split kernel's and the reduction's
@@ -208,7 +228,11 @@ pub fn attn_plan(
         .iter()
         .map(|&b| 16 / gcd(b, 16))
         .fold(1, |a, u| a.max(u));
-    let tile = if tile >= unit { tile / unit * unit } else { tile };
+    let tile = if tile >= unit {
+        tile / unit * unit
+    } else {
+        tile
+    };
     if tile == 0 {
         return Err(bad(format!("rows of {kb} + {vb} bytes exceed a tile")));
     }
@@ -221,7 +245,7 @@ pub fn attn_plan(
     let max_splits = attended.div_ceil(tile).min(ATTN_MAX_SPLITS);
     let splits = splits
         .map(|n| n as usize)
-        .unwrap_or_else(|| (split_warps_per_sm() * sm_count as usize).div_ceil(blocks * warps))
+        .unwrap_or_else(|| (split_warps_per_sm(width) * sm_count as usize).div_ceil(blocks * warps))
         .clamp(1, max_splits);
     let chunk = attended.div_ceil(splits).next_multiple_of(tile);
     let splits = attended.div_ceil(chunk);
@@ -369,8 +393,8 @@ mod tests {
     fn plans_fill_the_device_and_fit_the_tile() {
         // MLA latent F16 at 32k on 132 SMs: the 576-wide class, two heads per warp and at most
         // 8 warps, so 20 heads in 2 blocks of 5 warps; 1152-byte rows in tiles of 16 (18 KiB,
-        // two buffers); 8 warps per SM asked: ceil(1056 / 10) = 106 splits, chunks rounded up
-        // to whole tiles: 103 of 320 tokens.
+        // two buffers); 16 warps per SM asked: ceil(2112 / 10) = 212 splits, chunks rounded up
+        // to whole tiles: 205 of 160 tokens.
         let p = attn_plan(
             &glm(KvLayout::MlaLatent, DType::F16),
             32768,
@@ -383,15 +407,16 @@ mod tests {
         assert_eq!((p.params.heads_per_block, p.params.head_groups), (10, 2));
         assert_eq!(p.split.block_dim, (5 * 32, 1, 1));
         assert_eq!(p.params.tile, 16);
-        assert_eq!(p.split.grid_dim, (2, 103, 1));
-        assert_eq!(p.params.chunk, 320);
+        assert_eq!(p.split.grid_dim, (2, 205, 1));
+        assert_eq!(p.params.chunk, 160);
         assert!(p.params.chunk as usize * p.params.splits as usize >= 32768);
         // The reduction: one block per head and 32 output values.
         assert_eq!(p.reduce.grid_dim, (20, 16, 1));
         // GQA of 128-value heads, 8 per cached head: one warp takes the group; Q8_0 rows of
         // 136 bytes in tiles of an even number of rows (16-byte aligned).
         let llama = membound_spec::registry::find("llama-3.1-70b").unwrap();
-        let gqa = AttnShape::from_spec(&llama, KvLayout::Gqa, DType::Q8_0, LayerKind::Full).unwrap();
+        let gqa =
+            AttnShape::from_spec(&llama, KvLayout::Gqa, DType::Q8_0, LayerKind::Full).unwrap();
         let g = attn_plan(&gqa, 32768, 32768, 132, None).unwrap();
         assert_eq!(g.kernel, Kernel::Attn(AttnCache::Q8_0, AttnWidth::W128));
         assert_eq!((g.params.heads_per_block, g.split.block_dim.0), (8, 32));

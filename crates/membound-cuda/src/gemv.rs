@@ -55,7 +55,7 @@ pub fn tiles_pipelined() -> bool {
 
 /// Environment variable `name` parsed by `parse` (trimmed), else `default`; a value `parse`
 /// refuses is reported (naming `allowed`) and ignored.
-pub(crate) fn knob<T: std::fmt::Display + Copy>(
+fn knob<T: std::fmt::Display + Copy>(
     name: &str,
     default: T,
     allowed: &str,

@@ -22,7 +22,7 @@ use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use crate::DecodeError;
-use crate::ops::rms_norm;
+use crate::ops::rms_inv;
 
 /// A layer's small parameters (f32).
 #[derive(Debug, Clone)]
@@ -62,12 +62,14 @@ pub fn delta_step(
     ba: &[f32],
     before: &DeltaState,
     after: &mut DeltaState,
+    x: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     let ch = s.channels();
     // Convolution over (conv - 1) past inputs and this one, then SiLU; the history shifts.
     let taps = s.conv;
-    let mut x = vec![0f32; ch];
+    x.clear();
+    x.resize(ch, 0.0);
     for (c, xc) in x.iter_mut().enumerate() {
         let w = &p.conv_w[c * taps..(c + 1) * taps];
         let mut acc = w[taps - 1] * qkv[c];
@@ -125,10 +127,11 @@ pub fn delta_step(
                 oj[i] = o;
             }
         });
-    let mut normed = vec![0f32; s.d_v];
     for (oh, zh) in out.chunks_exact_mut(s.d_v).zip(z.chunks_exact(s.d_v)) {
-        rms_norm(oh, &p.norm, p.eps, &mut normed);
-        for ((o, n), g) in oh.iter_mut().zip(&normed).zip(zh) {
+        // RMSNorm (rms_norm's arithmetic, in place), then the SiLU gate.
+        let inv = rms_inv(oh, p.eps);
+        for ((o, w), g) in oh.iter_mut().zip(&p.norm).zip(zh) {
+            let n = *o * inv * w;
             *o = n * g / (1.0 + (-g).exp());
         }
     }
@@ -165,6 +168,18 @@ pub(crate) struct DeltaNet {
     pub(crate) states: [DeltaState; 2],
     /// The position last stepped.
     pub(crate) at: Option<usize>,
+    /// The step's projections and activations, kept from token to token.
+    pub(crate) bufs: DeltaBufs,
+}
+
+/// A Gated DeltaNet layer's temporaries of one step (no allocation once warm).
+#[derive(Debug, Default)]
+pub(crate) struct DeltaBufs {
+    qkv: Vec<f32>,
+    z: Vec<f32>,
+    ba: Vec<f32>,
+    x: Vec<f32>,
+    o: Vec<f32>,
 }
 
 impl DeltaNet {
@@ -181,17 +196,32 @@ impl DeltaNet {
             self.states.swap(0, 1);
         }
         self.at = Some(pos);
-        let run = |w: &CpuGemv| -> Result<Vec<f32>, DecodeError> {
-            let mut o = vec![0f32; w.rows()];
-            w.run_with(pool, isa, h, &mut o)?;
-            Ok(o)
+        let run = |w: &CpuGemv, o: &mut Vec<f32>| -> Result<(), DecodeError> {
+            o.clear();
+            o.resize(w.rows(), 0.0);
+            w.run_with(pool, isa, h, o)?;
+            Ok(())
         };
-        let (qkv, z, ba) = (run(&self.qkv)?, run(&self.gate)?, run(&self.ba)?);
+        let b = &mut self.bufs;
+        run(&self.qkv, &mut b.qkv)?;
+        run(&self.gate, &mut b.z)?;
+        run(&self.ba, &mut b.ba)?;
         let s = self.shape;
-        let mut o = vec![0f32; s.n_v * s.d_v];
+        b.o.clear();
+        b.o.resize(s.n_v * s.d_v, 0.0);
         let [before, after] = &mut self.states;
-        delta_step(&s, &self.params, &qkv, &z, &ba, before, after, &mut o);
-        self.out.run_with(pool, isa, &o, y)?;
+        delta_step(
+            &s,
+            &self.params,
+            &b.qkv,
+            &b.z,
+            &b.ba,
+            before,
+            after,
+            &mut b.x,
+            &mut b.o,
+        );
+        self.out.run_with(pool, isa, &b.o, y)?;
         Ok(())
     }
 }
@@ -316,7 +346,17 @@ mod tests {
             history.push(qkv.clone());
             let want = reference(&s, &p, &history, &z, &ba, &mut state_kv);
             let mut got = vec![0f32; s.n_v * s.d_v];
-            delta_step(&s, &p, &qkv, &z, &ba, &st, &mut next, &mut got);
+            delta_step(
+                &s,
+                &p,
+                &qkv,
+                &z,
+                &ba,
+                &st,
+                &mut next,
+                &mut Vec::new(),
+                &mut got,
+            );
             std::mem::swap(&mut st, &mut next);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
@@ -357,7 +397,17 @@ mod tests {
         };
         let mut after = before.clone();
         let mut out = vec![0f32; 4];
-        delta_step(&s, &p, &qkv, &z, &ba, &before, &mut after, &mut out);
+        delta_step(
+            &s,
+            &p,
+            &qkv,
+            &z,
+            &ba,
+            &before,
+            &mut after,
+            &mut Vec::new(),
+            &mut out,
+        );
         assert_eq!(after.conv, qkv, "the history holds this token");
         let st = after.s;
         // The norm of o = c·silu(v) removes c: out ≈ silu(v) / rms(silu(v)) · silu(30).

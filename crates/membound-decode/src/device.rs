@@ -357,6 +357,8 @@ impl DeviceStep {
         let embd = self.embd.as_ref().ok_or_else(|| {
             DecodeError::Request("this stage starts from the residual stream".into())
         })?;
-        Ok(le(&embed_row(embd, self.hidden, token, self.embd_scale)?))
+        let mut x = Vec::new();
+        embed_row(embd, self.hidden, token, self.embd_scale, &mut x)?;
+        Ok(le(&x))
     }
 }

@@ -90,6 +90,8 @@ enum Mixer {
     Linear(Box<DeltaNet>),
 }
 
+// One per layer, built once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Ffn {
     Dense {
         gate: CpuGemv,
@@ -115,6 +117,32 @@ struct Layer {
     ring: bool,
     ffn_norm: Vec<f32>,
     ffn: Ffn,
+    /// The step's temporaries, kept from token to token.
+    bufs: StepBufs,
+}
+
+/// A layer's temporaries of one step (projections, queries, activations), reused by the next
+/// token so a warm step does not allocate them.
+#[derive(Default)]
+struct StepBufs {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    gate: Vec<f32>,
+    attn: Vec<f32>,
+    c: Vec<f32>,
+    cn: Vec<f32>,
+    row: Vec<f32>,
+    q_lat: Vec<f32>,
+    query: Vec<f32>,
+    heads: Vec<f32>,
+}
+
+/// `v` as `n` zeros, within its capacity once it has held `n` values.
+fn zeroed(v: &mut Vec<f32>, n: usize) -> &mut Vec<f32> {
+    v.clear();
+    v.resize(n, 0.0);
+    v
 }
 
 /// One model's decode step on the CPU: built layers, caches and scratch.
@@ -138,26 +166,30 @@ pub struct CpuDecoder {
     fixed_ns: f64,
 }
 
-/// Row `token` of the token embeddings (`hidden` values) times `scale`.
+/// Row `token` of the token embeddings (`hidden` values) times `scale`, into `x` (within its
+/// capacity once warm).
 pub(crate) fn embed_row(
     embd: &Tensor,
     hidden: u64,
     token: u32,
     scale: f32,
-) -> Result<Vec<f32>, DecodeError> {
+    x: &mut Vec<f32>,
+) -> Result<(), DecodeError> {
     let row = embd.dtype.bytes_for(hidden).unwrap_or(0) as usize;
     let at = token as usize * row;
     let bytes = embd
         .bytes
         .get(at..at + row)
         .ok_or_else(|| DecodeError::Request(format!("token {token} past the embeddings")))?;
-    let mut x =
-        membound_quant::ops::dequantize(embd.dtype, bytes).map_err(|e| DecodeError::Tensor {
+    x.clear();
+    membound_quant::ops::dequantize_extend(embd.dtype, bytes, x).map_err(|e| {
+        DecodeError::Tensor {
             name: "token_embd.weight".into(),
             problem: e.to_string(),
-        })?;
+        }
+    })?;
     x.iter_mut().for_each(|v| *v *= scale);
-    Ok(x)
+    Ok(())
 }
 
 /// The factor on the embedding row (Gemma multiplies it by √hidden).
@@ -371,7 +403,7 @@ impl CpuDecoder {
             )));
         }
         let t0 = Instant::now();
-        self.x = embed_row(&self.embd, m.hidden, token, self.embd_scale)?;
+        embed_row(&self.embd, m.hidden, token, self.embd_scale, &mut self.x)?;
         let (x, h, y) = (&mut self.x, &mut self.h, &mut self.y);
         let fixed = t0.elapsed().as_secs_f64();
         for (layer, ns) in self.layers.iter_mut().zip(&mut self.layer_ns) {
@@ -480,6 +512,7 @@ fn build_layer(
             ring: false,
             ffn_norm: norms.pre,
             ffn: ffn_of(m, src, i)?,
+            bufs: StepBufs::default(),
         });
     }
     let mut shape = AttnShape::from_spec(m, opts.layout, opts.kv_dtype, kind)
@@ -559,6 +592,7 @@ fn build_layer(
         ring,
         ffn_norm: norms.pre,
         ffn: ffn_of(m, src, i)?,
+        bufs: StepBufs::default(),
     })
 }
 
@@ -637,6 +671,7 @@ fn delta_net(
         params,
         states: [state.clone(), state],
         at: None,
+        bufs: Default::default(),
     })
 }
 
@@ -733,66 +768,68 @@ impl Layer {
             (pos, pos + 1)
         };
         let s = cache.shape().clone();
-        let mut attn = vec![0f32; s.n_heads * s.d_v];
+        let b = &mut self.bufs;
+        let attn = zeroed(&mut b.attn, s.n_heads * s.d_v);
         match &self.mixer {
             Mixer::Linear(_) => {}
             Mixer::Gqa(g) => {
-                let run = |w: &CpuGemv, b: &[f32]| -> Result<Vec<f32>, DecodeError> {
-                    let mut y = vec![0f32; w.rows()];
-                    w.run_with(pool, isa, h, &mut y)?;
-                    add(&mut y, b);
-                    Ok(y)
-                };
-                let (mut q, mut k, v) = (
-                    run(&g.q, &g.bias[0])?,
-                    run(&g.k, &g.bias[1])?,
-                    run(&g.v, &g.bias[2])?,
-                );
-                // A gated Q projection holds each head's query, then its gate.
-                let gate: Vec<f32> = if g.gated {
-                    let (qs, gs): (Vec<&[f32]>, Vec<&[f32]>) =
-                        q.chunks_exact(2 * s.d_k).map(|c| c.split_at(s.d_k)).unzip();
-                    let gate = gs.concat();
-                    q = qs.concat();
-                    gate
-                } else {
-                    Vec::new()
-                };
+                let run =
+                    |w: &CpuGemv, bias: &[f32], y: &mut Vec<f32>| -> Result<(), DecodeError> {
+                        w.run_with(pool, isa, h, zeroed(y, w.rows()))?;
+                        add(y, bias);
+                        Ok(())
+                    };
+                run(&g.q, &g.bias[0], &mut b.q)?;
+                run(&g.k, &g.bias[1], &mut b.k)?;
+                run(&g.v, &g.bias[2], &mut b.v)?;
+                let (q, k, v) = (&mut b.q, &mut b.k, &b.v);
+                // A gated Q projection holds each head's query, then its gate: the gates move
+                // out, the queries close up (each moves to a lower index: copy_within is safe).
+                b.gate.clear();
+                if g.gated {
+                    let dk = s.d_k;
+                    for hd in 0..q.len() / (2 * dk) {
+                        b.gate
+                            .extend_from_slice(&q[(2 * hd + 1) * dk..(2 * hd + 2) * dk]);
+                        q.copy_within(2 * hd * dk..(2 * hd + 1) * dk, hd * dk);
+                    }
+                    q.truncate(q.len() / 2);
+                }
                 if !g.q_norm.is_empty() {
-                    rms_norm_heads(&mut q, &g.q_norm, num.norm_eps);
-                    rms_norm_heads(&mut k, &g.k_norm, num.norm_eps);
+                    rms_norm_heads(q, &g.q_norm, num.norm_eps);
+                    rms_norm_heads(k, &g.k_norm, num.norm_eps);
                 }
                 let dims = num.rope_dims(s.d_k);
-                rope(&mut q, s.d_k, dims, pos, self.theta, num.rope_neox);
-                rope(&mut k, s.d_k, dims, pos, self.theta, num.rope_neox);
-                cache.write_token(cell, &k, &v)?;
-                attend(pool, cache, &q, &self.sinks, depth, &mut attn)?;
-                for (a, g) in attn.iter_mut().zip(&gate) {
+                rope(q, s.d_k, dims, pos, self.theta, num.rope_neox);
+                rope(k, s.d_k, dims, pos, self.theta, num.rope_neox);
+                cache.write_token(cell, k, v)?;
+                attend(pool, cache, q, &self.sinks, depth, attn)?;
+                for (a, g) in attn.iter_mut().zip(&b.gate) {
                     *a /= 1.0 + (-g).exp();
                 }
-                g.o.run_with(pool, isa, &attn, out)?;
+                g.o.run_with(pool, isa, attn, out)?;
                 add(out, &g.bias[3]);
             }
             Mixer::Mla(a) => {
                 let nh = s.n_heads;
                 let kvr = a.kv_norm.len();
                 let rope_d = s.d_k - kvr;
-                let mut q = vec![0f32; a.q.rows()];
+                let q = zeroed(&mut b.q, a.q.rows());
                 match &a.q_a {
                     Some((qa, norm)) => {
-                        let mut c = vec![0f32; qa.rows()];
-                        qa.run_with(pool, isa, h, &mut c)?;
-                        let mut cn = vec![0f32; c.len()];
-                        rms_norm(&c, norm, num.norm_eps, &mut cn);
-                        a.q.run_with(pool, isa, &cn, &mut q)?;
+                        let c = zeroed(&mut b.c, qa.rows());
+                        qa.run_with(pool, isa, h, c)?;
+                        let cn = zeroed(&mut b.cn, c.len());
+                        rms_norm(c, norm, num.norm_eps, cn);
+                        a.q.run_with(pool, isa, cn, q)?;
                     }
-                    None => a.q.run_with(pool, isa, h, &mut q)?,
+                    None => a.q.run_with(pool, isa, h, q)?,
                 }
                 let qk = q.len() / nh;
                 let nope = qk - rope_d;
-                let mut kv = vec![0f32; a.kv_a.rows()];
-                a.kv_a.run_with(pool, isa, h, &mut kv)?;
-                let mut row = vec![0f32; s.d_k];
+                let kv = zeroed(&mut b.k, a.kv_a.rows());
+                a.kv_a.run_with(pool, isa, h, kv)?;
+                let row = zeroed(&mut b.row, s.d_k);
                 rms_norm(&kv[..kvr], &a.kv_norm, num.norm_eps, &mut row[..kvr]);
                 row[kvr..].copy_from_slice(&kv[kvr..]);
                 rope(
@@ -803,15 +840,15 @@ impl Layer {
                     num.rope_theta,
                     num.rope_neox,
                 );
-                cache.write_token(cell, &row, &row[..kvr])?;
+                cache.write_token(cell, row, &row[..kvr])?;
                 // Absorb W_UK: each head's query in latent space, its rope part appended.
-                let mut q_nope = vec![0f32; nh * nope];
+                let q_nope = zeroed(&mut b.v, nh * nope);
                 for (dst, src) in q_nope.chunks_exact_mut(nope).zip(q.chunks_exact(qk)) {
                     dst.copy_from_slice(&src[..nope]);
                 }
-                let mut q_lat = vec![0f32; nh * kvr];
-                a.k_b.run_grouped_with(pool, isa, nh, &q_nope, &mut q_lat)?;
-                let mut query = vec![0f32; nh * s.d_k];
+                let q_lat = zeroed(&mut b.q_lat, nh * kvr);
+                a.k_b.run_grouped_with(pool, isa, nh, q_nope, q_lat)?;
+                let query = zeroed(&mut b.query, nh * s.d_k);
                 for hd in 0..nh {
                     let dst = &mut query[hd * s.d_k..(hd + 1) * s.d_k];
                     dst[..kvr].copy_from_slice(&q_lat[hd * kvr..(hd + 1) * kvr]);
@@ -825,11 +862,11 @@ impl Layer {
                         num.rope_neox,
                     );
                 }
-                attend(pool, cache, &query, &self.sinks, depth, &mut attn)?;
+                attend(pool, cache, query, &self.sinks, depth, attn)?;
                 // W_UV per head, then the output projection.
-                let mut heads = vec![0f32; a.v_b.rows()];
-                a.v_b.run_grouped_with(pool, isa, nh, &attn, &mut heads)?;
-                a.o.run_with(pool, isa, &heads, out)?;
+                let heads = zeroed(&mut b.heads, a.v_b.rows());
+                a.v_b.run_grouped_with(pool, isa, nh, attn, heads)?;
+                a.o.run_with(pool, isa, heads, out)?;
             }
         }
         Ok(())
@@ -850,12 +887,16 @@ impl Layer {
                 down,
                 gelu,
             } => {
-                let (mut g, mut u) = (vec![0f32; gate.rows()], vec![0f32; up.rows()]);
-                gate.run_with(pool, isa, h, &mut g)?;
-                up.run_with(pool, isa, h, &mut u)?;
+                let b = &mut self.bufs;
+                let g = zeroed(&mut b.q, gate.rows());
+                let u = zeroed(&mut b.k, up.rows());
+                gate.run_with(pool, isa, h, g)?;
+                up.run_with(pool, isa, h, u)?;
                 let act = if *gelu { geglu } else { swiglu };
-                g.iter_mut().zip(&u).for_each(|(g, &u)| *g = act(*g, u));
-                down.run_with(pool, isa, &g, out)?;
+                g.iter_mut()
+                    .zip(u.iter())
+                    .for_each(|(g, &u)| *g = act(*g, u));
+                down.run_with(pool, isa, g, out)?;
             }
             Ffn::Moe(moe) => {
                 moe.forward_with(pool, isa, h, &[], out)?;

@@ -4,19 +4,23 @@
 
 /// `out = x / sqrt(mean(x²) + eps) · w` (llama.cpp's `rms_norm` then `mul`), sums in f64.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let ms = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / x.len().max(1) as f64;
-    let inv = (1.0 / (ms + f64::from(eps)).sqrt()) as f32;
+    let inv = rms_inv(x, eps);
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
         *o = v * inv * g;
     }
 }
 
+/// `1 / sqrt(mean(x²) + eps)`, the sum in f64.
+pub(crate) fn rms_inv(x: &[f32], eps: f32) -> f32 {
+    let ms = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / x.len().max(1) as f64;
+    (1.0 / (ms + f64::from(eps)).sqrt()) as f32
+}
+
 /// [`rms_norm`] in place, over each of the `x.len() / w.len()` heads of `x`.
 pub fn rms_norm_heads(x: &mut [f32], w: &[f32], eps: f32) {
-    let mut tmp = vec![0f32; w.len()];
     for head in x.chunks_exact_mut(w.len()) {
-        rms_norm(head, w, eps, &mut tmp);
-        head.copy_from_slice(&tmp);
+        let inv = rms_inv(head, eps);
+        head.iter_mut().zip(w).for_each(|(v, &g)| *v = *v * inv * g);
     }
 }
 

@@ -218,6 +218,99 @@ pub fn dequantize(dtype: DType, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
     }
 }
 
+/// Appends `src` quantized to `dtype` to `out`, block by block: the same bytes as
+/// [`quantize`], with no allocation once `out` has the capacity (a buffer reused from call to
+/// call, as a decode step does).
+pub fn quantize_extend(dtype: DType, src: &[f32], out: &mut Vec<u8>) -> Result<(), QuantError> {
+    match dtype {
+        DType::F32 => out.extend(src.iter().flat_map(|v| v.to_le_bytes())),
+        DType::F16 => out.extend(src.iter().flat_map(|&v| f32_to_f16(v).to_le_bytes())),
+        DType::BF16 => out.extend(src.iter().flat_map(|&v| f32_to_bf16(v).to_le_bytes())),
+        DType::Q8_0 => extend_as::<BlockQ8_0>(src, out)?,
+        DType::Q8_1 => extend_as::<BlockQ8_1>(src, out)?,
+        DType::Q4_0 => extend_as::<BlockQ4_0>(src, out)?,
+        DType::Q5_0 => extend_as::<BlockQ5_0>(src, out)?,
+        DType::Q4_K => extend_as::<BlockQ4K>(src, out)?,
+        DType::Q5_K => extend_as::<BlockQ5K>(src, out)?,
+        DType::Q6_K => extend_as::<BlockQ6K>(src, out)?,
+        DType::Q8_K => extend_as::<BlockQ8K>(src, out)?,
+        DType::MXFP4 => extend_as::<BlockMxfp4>(src, out)?,
+        other => return Err(QuantError::Unsupported(other)),
+    }
+    Ok(())
+}
+
+fn extend_as<B: QuantBlock>(src: &[f32], out: &mut Vec<u8>) -> Result<(), QuantError> {
+    if !src.len().is_multiple_of(B::VALUES) {
+        return Err(QuantError::NotBlockMultiple {
+            dtype: B::DTYPE,
+            len: src.len(),
+            block: B::VALUES as u64,
+        });
+    }
+    out.reserve(src.len() / B::VALUES * std::mem::size_of::<B>());
+    let mut one = [zeroed_block::<B>()];
+    for chunk in src.chunks_exact(B::VALUES) {
+        B::quantize_row(chunk, &mut one)?;
+        out.extend_from_slice(as_bytes(&one));
+    }
+    Ok(())
+}
+
+/// Appends the values of `bytes` (ggml blocks of `dtype`) to `out`, block by block: the same
+/// values as [`dequantize`], with no allocation once `out` has the capacity.
+pub fn dequantize_extend(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), QuantError> {
+    match dtype {
+        DType::F32 => out.extend(plain_units::<4>(dtype, bytes)?.map(f32::from_le_bytes)),
+        DType::F16 => {
+            out.extend(plain_units::<2>(dtype, bytes)?.map(|b| f16_to_f32(u16::from_le_bytes(b))))
+        }
+        DType::BF16 => {
+            out.extend(plain_units::<2>(dtype, bytes)?.map(|b| bf16_to_f32(u16::from_le_bytes(b))))
+        }
+        DType::Q8_0 => dequantize_extend_as::<BlockQ8_0>(bytes, out)?,
+        DType::Q8_1 => dequantize_extend_as::<BlockQ8_1>(bytes, out)?,
+        DType::Q4_0 => dequantize_extend_as::<BlockQ4_0>(bytes, out)?,
+        DType::Q5_0 => dequantize_extend_as::<BlockQ5_0>(bytes, out)?,
+        DType::Q4_K => dequantize_extend_as::<BlockQ4K>(bytes, out)?,
+        DType::Q5_K => dequantize_extend_as::<BlockQ5K>(bytes, out)?,
+        DType::Q6_K => dequantize_extend_as::<BlockQ6K>(bytes, out)?,
+        DType::Q8_K => dequantize_extend_as::<BlockQ8K>(bytes, out)?,
+        DType::MXFP4 => dequantize_extend_as::<BlockMxfp4>(bytes, out)?,
+        other => return Err(QuantError::Unsupported(other)),
+    }
+    Ok(())
+}
+
+fn dequantize_extend_as<B: QuantBlock>(bytes: &[u8], out: &mut Vec<f32>) -> Result<(), QuantError> {
+    let size = std::mem::size_of::<B>();
+    if !bytes.len().is_multiple_of(size) {
+        return Err(QuantError::BadByteLength {
+            dtype: B::DTYPE,
+            len: bytes.len(),
+            block_bytes: size as u64,
+        });
+    }
+    out.reserve(bytes.len() / size * B::VALUES);
+    let mut one = [zeroed_block::<B>()];
+    let mut vals = [0f32; 256];
+    for chunk in bytes.chunks_exact(size) {
+        // SAFETY: `one` is one block of `size` bytes, B accepts every bit pattern (Block's
+        // contract) and the source chunk holds exactly `size` bytes (alignment-free copy).
+        unsafe {
+            std::ptr::copy_nonoverlapping(chunk.as_ptr(), one.as_mut_ptr().cast::<u8>(), size);
+        }
+        B::dequantize_row(&one, &mut vals[..B::VALUES])?;
+        out.extend_from_slice(&vals[..B::VALUES]);
+    }
+    Ok(())
+}
+
+fn zeroed_block<B: Block>() -> B {
+    // SAFETY: every Block accepts the all-zero bit pattern (Block's contract: any bits).
+    unsafe { std::mem::zeroed() }
+}
+
 /// ggml's `vec_dot_type` (`ggml-cpu.c`, `type_traits_cpu`): the type activations are quantized
 /// to before a dot product with a `weight` row. Types without a CPU dot product (Q8_K, the
 /// integer types, FP8) get ggml's zero-initialised default, F32.

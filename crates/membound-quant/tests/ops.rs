@@ -4,7 +4,10 @@
 use membound_quant::blocks::{BlockMxfp4, BlockQ8_0, as_bytes};
 use membound_quant::fp::e8m0_to_f32_half;
 use membound_quant::mxfp4;
-use membound_quant::ops::{QuantError, SUPPORTED, dequantize, quantize, vec_dot, vec_dot_type};
+use membound_quant::ops::{
+    QuantError, SUPPORTED, dequantize, dequantize_extend, quantize, quantize_extend, vec_dot,
+    vec_dot_type,
+};
 use membound_spec::DType;
 use proptest::prelude::*;
 
@@ -298,4 +301,44 @@ fn e8m0_scale_of_quantized_blocks_bounds_their_values() {
         // amax / d in [8, 16): the E2M1 max (12 doubled) covers amax up to clipping.
         assert!((8.0..16.0).contains(&(amax / d)), "amax {amax} d {d}");
     }
+}
+
+#[test]
+fn quantize_extend_appends_what_quantize_returns_without_reallocating() {
+    let x: Vec<f32> = (0..512)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
+    for &t in SUPPORTED {
+        let mut out = vec![7u8; 3];
+        quantize_extend(t, &x, &mut out).unwrap();
+        assert_eq!(out[..3], [7, 7, 7], "{t}");
+        assert_eq!(out[3..], quantize(t, &x).unwrap()[..], "{t}");
+        // Reused: cleared and refilled within its capacity, the buffer stays where it was.
+        let (ptr, cap) = (out.as_ptr(), out.capacity());
+        out.clear();
+        quantize_extend(t, &x, &mut out).unwrap();
+        assert_eq!((out.as_ptr(), out.capacity()), (ptr, cap), "{t}");
+    }
+    assert!(matches!(
+        quantize_extend(DType::Q8_0, &x[..40], &mut Vec::new()),
+        Err(QuantError::NotBlockMultiple { .. })
+    ));
+}
+
+#[test]
+fn dequantize_extend_appends_what_dequantize_returns() {
+    let x: Vec<f32> = (0..512)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
+    for &t in SUPPORTED {
+        let bytes = quantize(t, &x).unwrap();
+        let mut out = vec![7.0f32];
+        dequantize_extend(t, &bytes, &mut out).unwrap();
+        assert_eq!(out[0], 7.0, "{t}");
+        assert_eq!(out[1..], dequantize(t, &bytes).unwrap()[..], "{t}");
+    }
+    assert!(matches!(
+        dequantize_extend(DType::Q8_0, &[0u8; 35], &mut Vec::new()),
+        Err(QuantError::BadByteLength { .. })
+    ));
 }

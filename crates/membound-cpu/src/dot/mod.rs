@@ -112,13 +112,14 @@ impl DotKernel {
         self.act_scales
     }
 
-    /// Appends each Q8_0 block's scale of `act` (the blocks' bytes) as a little-endian f32:
-    /// the activation layout of a kernel with [`DotKernel::act_scales`].
-    pub(crate) fn extend_act(act: &mut Vec<u8>) {
-        let blocks = act.len() / Q8_0_BYTES;
+    /// Appends each Q8_0 block's scale of `act[start..]` (the blocks' bytes) as a little-endian
+    /// f32: the activation layout of a kernel with [`DotKernel::act_scales`].
+    pub(crate) fn extend_act(act: &mut Vec<u8>, start: usize) {
+        let blocks = (act.len() - start) / Q8_0_BYTES;
         act.reserve(4 * blocks);
         for b in 0..blocks {
-            let d = half::f16::from_le_bytes([act[b * Q8_0_BYTES], act[b * Q8_0_BYTES + 1]]);
+            let at = start + b * Q8_0_BYTES;
+            let d = half::f16::from_le_bytes([act[at], act[at + 1]]);
             act.extend_from_slice(&d.to_f32().to_le_bytes());
         }
     }
@@ -165,7 +166,7 @@ impl DotKernel {
         check_len("activation row", a_bytes, act_row.len())?;
         if self.act_scales {
             let mut ext = act_row.to_vec();
-            Self::extend_act(&mut ext);
+            Self::extend_act(&mut ext, 0);
             return Ok(self.dot_unchecked(w_row, &ext));
         }
         Ok(self.dot_unchecked(w_row, act_row))

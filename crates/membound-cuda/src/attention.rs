@@ -193,19 +193,20 @@ fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// The plan for `shape` over a cache of `tokens` rows per head at `depth`: the narrowest width
-/// class that takes the rows, query heads split into balanced groups of at most heads per warp
-/// × warps per block of that class, tiles as large as its tile buffer takes (at most 32 rows),
-/// and `splits` (or enough splits that the split kernel's warps reach [`split_warps_per_sm`]
-/// per SM over `sm_count` SMs, each split at least one tile, at most [`ATTN_MAX_SPLITS`]).
-pub fn attn_plan(
-    shape: &AttnShape,
-    tokens: usize,
-    depth: usize,
-    sm_count: u32,
-    splits: Option<u32>,
-) -> Result<AttnPlan> {
-    let s = shape;
+/// What a plan takes from the shape and the device, whatever the depth.
+struct Layout {
+    cache: AttnCache,
+    width: AttnWidth,
+    tile: usize,
+    head_groups: usize,
+    per_block: usize,
+    warps: usize,
+    blocks: usize,
+    /// Splits asked for (before the depth caps them).
+    target: usize,
+}
+
+fn layout(s: &AttnShape, tokens: usize, sm_count: u32, splits: Option<u32>) -> Result<Layout> {
     s.validate().map_err(bad)?;
     let cache = attn_cache(s.dtype)?;
     let width = AttnWidth::for_rows(s.d_k, s.d_v)
@@ -217,8 +218,8 @@ pub fn attn_plan(
             ))
         })?;
     let g = width.geometry();
-    if depth == 0 || depth > tokens || u32::try_from(tokens).is_err() {
-        return Err(bad(format!("depth {depth} in a cache of {tokens} tokens")));
+    if tokens == 0 || u32::try_from(tokens).is_err() {
+        return Err(bad(format!("a cache of {tokens} tokens")));
     }
     let (kb, vb) = s.row_bytes();
     let tile = (g.tile_bytes / (kb.next_multiple_of(16) + vb)).min(ATTN_MAX_TILE);
@@ -240,13 +241,73 @@ pub fn attn_plan(
     let head_groups = group.div_ceil(g.heads_per_warp * g.max_warps);
     let per_block = group.div_ceil(head_groups);
     let warps = per_block.div_ceil(g.heads_per_warp);
-    let attended = s.attended(depth);
     let blocks = s.kv_heads * head_groups;
-    let max_splits = attended.div_ceil(tile).min(ATTN_MAX_SPLITS);
-    let splits = splits
-        .map(|n| n as usize)
-        .unwrap_or_else(|| (split_warps_per_sm(width) * sm_count as usize).div_ceil(blocks * warps))
-        .clamp(1, max_splits);
+    let target = splits.map(|n| n as usize).unwrap_or_else(|| {
+        (split_warps_per_sm(width) * sm_count as usize).div_ceil(blocks * warps)
+    });
+    Ok(Layout {
+        cache,
+        width,
+        tile,
+        head_groups,
+        per_block,
+        warps,
+        blocks,
+        target,
+    })
+}
+
+/// The partial buffers' lengths (f32 values of the (max, sum) pairs and of the accumulators)
+/// that hold the plan of `shape` at every depth up to `tokens` (the plans' split counts are not
+/// monotonic in the depth: chunks are rounded up to whole tiles).
+pub fn attn_max_partials(
+    shape: &AttnShape,
+    tokens: usize,
+    sm_count: u32,
+) -> Result<(usize, usize)> {
+    let lay = layout(shape, tokens, sm_count, None)?;
+    let most = lay.target.clamp(
+        1,
+        shape
+            .attended(tokens)
+            .div_ceil(lay.tile)
+            .min(ATTN_MAX_SPLITS),
+    );
+    let n = shape.n_heads * most;
+    Ok((2 * n, n * shape.d_v))
+}
+
+/// The plan for `shape` over a cache of `tokens` rows per head at `depth`: the narrowest width
+/// class that takes the rows, query heads split into balanced groups of at most heads per warp
+/// × warps per block of that class, tiles as large as its tile buffer takes (at most 32 rows),
+/// and `splits` (or enough splits that the split kernel's warps reach [`split_warps_per_sm`]
+/// per SM over `sm_count` SMs, each split at least one tile, at most [`ATTN_MAX_SPLITS`]).
+pub fn attn_plan(
+    shape: &AttnShape,
+    tokens: usize,
+    depth: usize,
+    sm_count: u32,
+    splits: Option<u32>,
+) -> Result<AttnPlan> {
+    let s = shape;
+    let lay = layout(s, tokens, sm_count, splits)?;
+    if depth == 0 || depth > tokens {
+        return Err(bad(format!("depth {depth} in a cache of {tokens} tokens")));
+    }
+    let Layout {
+        cache,
+        width,
+        tile,
+        head_groups,
+        per_block,
+        warps,
+        blocks,
+        target,
+    } = lay;
+    let group = s.group();
+    let (kb, vb) = s.row_bytes();
+    let attended = s.attended(depth);
+    let splits = target.clamp(1, attended.div_ceil(tile).min(ATTN_MAX_SPLITS));
     let chunk = attended.div_ceil(splits).next_multiple_of(tile);
     let splits = attended.div_ceil(chunk);
     let mut flags = 0;
@@ -452,6 +513,40 @@ mod tests {
         assert_eq!((one.params.splits, one.params.heads_per_block), (1, 1));
         assert_eq!(one.partial_len(), (2 * 20, 20 * 256));
         assert!(attn_plan(&glm(KvLayout::MlaLatent, DType::F32), 8, 8, 1, None).is_err());
+        assert!(attn_max_partials(&glm(KvLayout::MlaLatent, DType::F16), 0, 132).is_err());
         assert!(attn_plan(&glm(KvLayout::MlaLatent, DType::F16), 8, 9, 1, None).is_err());
+    }
+
+    #[test]
+    fn the_largest_partials_hold_every_depths_plan() {
+        // Split counts are not monotonic in the depth (GLM latent F16 on 132 SMs: 205 splits
+        // at 32k, 212 at 3392): the decode step's buffers are sized by attn_max_partials.
+        let llama = membound_spec::registry::find("llama-3.1-70b").unwrap();
+        let oss = membound_spec::registry::find("gpt-oss-120b").unwrap();
+        let shapes = [
+            glm(KvLayout::MlaLatent, DType::F16),
+            glm(KvLayout::ExpandedMha, DType::Q8_0),
+            AttnShape::from_spec(&llama, KvLayout::Gqa, DType::Q8_0, LayerKind::Full).unwrap(),
+            AttnShape::from_spec(&oss, KvLayout::Gqa, DType::F16, LayerKind::Sliding).unwrap(),
+        ];
+        let tokens = 32768;
+        for s in &shapes {
+            let (ml, acc) = attn_max_partials(s, tokens, 132).unwrap();
+            let mut reached = false;
+            for depth in 1..=tokens {
+                let (pm, pa) = attn_plan(s, tokens, depth, 132, None)
+                    .unwrap()
+                    .partial_len();
+                assert!(
+                    pm <= ml && pa <= acc,
+                    "{:?} at {depth}: {pm} > {ml}",
+                    s.layout
+                );
+                reached |= pm == ml;
+            }
+            assert!(reached, "{:?}: the bound is never used", s.layout);
+        }
+        let full = attn_plan(&shapes[0], tokens, tokens, 132, None).unwrap();
+        assert!(full.partial_len().0 < attn_max_partials(&shapes[0], tokens, 132).unwrap().0);
     }
 }

@@ -9,7 +9,7 @@ use membound_spec::attention::AttnShape;
 use membound_spec::model::DeltaShape;
 use membound_spec::moe::MoeLayer;
 
-use crate::attention::attn_plan;
+use crate::attention::{attn_max_partials, attn_plan};
 use crate::error::{CudaError, Result};
 use crate::gemv::{
     Q8_1_BLOCK_BYTES, activation_dtype, gemv_config, gemv_params_grouped, gemv_warps, kernel_for,
@@ -1297,8 +1297,9 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
         Buf::PartMl | Buf::PartAcc => {
             let mut most = 0;
             for a in d.layers.iter().filter_map(|l| l.attn.as_ref()) {
-                let plan = attn_plan(a, d.tokens, d.tokens, d.sm_count, None)?;
-                let (ml, acc) = plan.partial_len();
+                // Every position's plan, not the full cache's: split counts are not monotonic
+                // in the depth.
+                let (ml, acc) = attn_max_partials(a, d.tokens, d.sm_count)?;
                 most = most.max(f(if b == Buf::PartMl { ml } else { acc }));
             }
             most

@@ -6,8 +6,8 @@
 // F16, BF16 or ggml Q8_0 (34-byte blocks of 32); with ATTN_V_IN_K the V rows are the first d_v
 // values of the K rows (MLA latent: no V cache). Query head h reads cached head h / group.
 //
-// mb_attn_<type>_w<width>: grid (kv_heads * head_groups, splits), ceil(heads_per_block / HW)
-// warps. The width class (AttnWidth below) bounds the rows (K up to 64, 128, 256 or 576 values,
+// mb_attn_<type>_w<width>[h<HW>]: grid (kv_heads * head_groups, splits), ceil(heads_per_block /
+// HW) warps. The class (AttnWidth below) bounds the rows (K up to 64, 128, 256 or 576 values,
 // V up to 64, 128, 256 or 512) and fixes how many query heads one warp takes (HW), so the work
 // per token is unrolled to the row actually read: lane l owns the value pairs 2l + 64i, 2l + 64i
 // + 1 of q, of each K and V row and of the accumulators, read as one 32-bit word per pair.
@@ -36,8 +36,9 @@
 // capped the widest kernels at 80 registers and spilled.
 #define ATTN_MIN_BLOCKS 2
 
-// A width class: NK (NV) value pairs of K (V) per lane, so rows up to 64 * NK (64 * NV) values;
-// HW query heads per warp, at most WM warps per block, TB bytes per tile buffer (two of them).
+// A class: NK (NV) value pairs of K (V) per lane, so rows up to 64 * NK (64 * NV) values; HW query
+// heads per warp (a group smaller than HW leaves heads idle: the common widths come with fewer),
+// at most WM warps per block, TB bytes per tile buffer (two of them).
 // The host's twin is membound_cuda::attention::AttnWidth (the same numbers).
 template <u32 NK_, u32 NV_, u32 HW_, u32 WM_, u32 TB_>
 struct AttnWidth {
@@ -45,8 +46,10 @@ struct AttnWidth {
     static_assert(32 % HW_ == 0 && TB_ % 16 == 0, "heads divide the warp, 16-byte tiles");
 };
 typedef AttnWidth<1, 1, 8, 1, 8 * 1024> AttnW64;     // gpt-oss (64)
-typedef AttnWidth<2, 2, 8, 1, 8 * 1024> AttnW128;    // Llama, Qwen3, Mistral, Gemma-3 27B (128)
-typedef AttnWidth<4, 4, 4, 2, 12 * 1024> AttnW256;   // expanded MLA (192/128, 256), Qwen3-Next
+typedef AttnWidth<2, 2, 8, 1, 8 * 1024> AttnW128;    // Qwen3, Llama-70B (128, groups of 8)
+typedef AttnWidth<2, 2, 4, 2, 8 * 1024> AttnW128h4;  // Llama-8B, Mistral (groups of 4), Gemma-3
+typedef AttnWidth<4, 4, 4, 2, 12 * 1024> AttnW256;   // Qwen3-Next (256, groups of 8)
+typedef AttnWidth<4, 4, 1, 8, 12 * 1024> AttnW256h1; // expanded MLA (192/128, 256; one head each)
 typedef AttnWidth<9, 8, 2, 8, 18 * 1024> AttnW576;   // MLA latent and split (576/512)
 
 static __device__ __forceinline__ float mb_attn_neg_inf() { return __uint_as_float(0xff800000u); }
@@ -285,7 +288,7 @@ static __device__ __forceinline__ void mb_attn_split(const float* __restrict__ q
     }
 }
 
-// The split kernels: one per cache type and width class (written out: the host build finds
+// The split kernels: one per cache type and class (written out: the host build finds
 // kernels by their `extern "C" __global__` lines).
 #define MB_ATTN_ARGS                                                                        \
     const float *__restrict__ q, const u8 *__restrict__ kc, const u8 *__restrict__ vc,      \
@@ -297,8 +300,14 @@ mb_attn_f16_w64(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW64>(q, kc, vc, part_ml
 extern "C" __global__ void __launch_bounds__(AttnW128::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_f16_w128(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
 
+extern "C" __global__ void __launch_bounds__(AttnW128h4::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_f16_w128h4(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW128h4>(q, kc, vc, part_ml, part_acc, p); }
+
 extern "C" __global__ void __launch_bounds__(AttnW256::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_f16_w256(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW256h1::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_f16_w256h1(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW256h1>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_f16_w576(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
@@ -309,8 +318,14 @@ mb_attn_bf16_w64(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW64>(q, kc, vc, part_
 extern "C" __global__ void __launch_bounds__(AttnW128::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_bf16_w128(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
 
+extern "C" __global__ void __launch_bounds__(AttnW128h4::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_bf16_w128h4(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW128h4>(q, kc, vc, part_ml, part_acc, p); }
+
 extern "C" __global__ void __launch_bounds__(AttnW256::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_bf16_w256(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW256h1::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_bf16_w256h1(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW256h1>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_bf16_w576(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
@@ -321,8 +336,14 @@ mb_attn_q8_0_w64(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW64>(q, kc, vc, part_
 extern "C" __global__ void __launch_bounds__(AttnW128::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_q8_0_w128(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
 
+extern "C" __global__ void __launch_bounds__(AttnW128h4::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_q8_0_w128h4(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW128h4>(q, kc, vc, part_ml, part_acc, p); }
+
 extern "C" __global__ void __launch_bounds__(AttnW256::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_q8_0_w256(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnW256h1::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
+mb_attn_q8_0_w256h1(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW256h1>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_q8_0_w576(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW576>(q, kc, vc, part_ml, part_acc, p); }

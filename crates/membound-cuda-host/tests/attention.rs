@@ -53,13 +53,17 @@ fn every_layout_and_cache_type_matches_the_reference() {
     if skip() {
         return;
     }
-    // 300 tokens: tiles (up to 32 rows) and splits end part-way. Every width class, with a
-    // warp's heads all used (8 of 128-wide rows), partly used (the 64-wide class with groups of
-    // 4, the 256-wide with 6: a second warp with two of its four heads), and groups split over
-    // blocks (16 heads of 128 values: two blocks of one warp; 20 MLA heads: two of five warps).
+    // 300 tokens: tiles (up to 32 rows) and splits end part-way. Every class, with a warp's
+    // heads all used (8 of 128-wide rows; 4 in the 128-wide class of 4; expanded MLA's one),
+    // partly used (the 64-wide class with groups of 4, the 128-wide of 4 with groups of 2, the
+    // 256-wide with 6: a second warp with two of its four heads), and groups split over blocks
+    // (16 heads of 128 values: two blocks of one warp; 20 MLA heads: two of five warps).
+    let mut classes = std::collections::HashSet::new();
     for dtype in [DType::F16, DType::BF16, DType::Q8_0] {
         for s in [
             AttnShape::new(KvLayout::Gqa, 8, 2, 64, 64, dtype),
+            AttnShape::new(KvLayout::Gqa, 8, 2, 128, 128, dtype),
+            AttnShape::new(KvLayout::Gqa, 4, 2, 128, 128, dtype),
             AttnShape::new(KvLayout::Gqa, 16, 2, 128, 128, dtype),
             AttnShape::new(KvLayout::Gqa, 32, 2, 128, 128, dtype),
             AttnShape::new(KvLayout::Gqa, 6, 1, 256, 256, dtype),
@@ -76,13 +80,16 @@ fn every_layout_and_cache_type_matches_the_reference() {
                 s.n_heads,
                 s.d_k
             );
-            let g = match h.plan().kernel {
-                membound_cuda::Kernel::Attn(_, w) => w.geometry(),
+            let w = match h.plan().kernel {
+                membound_cuda::Kernel::Attn(_, w) => w,
                 k => panic!("{k:?} is not a split kernel"),
             };
+            let g = w.geometry();
             assert!(s.d_k <= 64 * g.k_pairs && s.d_v <= 64 * g.v_pairs);
+            classes.insert(w);
         }
     }
+    assert_eq!(classes.len(), membound_cuda::attention::AttnWidth::ALL.len());
 }
 
 #[test]

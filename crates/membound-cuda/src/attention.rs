@@ -26,7 +26,7 @@ pub const ATTN_REDUCE_WARPS: u32 = 8;
 /// width class in [`AttnWidth::ALL`]'s order. Measured on an H200 at 32k (2026-11-28): 8 beat 16
 /// for GQA (Llama-70B 141 against 154 µs, gpt-oss 87 against 96); 16 beat 8 for MLA latent
 /// (DeepSeek-V2-Lite 113 against 192 µs; GLM-4.7-Flash even).
-pub const DEFAULT_SPLIT_WARPS_PER_SM: [usize; 4] = [8, 8, 8, 16];
+pub const DEFAULT_SPLIT_WARPS_PER_SM: [usize; 6] = [8, 8, 8, 8, 8, 16];
 
 /// Cache element types of the split kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,17 +39,23 @@ pub enum AttnCache {
     Q8_0,
 }
 
-/// Width classes of the split kernels: the longest K and V rows each takes, and so how much of
-/// a row one lane holds (`AttnWidth` in attention.cu, the same numbers).
+/// Classes of the split kernels: the longest K and V rows each takes (so how much of a row one
+/// lane holds) and how many query heads a warp takes (`AttnWidth` in attention.cu, the same
+/// numbers). A group smaller than a warp's heads leaves the rest idle, so the common widths
+/// come with fewer heads per warp too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AttnWidth {
-    /// K and V rows up to 64 values (gpt-oss).
+    /// K and V rows up to 64 values, 8 heads per warp (gpt-oss).
     W64,
-    /// Up to 128 (Llama, Qwen3, Mistral, Gemma-3 27B).
+    /// Up to 128, 8 heads per warp (Qwen3, Llama-70B, gpt-oss-like groups of 8).
     W128,
-    /// Up to 256 (expanded MLA, Qwen3-Next, Gemma-3 4B).
+    /// Up to 128, 4 heads per warp (Llama-3.1-8B, Mistral: groups of 4; Gemma-3 27B: 2).
+    W128H4,
+    /// Up to 256, 4 heads per warp (Qwen3-Next).
     W256,
-    /// K up to 576 and V up to 512 (MLA latent and split).
+    /// Up to 256, one head per warp (expanded MLA: one query head per cached head).
+    W256H1,
+    /// K up to 576 and V up to 512, 2 heads per warp (MLA latent and split).
     W576,
 }
 
@@ -70,10 +76,12 @@ pub struct WidthGeometry {
 
 impl AttnWidth {
     /// Every class, narrowest first.
-    pub const ALL: [AttnWidth; 4] = [
+    pub const ALL: [AttnWidth; 6] = [
         AttnWidth::W64,
         AttnWidth::W128,
+        AttnWidth::W128H4,
         AttnWidth::W256,
+        AttnWidth::W256H1,
         AttnWidth::W576,
     ];
 
@@ -82,7 +90,9 @@ impl AttnWidth {
         let (k_pairs, v_pairs, heads_per_warp, max_warps, tile_kib) = match self {
             AttnWidth::W64 => (1, 1, 8, 1, 8),
             AttnWidth::W128 => (2, 2, 8, 1, 8),
+            AttnWidth::W128H4 => (2, 2, 4, 2, 8),
             AttnWidth::W256 => (4, 4, 4, 2, 12),
+            AttnWidth::W256H1 => (4, 4, 1, 8, 12),
             AttnWidth::W576 => (9, 8, 2, 8, 18),
         };
         WidthGeometry {
@@ -94,34 +104,56 @@ impl AttnWidth {
         }
     }
 
-    /// The narrowest class that takes K rows of `d_k` and V rows of `d_v` values.
-    pub fn for_rows(d_k: usize, d_v: usize) -> Option<AttnWidth> {
-        AttnWidth::ALL.into_iter().find(|w| {
+    /// The class for K rows of `d_k` and V rows of `d_v` values and `group` query heads per
+    /// cached head: the narrowest rows that take them, then, of the classes with those rows,
+    /// the fewest heads per warp that still take the group (or the most there are).
+    pub fn for_shape(d_k: usize, d_v: usize, group: usize) -> Option<AttnWidth> {
+        let rows = |w: &AttnWidth| {
             let g = w.geometry();
-            d_k <= 64 * g.k_pairs && d_v <= 64 * g.v_pairs
-        })
+            (64 * g.k_pairs, 64 * g.v_pairs)
+        };
+        let fits = |w: &AttnWidth| {
+            let (k, v) = rows(w);
+            d_k <= k && d_v <= v
+        };
+        let first = AttnWidth::ALL.into_iter().find(fits)?;
+        let same: Vec<AttnWidth> = AttnWidth::ALL
+            .into_iter()
+            .filter(|w| rows(w) == rows(&first))
+            .collect();
+        let most = same.iter().map(|w| w.geometry().heads_per_warp).max()?;
+        let want = group.clamp(1, most);
+        same.into_iter()
+            .filter(|w| w.geometry().heads_per_warp >= want)
+            .min_by_key(|w| w.geometry().heads_per_warp)
     }
 }
 
 /// The `extern "C"` name of the split kernel for a cache type and width class.
 pub fn split_kernel_name(cache: AttnCache, width: AttnWidth) -> &'static str {
-    const NAMES: [[&str; 4]; 3] = [
+    const NAMES: [[&str; 6]; 3] = [
         [
             "mb_attn_f16_w64",
             "mb_attn_f16_w128",
+            "mb_attn_f16_w128h4",
             "mb_attn_f16_w256",
+            "mb_attn_f16_w256h1",
             "mb_attn_f16_w576",
         ],
         [
             "mb_attn_bf16_w64",
             "mb_attn_bf16_w128",
+            "mb_attn_bf16_w128h4",
             "mb_attn_bf16_w256",
+            "mb_attn_bf16_w256h1",
             "mb_attn_bf16_w576",
         ],
         [
             "mb_attn_q8_0_w64",
             "mb_attn_q8_0_w128",
+            "mb_attn_q8_0_w128h4",
             "mb_attn_q8_0_w256",
+            "mb_attn_q8_0_w256h1",
             "mb_attn_q8_0_w576",
         ],
     ];
@@ -209,7 +241,7 @@ struct Layout {
 fn layout(s: &AttnShape, tokens: usize, sm_count: u32, splits: Option<u32>) -> Result<Layout> {
     s.validate().map_err(bad)?;
     let cache = attn_cache(s.dtype)?;
-    let width = AttnWidth::for_rows(s.d_k, s.d_v)
+    let width = AttnWidth::for_shape(s.d_k, s.d_v, s.group())
         .filter(|_| s.d_k.is_multiple_of(32) && s.d_v.is_multiple_of(32))
         .ok_or_else(|| {
             bad(format!(
@@ -484,10 +516,17 @@ mod tests {
         assert_eq!(g.params.tile, 28);
         assert_eq!(g.split.grid_dim.0, 8);
         // Width classes: the narrowest that takes the rows.
-        assert_eq!(AttnWidth::for_rows(64, 64), Some(AttnWidth::W64));
-        assert_eq!(AttnWidth::for_rows(192, 128), Some(AttnWidth::W256));
-        assert_eq!(AttnWidth::for_rows(576, 512), Some(AttnWidth::W576));
-        assert_eq!(AttnWidth::for_rows(640, 512), None);
+        // Classes: the narrowest rows, then the fewest heads per warp that take the group.
+        assert_eq!(AttnWidth::for_shape(64, 64, 8), Some(AttnWidth::W64));
+        assert_eq!(AttnWidth::for_shape(128, 128, 8), Some(AttnWidth::W128));
+        assert_eq!(AttnWidth::for_shape(128, 128, 16), Some(AttnWidth::W128));
+        assert_eq!(AttnWidth::for_shape(128, 128, 4), Some(AttnWidth::W128H4));
+        assert_eq!(AttnWidth::for_shape(128, 128, 2), Some(AttnWidth::W128H4));
+        assert_eq!(AttnWidth::for_shape(192, 128, 1), Some(AttnWidth::W256H1));
+        assert_eq!(AttnWidth::for_shape(256, 256, 8), Some(AttnWidth::W256));
+        assert_eq!(AttnWidth::for_shape(256, 256, 3), Some(AttnWidth::W256));
+        assert_eq!(AttnWidth::for_shape(576, 512, 20), Some(AttnWidth::W576));
+        assert_eq!(AttnWidth::for_shape(640, 512, 1), None);
         // Split: K and V rows share the tile.
         let s = attn_plan(&glm(KvLayout::MlaSplit, DType::F16), 4096, 4096, 132, None).unwrap();
         assert_eq!(s.params.tile, (18 * 1024 / (1152 + 1024)) as u32);

@@ -61,7 +61,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 48] = [
+    pub const ALL: [Kernel; 54] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -90,15 +90,21 @@ impl Kernel {
         Kernel::MoeDownBf16,
         Kernel::Attn(AttnCache::F16, AttnWidth::W64),
         Kernel::Attn(AttnCache::F16, AttnWidth::W128),
+        Kernel::Attn(AttnCache::F16, AttnWidth::W128H4),
         Kernel::Attn(AttnCache::F16, AttnWidth::W256),
+        Kernel::Attn(AttnCache::F16, AttnWidth::W256H1),
         Kernel::Attn(AttnCache::F16, AttnWidth::W576),
         Kernel::Attn(AttnCache::Bf16, AttnWidth::W64),
         Kernel::Attn(AttnCache::Bf16, AttnWidth::W128),
+        Kernel::Attn(AttnCache::Bf16, AttnWidth::W128H4),
         Kernel::Attn(AttnCache::Bf16, AttnWidth::W256),
+        Kernel::Attn(AttnCache::Bf16, AttnWidth::W256H1),
         Kernel::Attn(AttnCache::Bf16, AttnWidth::W576),
         Kernel::Attn(AttnCache::Q8_0, AttnWidth::W64),
         Kernel::Attn(AttnCache::Q8_0, AttnWidth::W128),
+        Kernel::Attn(AttnCache::Q8_0, AttnWidth::W128H4),
         Kernel::Attn(AttnCache::Q8_0, AttnWidth::W256),
+        Kernel::Attn(AttnCache::Q8_0, AttnWidth::W256H1),
         Kernel::Attn(AttnCache::Q8_0, AttnWidth::W576),
         Kernel::AttnReduce,
         Kernel::DecRmsNorm,

@@ -322,14 +322,13 @@ fn axpy_body<const FMA: bool>(acc: &mut [f32], p: f32, v: &[f32]) {
 /// The partial softmax of each query head of cached head `h` over tokens `[t0, t1)` into `out`
 /// (the group's heads one after the other, [`partial_len`] floats each), through `tiles`.
 #[inline(always)]
-fn chunk_body<const FMA: bool>(
-    cache: &KvCacheBuf,
-    q: &[f32],
-    h: usize,
-    (t0, t1): (usize, usize),
-    tiles: &mut Tiles,
-    out: &mut [f32],
-) {
+fn chunk_body<const FMA: bool>(c: Chunk<'_>, tiles: &mut Tiles, out: &mut [f32]) {
+    let Chunk {
+        cache,
+        q,
+        h,
+        span: (t0, t1),
+    } = c;
     let s = &cache.shape;
     let (dk, dv, g) = (s.d_k, s.d_v, s.group());
     for st in out.chunks_exact_mut(partial_len(dv)) {
@@ -410,39 +409,33 @@ fn decode_row_simd<const SIMD: bool>(dtype: DType, row: &[u8], out: &mut [f32]) 
     decode_row(dtype, row, out)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn chunk_avx2(
-    cache: &KvCacheBuf,
-    q: &[f32],
+/// One task of [`attend`]: cached head `h` over the tokens `span` of `cache`, queries `q`.
+#[derive(Clone, Copy)]
+struct Chunk<'a> {
+    cache: &'a KvCacheBuf,
+    q: &'a [f32],
     h: usize,
     span: (usize, usize),
-    tiles: &mut Tiles,
-    out: &mut [f32],
-) {
-    chunk_body::<true>(cache, q, h, span, tiles, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn chunk_avx2(c: Chunk<'_>, tiles: &mut Tiles, out: &mut [f32]) {
+    chunk_body::<true>(c, tiles, out)
 }
 
 /// [`chunk_body`] on the instruction set's kernels: AVX2 with FMA on x86-64 where `isa` is
 /// AVX2 (checked by [`crate::Isa::detect`]), NEON's fused multiply-add on aarch64, else
 /// portable.
-fn chunk_partials(
-    isa: crate::Isa,
-    cache: &KvCacheBuf,
-    q: &[f32],
-    h: usize,
-    span: (usize, usize),
-    tiles: &mut Tiles,
-    out: &mut [f32],
-) {
+fn chunk_partials(isa: crate::Isa, c: Chunk<'_>, tiles: &mut Tiles, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, crate::Isa::Avx2 | crate::Isa::Avx512Vnni) {
         // SAFETY: both paths are only detected (or accepted) where the CPU has AVX2, FMA and
         // F16C.
-        return unsafe { chunk_avx2(cache, q, h, span, tiles, out) };
+        return unsafe { chunk_avx2(c, tiles, out) };
     }
     let _ = isa;
-    chunk_body::<{ cfg!(target_arch = "aarch64") }>(cache, q, h, span, tiles, out)
+    chunk_body::<{ cfg!(target_arch = "aarch64") }>(c, tiles, out)
 }
 
 /// Tokens per chunk (one rayon task per cached head and chunk) of [`attend`].
@@ -506,7 +499,7 @@ pub fn attend(
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let span = (t0, (t0 + CHUNK_TOKENS).min(depth));
-                chunk_partials(isa, cache, q, h, span, &mut tile, part);
+                chunk_partials(isa, Chunk { cache, q, h, span }, &mut tile, part);
             })
     });
     let total = zeroed(&mut scratch.total, dv);

@@ -89,7 +89,10 @@ fn every_layout_and_cache_type_matches_the_reference() {
             classes.insert(w);
         }
     }
-    assert_eq!(classes.len(), membound_cuda::attention::AttnWidth::ALL.len());
+    assert_eq!(
+        classes.len(),
+        membound_cuda::attention::AttnWidth::ALL.len()
+    );
 }
 
 #[test]

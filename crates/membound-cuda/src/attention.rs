@@ -326,20 +326,13 @@ pub fn attn_plan(
     if depth == 0 || depth > tokens {
         return Err(bad(format!("depth {depth} in a cache of {tokens} tokens")));
     }
-    let Layout {
-        cache,
-        width,
-        tile,
-        head_groups,
-        per_block,
-        warps,
-        blocks,
-        target,
-    } = lay;
+    let (tile, warps) = (lay.tile, lay.warps);
     let group = s.group();
     let (kb, vb) = s.row_bytes();
     let attended = s.attended(depth);
-    let splits = target.clamp(1, attended.div_ceil(tile).min(ATTN_MAX_SPLITS));
+    let splits = lay
+        .target
+        .clamp(1, attended.div_ceil(tile).min(ATTN_MAX_SPLITS));
     let chunk = attended.div_ceil(splits).next_multiple_of(tile);
     let splits = attended.div_ceil(chunk);
     let mut flags = 0;
@@ -355,8 +348,8 @@ pub fn attn_plan(
         d_k: s.d_k as u32,
         d_v: s.d_v as u32,
         group: group as u32,
-        heads_per_block: per_block as u32,
-        head_groups: head_groups as u32,
+        heads_per_block: lay.per_block as u32,
+        head_groups: lay.head_groups as u32,
         tokens: tokens as u32,
         first: (depth - attended) as u32,
         end: depth as u32,
@@ -371,9 +364,9 @@ pub fn attn_plan(
     };
     Ok(AttnPlan {
         params,
-        kernel: Kernel::Attn(cache, width),
+        kernel: Kernel::Attn(lay.cache, lay.width),
         split: LaunchConfig {
-            grid_dim: (blocks as u32, splits as u32, 1),
+            grid_dim: (lay.blocks as u32, splits as u32, 1),
             block_dim: (warps as u32 * 32, 1, 1),
             shared_mem_bytes: 0,
         },

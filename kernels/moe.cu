@@ -304,17 +304,20 @@ mb_moe_route(const float* __restrict__ logits, const float* __restrict__ sel_bia
 // Expert passes.
 
 // The slot of this block (blockIdx.y): its expert and its choices [first, end) of the plan;
-// false when the plan has fewer slots (block-uniform: return before any barrier).
+// false when the plan has fewer slots (block-uniform: return before any barrier). The four words
+// are read together, before the slot count is checked (every index lies inside the plan,
+// whatever its count; a slot past the count leaves unused values): the expert rows' addresses
+// then wait for one round trip to memory, not two.
 static __device__ __forceinline__ bool mb_moe_slot(const u32* plan, u32& e, u32& first, u32& end,
                                                    const u32*& pairs) {
     const u32 s = blockIdx.y;
     const u32 max_slots = gridDim.y;
-    if (s >= mb_ld(plan)) return false;
+    const u32 n = mb_ld(plan);
     e = mb_ld(plan + 1 + s);
     first = mb_ld(plan + 1 + max_slots + s);
     end = mb_ld(plan + 1 + max_slots + s + 1);
     pairs = plan + 2 + 2 * max_slots;
-    return true;
+    return s < n;
 }
 
 static __device__ __forceinline__ float mb_moe_act(float g, float u, u32 flags) {

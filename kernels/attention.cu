@@ -57,12 +57,14 @@ static __device__ __forceinline__ float mb_attn_neg_inf() { return __uint_as_flo
 // Values e and e + 1 (e even) of a row in shared memory, per cache type; one 32-bit (F16, BF16)
 // or 16-bit (Q8_0, with its block's scale) read.
 struct KvF16 {
+    static constexpr bool BF16 = false;
     static __device__ __forceinline__ float2 at2(const u8* row, u32 e) {
         const u32 w = *reinterpret_cast<const u32*>(row + 2 * e);
         return make_float2(mb_f16_to_f32((u16)(w & 0xffffu)), mb_f16_to_f32((u16)(w >> 16)));
     }
 };
 struct KvBF16 {
+    static constexpr bool BF16 = true;
     static __device__ __forceinline__ float2 at2(const u8* row, u32 e) {
         const u32 w = *reinterpret_cast<const u32*>(row + 2 * e);
         return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
@@ -347,6 +349,189 @@ mb_attn_q8_0_w256h1(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW256h1>(q, kc, vc,
 
 extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
 mb_attn_q8_0_w576(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
+
+// ---------------------------------------------------------------------------------------------
+// The tensor-core split kernels (sm_80+): mb_attn_mma_<f16|bf16>_d<D>, for F16/BF16 caches with K
+// and V rows of exactly D values and groups of up to 16 query heads (the host's
+// membound_cuda::attention chooses them where MEMBOUND_ATTN_MMA=1). Grid (kv_heads, blocks of
+// the split), ATTN_MMA_WARPS(D) warps; tiles of 16 tokens per warp, staged as above. Warp w of
+// block y takes the tokens [16w, 16w + 16) of each tile and keeps its own online softmax: it
+// writes split y * W + w of the partials (p.splits counts them all), so the reduction merges the
+// warps too. Per 16 tokens: S = Q Kᵀ in two 16 x 8 tiles (A = the group's queries, heads as rows,
+// scaled and rounded to 16 bits once; B = K rows read as pairs straight from shared memory), the
+// softmax on the accumulators (a row's four lanes share its max and sum through two shuffles),
+// then O += P V with P's accumulators reused as the A operand (FlashAttention-2's layout) and V
+// read as pairs of tokens. Tokens past the tile's end score -inf and their V reads as 0.
+#define ATTN_MMA_TOKENS 16
+
+template <u32 D>
+struct AttnMmaWidth {
+    static constexpr u32 W = D == 64 ? 4 : 2;  // warps: a tile of 16 W tokens of K and V in 16 KiB
+    static constexpr u32 TB = ATTN_MMA_TOKENS * W * 4 * D;
+};
+
+template <typename T, u32 D>
+static __device__ __forceinline__ void mb_attn_mma(const float* __restrict__ q,
+                                                   const u8* __restrict__ kc,
+                                                   const u8* __restrict__ vc,
+                                                   float* __restrict__ part_ml,
+                                                   float* __restrict__ part_acc,
+                                                   const AttnParams& p) {
+    constexpr bool BF = T::BF16;
+    constexpr u32 W = AttnMmaWidth<D>::W, KS = D / 16, NT = D / 8;
+    __shared__ uint4 tile_mem[2][AttnMmaWidth<D>::TB / 16];
+    const u32 warp = threadIdx.x / MB_WARP_SIZE, lane = threadIdx.x % MB_WARP_SIZE;
+    const u32 g = lane / 4, t = lane % 4;
+    const u32 kvh = blockIdx.x;
+
+    // The group's queries as A fragments: rows g and g + 8 (zero past the group).
+    u32 qa[KS][4];
+#pragma unroll
+    for (u32 kk = 0; kk < KS; ++kk) {
+#pragma unroll
+        for (u32 r = 0; r < 4; ++r) {
+            const u32 row = g + 8 * (r % 2), col = kk * 16 + 2 * t + 8 * (r / 2);
+            float x0 = 0.0f, x1 = 0.0f;
+            if (row < p.group) {
+                const float* qh = q + (u64)(kvh * p.group + row) * p.d_k;
+                x0 = mb_ld(qh + col) * p.scale;
+                x1 = mb_ld(qh + col + 1) * p.scale;
+            }
+            qa[kk][r] = mb_pack_half2<BF>(x0, x1);
+        }
+    }
+    float o[NT][4];
+#pragma unroll
+    for (u32 n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m[2] = {mb_attn_neg_inf(), mb_attn_neg_inf()}, l[2] = {0.0f, 0.0f};
+
+    const u32 t_begin = p.first + blockIdx.y * p.chunk;
+    const u32 t_end = t_begin + p.chunk < p.end ? t_begin + p.chunk : p.end;
+    const u64 head_base = (u64)kvh * p.tokens;
+    const u32 v_off = (p.tile * (u32)p.k_row_bytes + 15) / 16 * 16;
+    const u32 ntiles = t_begin < t_end ? (t_end - t_begin + p.tile - 1) / p.tile : 0;
+    auto compute = [&](u32 k, const u8* tile) {
+        const u32 nt = mb_attn_rows(k, t_begin, t_end, p.tile);
+        const u32 base = warp * ATTN_MMA_TOKENS;
+        if (base >= nt) return;  // warp-uniform; no collective of the block follows
+        const u8* vt = tile + v_off;
+        float s[2][4];
+#pragma unroll
+        for (u32 j = 0; j < 2; ++j) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+            const u8* krow = tile + (base + j * 8 + g) * p.k_row_bytes;
+#pragma unroll
+            for (u32 kk = 0; kk < KS; ++kk) {
+                const u32 b[2] = {*reinterpret_cast<const u32*>(krow + 2 * (kk * 16 + 2 * t)),
+                                  *reinterpret_cast<const u32*>(krow + 2 * (kk * 16 + 8 + 2 * t))};
+                mb_mma_16816<BF>(qa[kk], b, s[j]);
+            }
+        }
+        // Masked tokens, then each row's max and sum (rows g: s[j][0..1], g + 8: s[j][2..3]).
+        float mx[2] = {mb_attn_neg_inf(), mb_attn_neg_inf()};
+#pragma unroll
+        for (u32 j = 0; j < 2; ++j) {
+#pragma unroll
+            for (u32 i = 0; i < 4; ++i) {
+                if (base + j * 8 + 2 * t + i % 2 >= nt) s[j][i] = mb_attn_neg_inf();
+                mx[i / 2] = fmaxf(mx[i / 2], s[j][i]);
+            }
+        }
+        float a[2];
+#pragma unroll
+        for (u32 r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 2));
+            const float m_new = fmaxf(m[r], mx[r]);
+            a[r] = expf(m[r] - m_new);  // 0 on the first tokens (m = -inf)
+            m[r] = m_new;
+            l[r] *= a[r];
+        }
+#pragma unroll
+        for (u32 j = 0; j < 2; ++j) {
+#pragma unroll
+            for (u32 i = 0; i < 4; ++i) {
+                s[j][i] = expf(s[j][i] - m[i / 2]);
+                l[i / 2] += s[j][i];
+            }
+        }
+#pragma unroll
+        for (u32 n = 0; n < NT; ++n) {
+            o[n][0] *= a[0];
+            o[n][1] *= a[0];
+            o[n][2] *= a[1];
+            o[n][3] *= a[1];
+        }
+        // P (16 heads x 16 tokens) as the A operand, straight from the accumulators.
+        const u32 pa[4] = {mb_pack_half2<BF>(s[0][0], s[0][1]), mb_pack_half2<BF>(s[0][2], s[0][3]),
+                           mb_pack_half2<BF>(s[1][0], s[1][1]), mb_pack_half2<BF>(s[1][2], s[1][3])};
+        // V rows of tokens 2t, 2t + 1, 2t + 8, 2t + 9 (zero past the tile's end).
+        const u8* vr[4];
+        bool vin[4];
+#pragma unroll
+        for (u32 i = 0; i < 4; ++i) {
+            const u32 tok = base + 2 * t + (i % 2) + 8 * (i / 2);
+            vin[i] = tok < nt;
+            vr[i] = vt + (vin[i] ? tok : 0) * p.v_row_bytes;
+        }
+#pragma unroll
+        for (u32 n = 0; n < NT; ++n) {
+            const u32 dim = n * 8 + g;
+            u32 v16[4];
+#pragma unroll
+            for (u32 i = 0; i < 4; ++i) {
+                v16[i] = vin[i] ? (u32) reinterpret_cast<const u16*>(vr[i])[dim] : 0u;
+            }
+            const u32 b[2] = {v16[0] | (v16[1] << 16), v16[2] | (v16[3] << 16)};
+            mb_mma_16816<BF>(pa, b, o[n]);
+        }
+    };
+#if TILE_PIPE
+    mb_tiles_pipelined(
+        ntiles,
+        [&](u32 k) {
+            mb_attn_stage(k, t_begin, t_end, head_base, v_off, false, kc, vc, p, tile_mem[k % 2]);
+        },
+        [&](u32 k) { compute(k, reinterpret_cast<const u8*>(tile_mem[k % 2])); });
+#else
+    for (u32 k = 0; k < ntiles; ++k) {
+        __syncthreads();  // the previous tile is done
+        mb_attn_stage(k, t_begin, t_end, head_base, v_off, false, kc, vc, p, tile_mem[0]);
+        __syncthreads();
+        compute(k, reinterpret_cast<const u8*>(tile_mem[0]));
+    }
+#endif
+    // Each row's sum over its four lanes; rows g and g + 8 written where they are heads.
+#pragma unroll
+    for (u32 r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 1);
+        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 2);
+        const u32 row = g + 8 * r;
+        if (row >= p.group) continue;
+        const u64 at = (u64)(kvh * p.group + row) * p.splits + blockIdx.y * W + warp;
+        if (t == 0) {
+            part_ml[2 * at] = m[r];
+            part_ml[2 * at + 1] = l[r];
+        }
+#pragma unroll
+        for (u32 n = 0; n < NT; ++n) {
+            *reinterpret_cast<float2*>(part_acc + at * p.d_v + n * 8 + 2 * t) =
+                make_float2(o[n][2 * r], o[n][2 * r + 1]);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(AttnMmaWidth<64>::W * MB_WARP_SIZE)
+mb_attn_mma_f16_d64(MB_ATTN_ARGS) { mb_attn_mma<KvF16, 64>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnMmaWidth<128>::W * MB_WARP_SIZE)
+mb_attn_mma_f16_d128(MB_ATTN_ARGS) { mb_attn_mma<KvF16, 128>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnMmaWidth<64>::W * MB_WARP_SIZE)
+mb_attn_mma_bf16_d64(MB_ATTN_ARGS) { mb_attn_mma<KvBF16, 64>(q, kc, vc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(AttnMmaWidth<128>::W * MB_WARP_SIZE)
+mb_attn_mma_bf16_d128(MB_ATTN_ARGS) { mb_attn_mma<KvBF16, 128>(q, kc, vc, part_ml, part_acc, p); }
 
 // ---------------------------------------------------------------------------------------------
 // The reduction: grid (n_heads, ceil(d_v / 32)), ATTN_REDUCE_WARPS warps. Block (h, c) merges

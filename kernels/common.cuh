@@ -102,6 +102,48 @@ static __device__ __forceinline__ void mb_cp_async_wait() {
 #endif
 }
 
+// f32 -> bfloat16 bits, round to nearest even (NaN stays a quiet NaN).
+static __device__ __forceinline__ u16 mb_f32_to_bf16(float f) {
+    const u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);
+    return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Two f32 as one 32-bit word of two 16-bit values (lo in the low half), f16 or bf16, rounded to
+// nearest even: the operand pairs of the tensor-core multiply below.
+template <bool BF16>
+static __device__ __forceinline__ u32 mb_pack_half2(float lo, float hi) {
+    const u16 a = BF16 ? mb_f32_to_bf16(lo) : mb_f32_to_f16(lo);
+    const u16 b = BF16 ? mb_f32_to_bf16(hi) : mb_f32_to_f16(hi);
+    return (u32)a | ((u32)b << 16);
+}
+
+// d += a * b on the warp's tensor cores: mma.sync.aligned.m16n8k16.row.col.f32 with f16 (or
+// bf16) operands, A 16 x 16 and B 16 x 8, fragments as PTX lays them out (groupID g = lane / 4,
+// t = lane % 4: a[r] = A rows g + 8 (r % 2), columns 2t + 8 (r / 2), + 1; b[r] = B rows 2t + 8r,
+// + 1, column g; d rows g (d0, d1) and g + 8 (d2, d3), columns 2t, 2t + 1). sm_80 and later; the
+// host build computes the same products in f32 (cuda_host.h).
+template <bool BF16>
+static __device__ __forceinline__ void mb_mma_16816(const u32 (&a)[4], const u32 (&b)[2], float (&d)[4]) {
+#ifdef MB_HOST
+    mbh_mma_m16n8k16(BF16, a, b, d, d);
+#else
+    if (BF16) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+            "{%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+            "{%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+#endif
+}
+
 // bfloat16 bits -> f32 (exact: the top half of an f32).
 static __device__ __forceinline__ float mb_bf16_to_f32(u16 b) {
     return __uint_as_float(((u32)b) << 16);

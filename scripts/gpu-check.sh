@@ -9,14 +9,15 @@
 #                    GPU backends, each within SUITE_S seconds (criterion.tgz beside them); decode
 #                    only the cases of DECODE_FILTER (a few models that fit one GPU whole, one
 #                    forced sample beside its whole model, Qwen3-Coder-Next's Gated DeltaNet)
-#   bench-{dense,attention}-ab.log  the large GEMVs and attention at 32k again with
-#                    MEMBOUND_TILE_PIPE=0 (single-buffered tiles): the A/B of the pipelined
-#                    default (NO_PIPE_AB=1 skips it)
+#   bench-{dense,attention}-ab.log  the large GEMVs again with MEMBOUND_TILE_PIPE=0
+#                    (single-buffered tiles), and attention's F16 cases at 32k with
+#                    MEMBOUND_ATTN_MMA=1 (the tensor-core kernels where a shape takes them): the
+#                    A/Bs of the defaults (NO_PIPE_AB=1 skips them)
 #   memcheck.log     compute-sanitizer memcheck over the kernel tests
 #   ncu.txt          one Nsight Compute profile of a GEMV (scripts/profile.sh), per-kernel summary
 # SUITE_FILTER_<suite> (e.g. SUITE_FILTER_moe='gpt-oss-120b') narrows a suite to the cases that
 # regex selects (Criterion's filter), AB_FILTER_<suite> the A/B's cases and AB_ENV_<suite> its
-# setting (default MEMBOUND_TILE_PIPE=0); TEST_FILTER the GPU tests run; NCU_BENCH, NCU_FILTER,
+# setting; TEST_FILTER the GPU tests run; NCU_BENCH, NCU_FILTER,
 # NCU_KERNELS, NCU_LAUNCHES what Nsight Compute profiles (default: a Q4_K GEMV); SKIP="tests memcheck ncu" leaves those steps out, so a
 # budget of device time can be spent over several calls.
 # Each step has its own time limit (TEST_S, SUITE_S per suite, MEMCHECK_S, NCU_S seconds) so the
@@ -71,11 +72,12 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   # process conditions: the large GEMVs, and attention at 32k.
   ab=""
   [ "$suite" = dense ] && ab='x4096/|x8192/'
-  [ "$suite" = attention ] && ab='d32k/'
+  [ "$suite" = attention ] && ab='f16-d32k/'
   abv="AB_FILTER_$suite"
   [ -n "${!abv:-}" ] && ab="${!abv}"
   abe="AB_ENV_$suite"
-  ab_env=${!abe:-MEMBOUND_TILE_PIPE=0}
+  ab_env=${!abe:-}
+  [ -n "$ab_env" ] || { [ "$suite" = attention ] && ab_env=MEMBOUND_ATTN_MMA=1 || ab_env=MEMBOUND_TILE_PIPE=0; }
   if [ -n "$ab" ] && [ -z "${NO_PIPE_AB:-}" ]; then
     env "$ab_env" MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "$ab" > "$out/bench-$suite-ab.log" 2>&1
     echo "$suite ($ab_env) rc=$?"

@@ -62,6 +62,9 @@ void sync_block();
 // Lane `lane` of the current warp publishes `bytes` of `v` and, once every lane of `mask` has,
 // copies lane `src`'s value into `out` (src outside `mask` or out of range: own value).
 void warp_exchange(unsigned mask, const void* v, void* out, unsigned size, int src);
+// Every lane of the full warp publishes `size` (<= 16) bytes of `v`; each gets all 32 lanes'
+// values, lane i's at `all + i * size` (the tensor-core model below gathers fragments with it).
+void warp_allgather(unsigned mask, const void* v, void* all, unsigned size);
 // The current lane within its warp.
 int lane();
 // __syncwarp(mask).
@@ -176,3 +179,37 @@ static inline uint16_t f32_to_f16(float f) {
     return sign | (uint16_t)h;
 }
 }  // namespace mbh
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32, d = a * b + c for the warp,
+// fragments laid out as PTX defines them (groupID g = lane / 4, t = lane % 4): a[r] holds two
+// 16-bit values of A (16 x 16, row-major) at row g + 8 * (r % 2), columns 2t + 8 * (r / 2) and
+// + 1; b[r] two of B (16 x 8) at rows 2t + 8r and + 1, column g; c and d rows g (c0, c1) and g + 8
+// (c2, c3), columns 2t and 2t + 1. Products summed in f32 in k order (the tensor cores' order
+// and rounding differ in the last bits: compare with tolerances).
+static inline void mbh_mma_m16n8k16(bool bf16, const uint32_t a[4], const uint32_t b[2],
+                                    const float c[4], float d[4]) {
+    uint32_t A[32][4], B[32][2];
+    ::mbh::warp_allgather(0xffffffffu, a, A, 16);
+    ::mbh::warp_allgather(0xffffffffu, b, B, 8);
+    auto val = [bf16](uint32_t w, int hi) -> float {
+        const uint16_t h = (uint16_t)(hi ? w >> 16 : w & 0xffffu);
+        if (bf16) {
+            const uint32_t u = (uint32_t)h << 16;
+            float f;
+            std::memcpy(&f, &u, 4);
+            return f;
+        }
+        return ::mbh::f16_to_f32(h);
+    };
+    auto at_a = [&](int row, int k) {
+        return val(A[(row % 8) * 4 + (k % 8) / 2][row / 8 + 2 * (k / 8)], k % 2);
+    };
+    auto at_b = [&](int k, int n) { return val(B[n * 4 + (k % 8) / 2][k / 8], k % 2); };
+    const int lane = ::mbh::lane(), g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float sum = c[i];
+        for (int k = 0; k < 16; ++k) sum += at_a(row, k) * at_b(k, col);
+        d[i] = sum;
+    }
+}

@@ -284,6 +284,17 @@ void warp_exchange(unsigned mask, const void* v, void* out, unsigned size, int s
     warp_barrier(mask);
 }
 
+void warp_allgather(unsigned mask, const void* v, void* all, unsigned size) {
+    if (size > 16) fault("a warp all-gather of more than 16 bytes per lane");
+    Thread* t = L->cur;
+    Warp& w = L->warps[t->linear / 32];
+    const int me = (int)(t->linear % 32);
+    std::memcpy(w.slots[me], v, size);
+    warp_barrier(mask);
+    for (int i = 0; i < 32; ++i) std::memcpy((unsigned char*)all + i * size, w.slots[i], size);
+    warp_barrier(mask);
+}
+
 void record_load(const void* p, unsigned size) {
     const uintptr_t a = (uintptr_t)p;
     bool inside = false;

@@ -2,7 +2,7 @@
 //! a GPU runs) executed by the host build of the kernels, with each launch's load figures.
 
 use membound_cuda::Kernel;
-use membound_cuda::attention::{AttnPlan, attn_plan};
+use membound_cuda::attention::{AttnPlan, attn_plan_with};
 use membound_spec::attention::AttnShape;
 
 use crate::{Arg, HostBuffer, HostError, LoadStats, launch};
@@ -34,8 +34,25 @@ impl HostAttn {
         depth: usize,
         splits: Option<u32>,
     ) -> Result<HostAttn, HostError> {
-        let plan =
-            attn_plan(shape, tokens, depth, 2, splits).map_err(|e| HostError(e.to_string()))?;
+        Self::with_tensor_cores(shape, tokens, k, v, q, sinks, depth, splits, false)
+    }
+
+    /// [`HostAttn::new`] with the tensor-core split kernel where the shape allows one and `mma`
+    /// asks for it (`membound_cuda::attention::attn_plan_with`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_tensor_cores(
+        shape: &AttnShape,
+        tokens: usize,
+        k: &[u8],
+        v: &[u8],
+        q: &[f32],
+        sinks: &[f32],
+        depth: usize,
+        splits: Option<u32>,
+        mma: bool,
+    ) -> Result<HostAttn, HostError> {
+        let plan = attn_plan_with(shape, tokens, depth, 2, splits, mma)
+            .map_err(|e| HostError(e.to_string()))?;
         let (ml, acc) = plan.partial_len();
         Ok(HostAttn {
             q: HostBuffer::from_slice(q),

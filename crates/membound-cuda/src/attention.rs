@@ -160,6 +160,72 @@ pub fn split_kernel_name(cache: AttnCache, width: AttnWidth) -> &'static str {
     NAMES[cache as usize][width as usize]
 }
 
+/// Row lengths of the tensor-core split kernels (`mb_attn_mma_*_d<D>`): K and V rows of exactly
+/// this many values, groups of up to 16 query heads, F16 or BF16 caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MmaRows {
+    /// 64 values (gpt-oss); 4 warps of 16 tokens per block.
+    D64,
+    /// 128 values (Llama, Qwen3, Mistral); 2 warps of 16 tokens per block.
+    D128,
+}
+
+impl MmaRows {
+    /// Every row length.
+    pub const ALL: [MmaRows; 2] = [MmaRows::D64, MmaRows::D128];
+
+    /// Values per row.
+    pub const fn values(self) -> usize {
+        match self {
+            MmaRows::D64 => 64,
+            MmaRows::D128 => 128,
+        }
+    }
+
+    /// Warps per block (`AttnMmaWidth<D>::W`): each takes 16 tokens of a tile.
+    pub const fn warps(self) -> usize {
+        match self {
+            MmaRows::D64 => 4,
+            MmaRows::D128 => 2,
+        }
+    }
+
+    /// The tensor-core kernel for `s`, where one takes it: an F16 or BF16 cache of separate K
+    /// and V rows of one of these lengths, and at most 16 query heads per cached head.
+    pub fn for_shape(s: &AttnShape) -> Option<MmaRows> {
+        let dense = matches!(s.dtype, DType::F16 | DType::BF16) && !s.v_in_k && s.group() <= 16;
+        MmaRows::ALL
+            .into_iter()
+            .find(|r| dense && s.d_k == r.values() && s.d_v == r.values())
+    }
+}
+
+/// The `extern "C"` name of a tensor-core split kernel (F16 or BF16 caches only; a Q8_0 cache
+/// never plans one).
+pub fn mma_kernel_name(cache: AttnCache, rows: MmaRows) -> &'static str {
+    match (cache, rows) {
+        (AttnCache::Bf16, MmaRows::D64) => "mb_attn_mma_bf16_d64",
+        (AttnCache::Bf16, MmaRows::D128) => "mb_attn_mma_bf16_d128",
+        (_, MmaRows::D64) => "mb_attn_mma_f16_d64",
+        (_, MmaRows::D128) => "mb_attn_mma_f16_d128",
+    }
+}
+
+/// Whether plans take the tensor-core split kernels where a shape allows
+/// ([`MmaRows::for_shape`]): `MEMBOUND_ATTN_MMA=1`; off by default until a GPU has timed them
+/// against the CUDA-core kernels.
+pub fn tensor_cores() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("MEMBOUND_ATTN_MMA").as_deref() {
+        Err(_) | Ok("0") => false,
+        Ok("1") => true,
+        Ok(v) => {
+            eprintln!("membound: MEMBOUND_ATTN_MMA=`{v}` is not 0 or 1; using 0");
+            false
+        }
+    })
+}
+
 /// The split kernels' cache type for a cache dtype.
 pub fn attn_cache(dtype: DType) -> Result<AttnCache> {
     Ok(match dtype {
@@ -182,16 +248,19 @@ pub fn attn_cache(dtype: DType) -> Result<AttnCache> {
 /// [`DEFAULT_SPLIT_WARPS_PER_SM`]. More warps hide more latency; more splits write more
 /// partials for the reduction to read.
 pub fn split_warps_per_sm(width: AttnWidth) -> usize {
+    warps_knob().unwrap_or(DEFAULT_SPLIT_WARPS_PER_SM[width as usize])
+}
+
+fn warps_knob() -> Option<usize> {
     static WARPS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let knob = *WARPS.get_or_init(|| {
+    *WARPS.get_or_init(|| {
         let v = std::env::var("MEMBOUND_ATTN_WARPS").ok()?;
         let n = v.trim().parse().ok().filter(|n| (1..=64).contains(n));
         if n.is_none() {
             eprintln!("membound: MEMBOUND_ATTN_WARPS=`{v}` is not 1 to 64; using the defaults");
         }
         n
-    });
-    knob.unwrap_or(DEFAULT_SPLIT_WARPS_PER_SM[width as usize])
+    })
 }
 
 /// The launches of one decode step: parameters, the split kernel's and the reduction's
@@ -227,20 +296,47 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// What a plan takes from the shape and the device, whatever the depth.
 struct Layout {
-    cache: AttnCache,
-    width: AttnWidth,
+    kernel: Kernel,
     tile: usize,
     head_groups: usize,
     per_block: usize,
     warps: usize,
     blocks: usize,
-    /// Splits asked for (before the depth caps them).
+    /// Splits of the grid asked for (before the depth caps them).
     target: usize,
+    /// Partial results each split of the grid writes per head (the tensor-core kernels: one
+    /// per warp).
+    per_split: usize,
 }
 
-fn layout(s: &AttnShape, tokens: usize, sm_count: u32, splits: Option<u32>) -> Result<Layout> {
+fn layout(
+    s: &AttnShape,
+    tokens: usize,
+    sm_count: u32,
+    splits: Option<u32>,
+    mma: bool,
+) -> Result<Layout> {
     s.validate().map_err(bad)?;
     let cache = attn_cache(s.dtype)?;
+    if tokens == 0 || u32::try_from(tokens).is_err() {
+        return Err(bad(format!("a cache of {tokens} tokens")));
+    }
+    if let Some(rows) = MmaRows::for_shape(s).filter(|_| mma) {
+        let warps = rows.warps();
+        let target = splits.map(|n| n as usize).unwrap_or_else(|| {
+            (warps_knob().unwrap_or(8) * sm_count as usize).div_ceil(s.kv_heads * warps)
+        });
+        return Ok(Layout {
+            kernel: Kernel::AttnMma(cache, rows),
+            tile: 16 * warps,
+            head_groups: 1,
+            per_block: s.group(),
+            warps,
+            blocks: s.kv_heads,
+            target,
+            per_split: warps,
+        });
+    }
     let width = AttnWidth::for_shape(s.d_k, s.d_v, s.group())
         .filter(|_| s.d_k.is_multiple_of(32) && s.d_v.is_multiple_of(32))
         .ok_or_else(|| {
@@ -250,9 +346,6 @@ fn layout(s: &AttnShape, tokens: usize, sm_count: u32, splits: Option<u32>) -> R
             ))
         })?;
     let g = width.geometry();
-    if tokens == 0 || u32::try_from(tokens).is_err() {
-        return Err(bad(format!("a cache of {tokens} tokens")));
-    }
     let (kb, vb) = s.row_bytes();
     let tile = (g.tile_bytes / (kb.next_multiple_of(16) + vb)).min(ATTN_MAX_TILE);
     // Whole 16-byte words where the rows allow: every tile then starts 16-byte aligned (Q8_0
@@ -278,15 +371,26 @@ fn layout(s: &AttnShape, tokens: usize, sm_count: u32, splits: Option<u32>) -> R
         (split_warps_per_sm(width) * sm_count as usize).div_ceil(blocks * warps)
     });
     Ok(Layout {
-        cache,
-        width,
+        kernel: Kernel::Attn(cache, width),
         tile,
         head_groups,
         per_block,
         warps,
         blocks,
         target,
+        per_split: 1,
     })
+}
+
+impl Layout {
+    /// Grid splits at most for `attended` tokens: one tile each, and no more partials per head
+    /// than the reduction takes.
+    fn max_splits(&self, attended: usize) -> usize {
+        attended
+            .div_ceil(self.tile)
+            .min(ATTN_MAX_SPLITS / self.per_split)
+            .max(1)
+    }
 }
 
 /// The partial buffers' lengths (f32 values of the (max, sum) pairs and of the accumulators)
@@ -297,15 +401,19 @@ pub fn attn_max_partials(
     tokens: usize,
     sm_count: u32,
 ) -> Result<(usize, usize)> {
-    let lay = layout(shape, tokens, sm_count, None)?;
-    let most = lay.target.clamp(
-        1,
-        shape
-            .attended(tokens)
-            .div_ceil(lay.tile)
-            .min(ATTN_MAX_SPLITS),
-    );
-    let n = shape.n_heads * most;
+    attn_max_partials_with(shape, tokens, sm_count, tensor_cores())
+}
+
+/// [`attn_max_partials`] for plans with the tensor-core kernels (`mma`) or without.
+pub fn attn_max_partials_with(
+    shape: &AttnShape,
+    tokens: usize,
+    sm_count: u32,
+    mma: bool,
+) -> Result<(usize, usize)> {
+    let lay = layout(shape, tokens, sm_count, None, mma)?;
+    let most = lay.target.clamp(1, lay.max_splits(shape.attended(tokens)));
+    let n = shape.n_heads * most * lay.per_split;
     Ok((2 * n, n * shape.d_v))
 }
 
@@ -321,8 +429,20 @@ pub fn attn_plan(
     sm_count: u32,
     splits: Option<u32>,
 ) -> Result<AttnPlan> {
+    attn_plan_with(shape, tokens, depth, sm_count, splits, tensor_cores())
+}
+
+/// [`attn_plan`] with the tensor-core kernels taken where the shape allows (`mma`) or never.
+pub fn attn_plan_with(
+    shape: &AttnShape,
+    tokens: usize,
+    depth: usize,
+    sm_count: u32,
+    splits: Option<u32>,
+    mma: bool,
+) -> Result<AttnPlan> {
     let s = shape;
-    let lay = layout(s, tokens, sm_count, splits)?;
+    let lay = layout(s, tokens, sm_count, splits, mma)?;
     if depth == 0 || depth > tokens {
         return Err(bad(format!("depth {depth} in a cache of {tokens} tokens")));
     }
@@ -330,9 +450,7 @@ pub fn attn_plan(
     let group = s.group();
     let (kb, vb) = s.row_bytes();
     let attended = s.attended(depth);
-    let splits = lay
-        .target
-        .clamp(1, attended.div_ceil(tile).min(ATTN_MAX_SPLITS));
+    let splits = lay.target.clamp(1, lay.max_splits(attended));
     let chunk = attended.div_ceil(splits).next_multiple_of(tile);
     let splits = attended.div_ceil(chunk);
     let mut flags = 0;
@@ -354,7 +472,7 @@ pub fn attn_plan(
         first: (depth - attended) as u32,
         end: depth as u32,
         chunk: chunk as u32,
-        splits: splits as u32,
+        splits: (splits * lay.per_split) as u32,
         tile: tile as u32,
         flags,
         scale: s.scale,
@@ -364,7 +482,7 @@ pub fn attn_plan(
     };
     Ok(AttnPlan {
         params,
-        kernel: Kernel::Attn(lay.cache, lay.width),
+        kernel: lay.kernel,
         split: LaunchConfig {
             grid_dim: (lay.blocks as u32, splits as u32, 1),
             block_dim: (warps as u32 * 32, 1, 1),
@@ -562,13 +680,20 @@ mod tests {
             AttnShape::from_spec(&oss, KvLayout::Gqa, DType::F16, LayerKind::Sliding).unwrap(),
         ];
         let tokens = 32768;
-        for s in &shapes {
-            let (ml, acc) = attn_max_partials(s, tokens, 132).unwrap();
+        let f16 = AttnShape::from_spec(&llama, KvLayout::Gqa, DType::F16, LayerKind::Full).unwrap();
+        // Every shape with the CUDA-core kernels; the F16 GQA ones with the tensor-core kernels
+        // too (a partial per warp).
+        let cases = shapes
+            .iter()
+            .map(|s| (s, false))
+            .chain([(&f16, true), (&shapes[3], true)]);
+        for (s, mma) in cases {
+            let (ml, acc) = attn_max_partials_with(s, tokens, 132, mma).unwrap();
             let mut reached = false;
             for depth in 1..=tokens {
-                let (pm, pa) = attn_plan(s, tokens, depth, 132, None)
-                    .unwrap()
-                    .partial_len();
+                let plan = attn_plan_with(s, tokens, depth, 132, None, mma).unwrap();
+                assert_eq!(mma, matches!(plan.kernel, Kernel::AttnMma(..)));
+                let (pm, pa) = plan.partial_len();
                 assert!(
                     pm <= ml && pa <= acc,
                     "{:?} at {depth}: {pm} > {ml}",

@@ -11,7 +11,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::attention::{AttnCache, AttnWidth};
+use crate::attention::{AttnCache, AttnWidth, MmaRows};
 use crate::error::{CudaError, Result};
 use crate::nvrtc::{self, Target};
 use crate::probe::{self, DeviceInfo};
@@ -47,6 +47,8 @@ pub enum Kernel {
     MoeDownBf16,
     /// Decode attention's split kernel for a cache type and row width (attention.cu).
     Attn(AttnCache, AttnWidth),
+    /// Decode attention's tensor-core split kernel (attention.cu; F16/BF16 caches).
+    AttnMma(AttnCache, MmaRows),
     AttnReduce,
     DecRmsNorm,
     DecRope,
@@ -61,7 +63,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 54] = [
+    pub const ALL: [Kernel; 58] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -106,6 +108,10 @@ impl Kernel {
         Kernel::Attn(AttnCache::Q8_0, AttnWidth::W256),
         Kernel::Attn(AttnCache::Q8_0, AttnWidth::W256H1),
         Kernel::Attn(AttnCache::Q8_0, AttnWidth::W576),
+        Kernel::AttnMma(AttnCache::F16, MmaRows::D64),
+        Kernel::AttnMma(AttnCache::F16, MmaRows::D128),
+        Kernel::AttnMma(AttnCache::Bf16, MmaRows::D64),
+        Kernel::AttnMma(AttnCache::Bf16, MmaRows::D128),
         Kernel::AttnReduce,
         Kernel::DecRmsNorm,
         Kernel::DecRope,
@@ -148,6 +154,7 @@ impl Kernel {
             Kernel::MoeDownF16 => "mb_moe_down_f16",
             Kernel::MoeDownBf16 => "mb_moe_down_bf16",
             Kernel::Attn(c, w) => crate::attention::split_kernel_name(c, w),
+            Kernel::AttnMma(c, r) => crate::attention::mma_kernel_name(c, r),
             Kernel::AttnReduce => "mb_attn_reduce",
             Kernel::DecRmsNorm => "mb_dec_rmsnorm",
             Kernel::DecRope => "mb_dec_rope",

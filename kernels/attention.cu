@@ -533,6 +533,183 @@ mb_attn_mma_bf16_d64(MB_ATTN_ARGS) { mb_attn_mma<KvBF16, 64>(q, kc, vc, part_ml,
 extern "C" __global__ void __launch_bounds__(AttnMmaWidth<128>::W * MB_WARP_SIZE)
 mb_attn_mma_bf16_d128(MB_ATTN_ARGS) { mb_attn_mma<KvBF16, 128>(q, kc, vc, part_ml, part_acc, p); }
 
+// MLA latent on tensor cores: mb_attn_mma_mla_<f16|bf16>, K rows of 576 values whose first 512
+// are V (llama.cpp's and FlashMLA's layout), query heads in blocks of up to 16 (head_groups per
+// cached head, as the CUDA-core kernels split them). Four warps share each 16-token tile: warp w
+// multiplies its quarter of the 576 dimensions (9 k-steps, its queries kept in registers) into
+// a partial S, the four partials meet in shared memory, every warp then holds the whole S, runs
+// the same online softmax and accumulates its quarter of the 512 output values (16 n-tiles).
+// One partial per block: warp w writes values [128w, 128w + 128), warp 0 the max and sum.
+#define ATTN_MLA_KD 576
+#define ATTN_MLA_VD 512
+#define ATTN_MLA_WARPS 4
+#define ATTN_MLA_TB (ATTN_MMA_TOKENS * ATTN_MLA_KD * 2)
+
+template <typename T>
+static __device__ __forceinline__ void mb_attn_mma_mla(const float* __restrict__ q,
+                                                       const u8* __restrict__ kc,
+                                                       float* __restrict__ part_ml,
+                                                       float* __restrict__ part_acc,
+                                                       const AttnParams& p) {
+    constexpr bool BF = T::BF16;
+    constexpr u32 KS = ATTN_MLA_KD / 16 / ATTN_MLA_WARPS;  // k-steps per warp
+    constexpr u32 NT = ATTN_MLA_VD / 8 / ATTN_MLA_WARPS;   // output n-tiles per warp
+    __shared__ uint4 tile_mem[2][ATTN_MLA_TB / 16];
+    __shared__ float s_part[ATTN_MLA_WARPS][2][4][MB_WARP_SIZE];
+    const u32 warp = threadIdx.x / MB_WARP_SIZE, lane = threadIdx.x % MB_WARP_SIZE;
+    const u32 g = lane / 4, t = lane % 4;
+    const u32 kvh = blockIdx.x / p.head_groups, part = blockIdx.x % p.head_groups;
+    const u32 first_row = part * p.heads_per_block;  // the block's first head in the group
+    auto in_block = [&](u32 row) {
+        return row < p.heads_per_block && first_row + row < p.group;
+    };
+
+    u32 qa[KS][4];
+#pragma unroll
+    for (u32 kk = 0; kk < KS; ++kk) {
+#pragma unroll
+        for (u32 r = 0; r < 4; ++r) {
+            const u32 row = g + 8 * (r % 2);
+            const u32 col = (warp * KS + kk) * 16 + 2 * t + 8 * (r / 2);
+            float x0 = 0.0f, x1 = 0.0f;
+            if (in_block(row)) {
+                const float* qh = q + (u64)(kvh * p.group + first_row + row) * p.d_k;
+                x0 = mb_ld(qh + col) * p.scale;
+                x1 = mb_ld(qh + col + 1) * p.scale;
+            }
+            qa[kk][r] = mb_pack_half2<BF>(x0, x1);
+        }
+    }
+    float o[NT][4];
+#pragma unroll
+    for (u32 n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m[2] = {mb_attn_neg_inf(), mb_attn_neg_inf()}, l[2] = {0.0f, 0.0f};
+
+    const u32 t_begin = p.first + blockIdx.y * p.chunk;
+    const u32 t_end = t_begin + p.chunk < p.end ? t_begin + p.chunk : p.end;
+    const u64 head_base = (u64)kvh * p.tokens;
+    const u32 ntiles = t_begin < t_end ? (t_end - t_begin + p.tile - 1) / p.tile : 0;
+    auto compute = [&](u32 k, const u8* tile) {
+        const u32 nt = mb_attn_rows(k, t_begin, t_end, p.tile);
+        // This warp's quarter of S, into shared memory.
+        float s[2][4];
+#pragma unroll
+        for (u32 j = 0; j < 2; ++j) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+            const u8* krow = tile + (j * 8 + g) * p.k_row_bytes;
+#pragma unroll
+            for (u32 kk = 0; kk < KS; ++kk) {
+                const u32 d0 = (warp * KS + kk) * 16 + 2 * t;
+                const u32 b[2] = {*reinterpret_cast<const u32*>(krow + 2 * d0),
+                                  *reinterpret_cast<const u32*>(krow + 2 * (d0 + 8))};
+                mb_mma_16816<BF>(qa[kk], b, s[j]);
+            }
+#pragma unroll
+            for (u32 i = 0; i < 4; ++i) s_part[warp][j][i][lane] = s[j][i];
+        }
+        __syncthreads();
+        float mx[2] = {mb_attn_neg_inf(), mb_attn_neg_inf()};
+#pragma unroll
+        for (u32 j = 0; j < 2; ++j) {
+#pragma unroll
+            for (u32 i = 0; i < 4; ++i) {
+                float v = 0.0f;
+#pragma unroll
+                for (u32 w = 0; w < ATTN_MLA_WARPS; ++w) v += s_part[w][j][i][lane];
+                s[j][i] = j * 8 + 2 * t + i % 2 < nt ? v : mb_attn_neg_inf();
+                mx[i / 2] = fmaxf(mx[i / 2], s[j][i]);
+            }
+        }
+        float a[2];
+#pragma unroll
+        for (u32 r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 2));
+            const float m_new = fmaxf(m[r], mx[r]);
+            a[r] = expf(m[r] - m_new);
+            m[r] = m_new;
+            l[r] *= a[r];
+        }
+#pragma unroll
+        for (u32 j = 0; j < 2; ++j) {
+#pragma unroll
+            for (u32 i = 0; i < 4; ++i) {
+                s[j][i] = expf(s[j][i] - m[i / 2]);
+                l[i / 2] += s[j][i];
+            }
+        }
+#pragma unroll
+        for (u32 n = 0; n < NT; ++n) {
+            o[n][0] *= a[0];
+            o[n][1] *= a[0];
+            o[n][2] *= a[1];
+            o[n][3] *= a[1];
+        }
+        const u32 pa[4] = {mb_pack_half2<BF>(s[0][0], s[0][1]), mb_pack_half2<BF>(s[0][2], s[0][3]),
+                           mb_pack_half2<BF>(s[1][0], s[1][1]), mb_pack_half2<BF>(s[1][2], s[1][3])};
+        // V = the first 512 values of the K rows: tokens 2t, 2t + 1, 2t + 8, 2t + 9.
+        const u8* vr[4];
+        bool vin[4];
+#pragma unroll
+        for (u32 i = 0; i < 4; ++i) {
+            const u32 tok = 2 * t + (i % 2) + 8 * (i / 2);
+            vin[i] = tok < nt;
+            vr[i] = tile + (vin[i] ? tok : 0) * p.k_row_bytes;
+        }
+#pragma unroll
+        for (u32 n = 0; n < NT; ++n) {
+            const u32 dim = warp * (ATTN_MLA_VD / ATTN_MLA_WARPS) + n * 8 + g;
+            u32 v16[4];
+#pragma unroll
+            for (u32 i = 0; i < 4; ++i) {
+                v16[i] = vin[i] ? (u32) reinterpret_cast<const u16*>(vr[i])[dim] : 0u;
+            }
+            const u32 b[2] = {v16[0] | (v16[1] << 16), v16[2] | (v16[3] << 16)};
+            mb_mma_16816<BF>(pa, b, o[n]);
+        }
+        // s_part is rewritten by the next tile after mb_tiles_pipelined's trailing barrier.
+    };
+#if TILE_PIPE
+    mb_tiles_pipelined(
+        ntiles,
+        [&](u32 k) {
+            mb_attn_stage(k, t_begin, t_end, head_base, 0, true, kc, kc, p, tile_mem[k % 2]);
+        },
+        [&](u32 k) { compute(k, reinterpret_cast<const u8*>(tile_mem[k % 2])); });
+#else
+    for (u32 k = 0; k < ntiles; ++k) {
+        __syncthreads();  // the previous tile is done
+        mb_attn_stage(k, t_begin, t_end, head_base, 0, true, kc, kc, p, tile_mem[0]);
+        __syncthreads();
+        compute(k, reinterpret_cast<const u8*>(tile_mem[0]));
+    }
+#endif
+#pragma unroll
+    for (u32 r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 1);
+        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 2);
+        const u32 row = g + 8 * r;
+        if (!in_block(row)) continue;
+        const u64 at = (u64)(kvh * p.group + first_row + row) * p.splits + blockIdx.y;
+        if (warp == 0 && t == 0) {
+            part_ml[2 * at] = m[r];
+            part_ml[2 * at + 1] = l[r];
+        }
+#pragma unroll
+        for (u32 n = 0; n < NT; ++n) {
+            const u32 dim = warp * (ATTN_MLA_VD / ATTN_MLA_WARPS) + n * 8 + 2 * t;
+            *reinterpret_cast<float2*>(part_acc + at * p.d_v + dim) =
+                make_float2(o[n][2 * r], o[n][2 * r + 1]);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_MLA_WARPS * MB_WARP_SIZE)
+mb_attn_mma_mla_f16(MB_ATTN_ARGS) { mb_attn_mma_mla<KvF16>(q, kc, part_ml, part_acc, p); }
+
+extern "C" __global__ void __launch_bounds__(ATTN_MLA_WARPS * MB_WARP_SIZE)
+mb_attn_mma_mla_bf16(MB_ATTN_ARGS) { mb_attn_mma_mla<KvBF16>(q, kc, part_ml, part_acc, p); }
+
 // ---------------------------------------------------------------------------------------------
 // The reduction: grid (n_heads, ceil(d_v / 32)), ATTN_REDUCE_WARPS warps. Block (h, c) merges
 // query head h's splits (and its sink logit, which joins the denominator only) for the output

@@ -176,6 +176,15 @@ fn tensor_core_kernels_match_the_reference() {
             (AttnShape::new(KvLayout::Gqa, 32, 2, 128, 128, dtype), None),
             (AttnShape::new(KvLayout::Gqa, 6, 3, 64, 64, dtype), Some(2)),
             (windowed, Some(2)),
+            // MLA latent: 20 heads in two blocks of 10, 16 heads in one.
+            (
+                AttnShape::new(KvLayout::MlaLatent, 20, 1, 576, 512, dtype),
+                Some(3),
+            ),
+            (
+                AttnShape::new(KvLayout::MlaLatent, 16, 1, 576, 512, dtype),
+                None,
+            ),
         ] {
             let (got, want, h) = run_with(&s, 300, 299, splits, true);
             assert!(
@@ -184,13 +193,14 @@ fn tensor_core_kernels_match_the_reference() {
                 h.plan().kernel
             );
             let e = max_err(&got, &want);
+            eprintln!("tensor cores {} x {} {dtype}: {e:.2e}", s.n_heads, s.d_k);
             assert!(e < tol, "{} x {} {dtype}: {e}", s.n_heads, s.d_k);
         }
     }
     // Shapes the tensor-core kernels do not take plan the CUDA-core ones.
     let q8 = AttnShape::new(KvLayout::Gqa, 8, 2, 128, 128, DType::Q8_0);
-    let mla = AttnShape::new(KvLayout::MlaLatent, 4, 1, 576, 512, DType::F16);
-    for s in [q8, mla] {
+    let split = AttnShape::new(KvLayout::MlaSplit, 4, 1, 576, 512, DType::F16);
+    for s in [q8, split] {
         let (_, _, h) = run_with(&s, 64, 64, None, true);
         assert!(matches!(h.plan().kernel, membound_cuda::Kernel::Attn(..)));
     }

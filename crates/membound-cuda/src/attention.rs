@@ -168,35 +168,51 @@ pub enum MmaRows {
     D64,
     /// 128 values (Llama, Qwen3, Mistral); 2 warps of 16 tokens per block.
     D128,
+    /// MLA latent: K rows of 576 values whose first 512 are V; 4 warps share each 16-token
+    /// tile (a quarter of the dimensions each), query heads in blocks of up to 16.
+    Mla576,
 }
 
 impl MmaRows {
     /// Every row length.
-    pub const ALL: [MmaRows; 2] = [MmaRows::D64, MmaRows::D128];
+    pub const ALL: [MmaRows; 3] = [MmaRows::D64, MmaRows::D128, MmaRows::Mla576];
 
-    /// Values per row.
-    pub const fn values(self) -> usize {
+    /// Values of a K row and of a V row.
+    pub const fn values(self) -> (usize, usize) {
         match self {
-            MmaRows::D64 => 64,
-            MmaRows::D128 => 128,
+            MmaRows::D64 => (64, 64),
+            MmaRows::D128 => (128, 128),
+            MmaRows::Mla576 => (576, 512),
         }
     }
 
-    /// Warps per block (`AttnMmaWidth<D>::W`): each takes 16 tokens of a tile.
+    /// Warps per block (`AttnMmaWidth<D>::W`, `ATTN_MLA_WARPS`).
     pub const fn warps(self) -> usize {
         match self {
-            MmaRows::D64 => 4,
+            MmaRows::D64 | MmaRows::Mla576 => 4,
             MmaRows::D128 => 2,
         }
     }
 
-    /// The tensor-core kernel for `s`, where one takes it: an F16 or BF16 cache of separate K
-    /// and V rows of one of these lengths, and at most 16 query heads per cached head.
+    /// Tokens per tile: 16 per warp, or 16 shared by the MLA kernel's warps.
+    pub const fn tile(self) -> usize {
+        match self {
+            MmaRows::Mla576 => 16,
+            _ => 16 * self.warps(),
+        }
+    }
+
+    /// The tensor-core kernel for `s`, where one takes it: an F16 or BF16 cache, either of
+    /// separate K and V rows of 64 or 128 values with at most 16 query heads per cached head,
+    /// or MLA latent rows (576 values, V their first 512; any group, in blocks of 16).
     pub fn for_shape(s: &AttnShape) -> Option<MmaRows> {
-        let dense = matches!(s.dtype, DType::F16 | DType::BF16) && !s.v_in_k && s.group() <= 16;
-        MmaRows::ALL
-            .into_iter()
-            .find(|r| dense && s.d_k == r.values() && s.d_v == r.values())
+        if !matches!(s.dtype, DType::F16 | DType::BF16) {
+            return None;
+        }
+        MmaRows::ALL.into_iter().find(|&r| {
+            let mla = r == MmaRows::Mla576;
+            (s.d_k, s.d_v) == r.values() && s.v_in_k == mla && (mla || s.group() <= 16)
+        })
     }
 }
 
@@ -206,8 +222,10 @@ pub fn mma_kernel_name(cache: AttnCache, rows: MmaRows) -> &'static str {
     match (cache, rows) {
         (AttnCache::Bf16, MmaRows::D64) => "mb_attn_mma_bf16_d64",
         (AttnCache::Bf16, MmaRows::D128) => "mb_attn_mma_bf16_d128",
+        (AttnCache::Bf16, MmaRows::Mla576) => "mb_attn_mma_mla_bf16",
         (_, MmaRows::D64) => "mb_attn_mma_f16_d64",
         (_, MmaRows::D128) => "mb_attn_mma_f16_d128",
+        (_, MmaRows::Mla576) => "mb_attn_mma_mla_f16",
     }
 }
 
@@ -323,18 +341,23 @@ fn layout(
     }
     if let Some(rows) = MmaRows::for_shape(s).filter(|_| mma) {
         let warps = rows.warps();
+        let mla = rows == MmaRows::Mla576;
+        // MLA: query heads in blocks of up to 16 (an MMA's rows), one partial per block; the
+        // others: the whole group in one block, a partial per warp.
+        let head_groups = if mla { s.group().div_ceil(16) } else { 1 };
+        let blocks = s.kv_heads * head_groups;
         let target = splits.map(|n| n as usize).unwrap_or_else(|| {
-            (warps_knob().unwrap_or(8) * sm_count as usize).div_ceil(s.kv_heads * warps)
+            (warps_knob().unwrap_or(8) * sm_count as usize).div_ceil(blocks * warps)
         });
         return Ok(Layout {
             kernel: Kernel::AttnMma(cache, rows),
-            tile: 16 * warps,
-            head_groups: 1,
-            per_block: s.group(),
+            tile: rows.tile(),
+            head_groups,
+            per_block: s.group().div_ceil(head_groups),
             warps,
-            blocks: s.kv_heads,
+            blocks,
             target,
-            per_split: warps,
+            per_split: if mla { 1 } else { warps },
         });
     }
     let width = AttnWidth::for_shape(s.d_k, s.d_v, s.group())
@@ -681,12 +704,13 @@ mod tests {
         ];
         let tokens = 32768;
         let f16 = AttnShape::from_spec(&llama, KvLayout::Gqa, DType::F16, LayerKind::Full).unwrap();
-        // Every shape with the CUDA-core kernels; the F16 GQA ones with the tensor-core kernels
-        // too (a partial per warp).
-        let cases = shapes
-            .iter()
-            .map(|s| (s, false))
-            .chain([(&f16, true), (&shapes[3], true)]);
+        // Every shape with the CUDA-core kernels; the F16 GQA ones (a partial per warp) and MLA
+        // latent (blocks of up to 16 heads) with the tensor-core kernels too.
+        let cases = shapes.iter().map(|s| (s, false)).chain([
+            (&f16, true),
+            (&shapes[3], true),
+            (&shapes[0], true),
+        ]);
         for (s, mma) in cases {
             let (ml, acc) = attn_max_partials_with(s, tokens, 132, mma).unwrap();
             let mut reached = false;

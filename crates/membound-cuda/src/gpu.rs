@@ -63,7 +63,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 58] = [
+    pub const ALL: [Kernel; 60] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -112,6 +112,8 @@ impl Kernel {
         Kernel::AttnMma(AttnCache::F16, MmaRows::D128),
         Kernel::AttnMma(AttnCache::Bf16, MmaRows::D64),
         Kernel::AttnMma(AttnCache::Bf16, MmaRows::D128),
+        Kernel::AttnMma(AttnCache::F16, MmaRows::Mla576),
+        Kernel::AttnMma(AttnCache::Bf16, MmaRows::Mla576),
         Kernel::AttnReduce,
         Kernel::DecRmsNorm,
         Kernel::DecRope,

@@ -127,6 +127,13 @@ template <bool BF16>
 static __device__ __forceinline__ void mb_mma_16816(const u32 (&a)[4], const u32 (&b)[2], float (&d)[4]) {
 #ifdef MB_HOST
     mbh_mma_m16n8k16(BF16, a, b, d, d);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    // No m16n8k16 before sm_80: the file still builds there; the plans take these kernels only
+    // where MEMBOUND_ATTN_MMA=1 asks, which such a GPU must not.
+    (void)a;
+    (void)b;
+    (void)d;
+    __trap();
 #else
     if (BF16) {
         asm volatile(

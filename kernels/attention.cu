@@ -200,6 +200,27 @@ static __device__ __forceinline__ void mb_attn_stage(u32 k, u32 t_begin, u32 t_e
 #endif
 }
 
+// The tile loop of the split kernels: stage(k, buf) copies tile k into buffer buf, compute(k,
+// tile) reads it. With TILE_PIPE the two buffers alternate and the next tile's copies are in
+// flight while this one is computed (mb_tiles_pipelined); else one buffer, copied then read.
+template <typename Stage, typename Compute>
+static __device__ __forceinline__ void mb_attn_tiles(u32 ntiles, uint4* b0, uint4* b1, Stage stage,
+                                                     Compute compute) {
+#if TILE_PIPE
+    mb_tiles_pipelined(
+        ntiles, [&](u32 k) { stage(k, k % 2 ? b1 : b0); },
+        [&](u32 k) { compute(k, reinterpret_cast<const u8*>(k % 2 ? b1 : b0)); });
+#else
+    (void)b1;
+    for (u32 k = 0; k < ntiles; ++k) {
+        __syncthreads();  // the previous tile is done
+        stage(k, b0);
+        __syncthreads();
+        compute(k, reinterpret_cast<const u8*>(b0));
+    }
+#endif
+}
+
 template <typename T, typename W>
 static __device__ __forceinline__ void mb_attn_split(const float* __restrict__ q,
                                                      const u8* __restrict__ kc,
@@ -251,27 +272,15 @@ static __device__ __forceinline__ void mb_attn_split(const float* __restrict__ q
     const u64 head_base = (u64)kvh * p.tokens;
     const u32 v_off = (p.tile * (u32)p.k_row_bytes + 15) / 16 * 16;
     const u32 ntiles = t_begin < t_end ? (t_end - t_begin + p.tile - 1) / p.tile : 0;
-#if TILE_PIPE
-    mb_tiles_pipelined(
-        ntiles,
-        [&](u32 k) {
-            mb_attn_stage(k, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p, tile_mem[k % 2]);
+    mb_attn_tiles(
+        ntiles, tile_mem[0], tile_mem[1],
+        [&](u32 k, uint4* buf) {
+            mb_attn_stage(k, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p, buf);
         },
-        [&](u32 k) {
-            mb_attn_tile<T, W>(reinterpret_cast<const u8*>(tile_mem[k % 2]), v_off,
-                               mb_attn_rows(k, t_begin, t_end, p.tile), qv, acc, m, l,
+        [&](u32 k, const u8* tile) {
+            mb_attn_tile<T, W>(tile, v_off, mb_attn_rows(k, t_begin, t_end, p.tile), qv, acc, m, l,
                                scores[warp], v_in_k, p);
         });
-#else
-    for (u32 k = 0; k < ntiles; ++k) {
-        __syncthreads();  // the previous tile is done
-        mb_attn_stage(k, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p, tile_mem[0]);
-        __syncthreads();
-        mb_attn_tile<T, W>(reinterpret_cast<const u8*>(tile_mem[0]), v_off,
-                           mb_attn_rows(k, t_begin, t_end, p.tile), qv, acc, m, l, scores[warp],
-                           v_in_k, p);
-    }
-#endif
 #pragma unroll
     for (u32 h = 0; h < HW; ++h) {
         const u32 in_block = first_in_block + h;
@@ -370,6 +379,127 @@ struct AttnMmaWidth {
     static constexpr u32 TB = ATTN_MMA_TOKENS * W * 4 * D;
 };
 
+// The pieces both tensor-core kernels share. A warp's scores for 16 heads (rows) x 16 tokens sit
+// in two accumulator tiles s[j] (tokens 8j..8j+7): lane (g, t) holds rows g (s[j][0..1]) and
+// g + 8 (s[j][2..3]), tokens 8j + 2t and + 1.
+
+// The queries of k-steps [k0, k0 + KS) as A fragments: row r's values from qrow(r) (scaled,
+// rounded to 16 bits), zero where qrow(r) is null (no head).
+template <bool BF, u32 KS, typename QRow>
+static __device__ __forceinline__ void mb_mma_queries(u32 (&qa)[KS][4], u32 k0, float scale,
+                                                      QRow qrow) {
+    const u32 lane = threadIdx.x % MB_WARP_SIZE, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (u32 kk = 0; kk < KS; ++kk) {
+#pragma unroll
+        for (u32 r = 0; r < 4; ++r) {
+            const u32 col = (k0 + kk) * 16 + 2 * t + 8 * (r / 2);
+            const float* qh = qrow(g + 8 * (r % 2));
+            const float x0 = qh ? mb_ld(qh + col) * scale : 0.0f;
+            const float x1 = qh ? mb_ld(qh + col + 1) * scale : 0.0f;
+            qa[kk][r] = mb_pack_half2<BF>(x0, x1);
+        }
+    }
+}
+
+// The online softmax over the 16 tokens, those from `valid` on masked: each row's max and sum
+// (its four lanes meet through two shuffles), the accumulators o rescaled; s becomes P.
+template <u32 NT>
+static __device__ __forceinline__ void mb_mma_softmax(float (&s)[2][4], u32 valid, float (&m)[2],
+                                                      float (&l)[2], float (&o)[NT][4]) {
+    const u32 t = threadIdx.x % 4;
+    float mx[2] = {mb_attn_neg_inf(), mb_attn_neg_inf()};
+#pragma unroll
+    for (u32 j = 0; j < 2; ++j) {
+#pragma unroll
+        for (u32 i = 0; i < 4; ++i) {
+            if (j * 8 + 2 * t + i % 2 >= valid) s[j][i] = mb_attn_neg_inf();
+            mx[i / 2] = fmaxf(mx[i / 2], s[j][i]);
+        }
+    }
+    float a[2];
+#pragma unroll
+    for (u32 r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 2));
+        const float m_new = fmaxf(m[r], mx[r]);
+        a[r] = expf(m[r] - m_new);  // 0 on the first tokens (m = -inf)
+        m[r] = m_new;
+        l[r] *= a[r];
+    }
+#pragma unroll
+    for (u32 j = 0; j < 2; ++j) {
+#pragma unroll
+        for (u32 i = 0; i < 4; ++i) {
+            s[j][i] = expf(s[j][i] - m[i / 2]);
+            l[i / 2] += s[j][i];
+        }
+    }
+#pragma unroll
+    for (u32 n = 0; n < NT; ++n) {
+        o[n][0] *= a[0];
+        o[n][1] *= a[0];
+        o[n][2] *= a[1];
+        o[n][3] *= a[1];
+    }
+}
+
+// o += P V: P from the probabilities s (the A operand, straight from the accumulators:
+// FlashAttention-2's layout), V the 16 rows from vt, `vstride` bytes apart (tokens from `valid`
+// on read as 0), this warp's NT n-tiles of output values from dim0.
+template <bool BF, u32 NT>
+static __device__ __forceinline__ void mb_mma_pv(const float (&s)[2][4], const u8* vt, u32 vstride,
+                                                 u32 valid, u32 dim0, float (&o)[NT][4]) {
+    const u32 lane = threadIdx.x % MB_WARP_SIZE, g = lane / 4, t = lane % 4;
+    const u32 pa[4] = {mb_pack_half2<BF>(s[0][0], s[0][1]), mb_pack_half2<BF>(s[0][2], s[0][3]),
+                       mb_pack_half2<BF>(s[1][0], s[1][1]), mb_pack_half2<BF>(s[1][2], s[1][3])};
+    // Rows of tokens 2t, 2t + 1, 2t + 8, 2t + 9.
+    const u8* vr[4];
+    bool vin[4];
+#pragma unroll
+    for (u32 i = 0; i < 4; ++i) {
+        const u32 tok = 2 * t + (i % 2) + 8 * (i / 2);
+        vin[i] = tok < valid;
+        vr[i] = vt + (vin[i] ? tok : 0) * vstride;
+    }
+#pragma unroll
+    for (u32 n = 0; n < NT; ++n) {
+        const u32 dim = dim0 + n * 8 + g;
+        u32 v16[4];
+#pragma unroll
+        for (u32 i = 0; i < 4; ++i) v16[i] = vin[i] ? (u32) reinterpret_cast<const u16*>(vr[i])[dim] : 0u;
+        const u32 b[2] = {v16[0] | (v16[1] << 16), v16[2] | (v16[3] << 16)};
+        mb_mma_16816<BF>(pa, b, o[n]);
+    }
+}
+
+// Each row's sum over its four lanes, then the partials of rows g and g + 8: at(row) is the
+// partial's index, or ~0 where the row is no head; the max and sum written where write_ml, the
+// NT n-tiles of values from dim0.
+template <u32 NT, typename At>
+static __device__ __forceinline__ void mb_mma_store(const float (&m)[2], float (&l)[2],
+                                                    const float (&o)[NT][4], At at, bool write_ml,
+                                                    u32 dim0, float* __restrict__ part_ml,
+                                                    float* __restrict__ part_acc, u32 d_v) {
+    const u32 lane = threadIdx.x % MB_WARP_SIZE, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (u32 r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 1);
+        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 2);
+        const u64 i = at(g + 8 * r);
+        if (i == ~(u64)0) continue;
+        if (write_ml && t == 0) {
+            part_ml[2 * i] = m[r];
+            part_ml[2 * i + 1] = l[r];
+        }
+#pragma unroll
+        for (u32 n = 0; n < NT; ++n) {
+            *reinterpret_cast<float2*>(part_acc + i * d_v + dim0 + n * 8 + 2 * t) =
+                make_float2(o[n][2 * r], o[n][2 * r + 1]);
+        }
+    }
+}
+
 template <typename T, u32 D>
 static __device__ __forceinline__ void mb_attn_mma(const float* __restrict__ q,
                                                    const u8* __restrict__ kc,
@@ -384,22 +514,11 @@ static __device__ __forceinline__ void mb_attn_mma(const float* __restrict__ q,
     const u32 g = lane / 4, t = lane % 4;
     const u32 kvh = blockIdx.x;
 
-    // The group's queries as A fragments: rows g and g + 8 (zero past the group).
+    // The group's queries as A fragments (rows past the group: zero).
     u32 qa[KS][4];
-#pragma unroll
-    for (u32 kk = 0; kk < KS; ++kk) {
-#pragma unroll
-        for (u32 r = 0; r < 4; ++r) {
-            const u32 row = g + 8 * (r % 2), col = kk * 16 + 2 * t + 8 * (r / 2);
-            float x0 = 0.0f, x1 = 0.0f;
-            if (row < p.group) {
-                const float* qh = q + (u64)(kvh * p.group + row) * p.d_k;
-                x0 = mb_ld(qh + col) * p.scale;
-                x1 = mb_ld(qh + col + 1) * p.scale;
-            }
-            qa[kk][r] = mb_pack_half2<BF>(x0, x1);
-        }
-    }
+    mb_mma_queries<BF, KS>(qa, 0, p.scale, [&](u32 row) -> const float* {
+        return row < p.group ? q + (u64)(kvh * p.group + row) * p.d_k : nullptr;
+    });
     float o[NT][4];
 #pragma unroll
     for (u32 n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
@@ -414,7 +533,6 @@ static __device__ __forceinline__ void mb_attn_mma(const float* __restrict__ q,
         const u32 nt = mb_attn_rows(k, t_begin, t_end, p.tile);
         const u32 base = warp * ATTN_MMA_TOKENS;
         if (base >= nt) return;  // warp-uniform; no collective of the block follows
-        const u8* vt = tile + v_off;
         float s[2][4];
 #pragma unroll
         for (u32 j = 0; j < 2; ++j) {
@@ -427,98 +545,18 @@ static __device__ __forceinline__ void mb_attn_mma(const float* __restrict__ q,
                 mb_mma_16816<BF>(qa[kk], b, s[j]);
             }
         }
-        // Masked tokens, then each row's max and sum (rows g: s[j][0..1], g + 8: s[j][2..3]).
-        float mx[2] = {mb_attn_neg_inf(), mb_attn_neg_inf()};
-#pragma unroll
-        for (u32 j = 0; j < 2; ++j) {
-#pragma unroll
-            for (u32 i = 0; i < 4; ++i) {
-                if (base + j * 8 + 2 * t + i % 2 >= nt) s[j][i] = mb_attn_neg_inf();
-                mx[i / 2] = fmaxf(mx[i / 2], s[j][i]);
-            }
-        }
-        float a[2];
-#pragma unroll
-        for (u32 r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 2));
-            const float m_new = fmaxf(m[r], mx[r]);
-            a[r] = expf(m[r] - m_new);  // 0 on the first tokens (m = -inf)
-            m[r] = m_new;
-            l[r] *= a[r];
-        }
-#pragma unroll
-        for (u32 j = 0; j < 2; ++j) {
-#pragma unroll
-            for (u32 i = 0; i < 4; ++i) {
-                s[j][i] = expf(s[j][i] - m[i / 2]);
-                l[i / 2] += s[j][i];
-            }
-        }
-#pragma unroll
-        for (u32 n = 0; n < NT; ++n) {
-            o[n][0] *= a[0];
-            o[n][1] *= a[0];
-            o[n][2] *= a[1];
-            o[n][3] *= a[1];
-        }
-        // P (16 heads x 16 tokens) as the A operand, straight from the accumulators.
-        const u32 pa[4] = {mb_pack_half2<BF>(s[0][0], s[0][1]), mb_pack_half2<BF>(s[0][2], s[0][3]),
-                           mb_pack_half2<BF>(s[1][0], s[1][1]), mb_pack_half2<BF>(s[1][2], s[1][3])};
-        // V rows of tokens 2t, 2t + 1, 2t + 8, 2t + 9 (zero past the tile's end).
-        const u8* vr[4];
-        bool vin[4];
-#pragma unroll
-        for (u32 i = 0; i < 4; ++i) {
-            const u32 tok = base + 2 * t + (i % 2) + 8 * (i / 2);
-            vin[i] = tok < nt;
-            vr[i] = vt + (vin[i] ? tok : 0) * p.v_row_bytes;
-        }
-#pragma unroll
-        for (u32 n = 0; n < NT; ++n) {
-            const u32 dim = n * 8 + g;
-            u32 v16[4];
-#pragma unroll
-            for (u32 i = 0; i < 4; ++i) {
-                v16[i] = vin[i] ? (u32) reinterpret_cast<const u16*>(vr[i])[dim] : 0u;
-            }
-            const u32 b[2] = {v16[0] | (v16[1] << 16), v16[2] | (v16[3] << 16)};
-            mb_mma_16816<BF>(pa, b, o[n]);
-        }
+        mb_mma_softmax<NT>(s, nt - base, m, l, o);
+        mb_mma_pv<BF, NT>(s, tile + v_off + base * p.v_row_bytes, (u32)p.v_row_bytes, nt - base, 0, o);
     };
-#if TILE_PIPE
-    mb_tiles_pipelined(
-        ntiles,
-        [&](u32 k) {
-            mb_attn_stage(k, t_begin, t_end, head_base, v_off, false, kc, vc, p, tile_mem[k % 2]);
+    mb_attn_tiles(
+        ntiles, tile_mem[0], tile_mem[1],
+        [&](u32 k, uint4* buf) {
+            mb_attn_stage(k, t_begin, t_end, head_base, v_off, false, kc, vc, p, buf);
         },
-        [&](u32 k) { compute(k, reinterpret_cast<const u8*>(tile_mem[k % 2])); });
-#else
-    for (u32 k = 0; k < ntiles; ++k) {
-        __syncthreads();  // the previous tile is done
-        mb_attn_stage(k, t_begin, t_end, head_base, v_off, false, kc, vc, p, tile_mem[0]);
-        __syncthreads();
-        compute(k, reinterpret_cast<const u8*>(tile_mem[0]));
-    }
-#endif
-    // Each row's sum over its four lanes; rows g and g + 8 written where they are heads.
-#pragma unroll
-    for (u32 r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 1);
-        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 2);
-        const u32 row = g + 8 * r;
-        if (row >= p.group) continue;
-        const u64 at = (u64)(kvh * p.group + row) * p.splits + blockIdx.y * W + warp;
-        if (t == 0) {
-            part_ml[2 * at] = m[r];
-            part_ml[2 * at + 1] = l[r];
-        }
-#pragma unroll
-        for (u32 n = 0; n < NT; ++n) {
-            *reinterpret_cast<float2*>(part_acc + at * p.d_v + n * 8 + 2 * t) =
-                make_float2(o[n][2 * r], o[n][2 * r + 1]);
-        }
-    }
+        compute);
+    mb_mma_store<NT>(m, l, o, [&](u32 row) -> u64 {
+        return row < p.group ? (u64)(kvh * p.group + row) * p.splits + blockIdx.y * W + warp : ~(u64)0;
+    }, true, 0, part_ml, part_acc, p.d_v);
 }
 
 extern "C" __global__ void __launch_bounds__(AttnMmaWidth<64>::W * MB_WARP_SIZE)
@@ -554,32 +592,22 @@ static __device__ __forceinline__ void mb_attn_mma_mla(const float* __restrict__
     constexpr bool BF = T::BF16;
     constexpr u32 KS = ATTN_MLA_KD / 16 / ATTN_MLA_WARPS;  // k-steps per warp
     constexpr u32 NT = ATTN_MLA_VD / 8 / ATTN_MLA_WARPS;   // output n-tiles per warp
+    constexpr u32 DW = ATTN_MLA_VD / ATTN_MLA_WARPS;       // output values per warp
     __shared__ uint4 tile_mem[2][ATTN_MLA_TB / 16];
     __shared__ float s_part[ATTN_MLA_WARPS][2][4][MB_WARP_SIZE];
     const u32 warp = threadIdx.x / MB_WARP_SIZE, lane = threadIdx.x % MB_WARP_SIZE;
     const u32 g = lane / 4, t = lane % 4;
     const u32 kvh = blockIdx.x / p.head_groups, part = blockIdx.x % p.head_groups;
     const u32 first_row = part * p.heads_per_block;  // the block's first head in the group
-    auto in_block = [&](u32 row) {
-        return row < p.heads_per_block && first_row + row < p.group;
+    auto head = [&](u32 row) -> u32 {  // the query head of block row `row`, or ~0
+        return row < p.heads_per_block && first_row + row < p.group ? kvh * p.group + first_row + row
+                                                                    : ~0u;
     };
 
     u32 qa[KS][4];
-#pragma unroll
-    for (u32 kk = 0; kk < KS; ++kk) {
-#pragma unroll
-        for (u32 r = 0; r < 4; ++r) {
-            const u32 row = g + 8 * (r % 2);
-            const u32 col = (warp * KS + kk) * 16 + 2 * t + 8 * (r / 2);
-            float x0 = 0.0f, x1 = 0.0f;
-            if (in_block(row)) {
-                const float* qh = q + (u64)(kvh * p.group + first_row + row) * p.d_k;
-                x0 = mb_ld(qh + col) * p.scale;
-                x1 = mb_ld(qh + col + 1) * p.scale;
-            }
-            qa[kk][r] = mb_pack_half2<BF>(x0, x1);
-        }
-    }
+    mb_mma_queries<BF, KS>(qa, warp * KS, p.scale, [&](u32 row) -> const float* {
+        return head(row) != ~0u ? q + (u64)head(row) * p.d_k : nullptr;
+    });
     float o[NT][4];
 #pragma unroll
     for (u32 n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
@@ -591,7 +619,7 @@ static __device__ __forceinline__ void mb_attn_mma_mla(const float* __restrict__
     const u32 ntiles = t_begin < t_end ? (t_end - t_begin + p.tile - 1) / p.tile : 0;
     auto compute = [&](u32 k, const u8* tile) {
         const u32 nt = mb_attn_rows(k, t_begin, t_end, p.tile);
-        // This warp's quarter of S, into shared memory.
+        // This warp's quarter of S, into shared memory; then every warp sums the four.
         float s[2][4];
 #pragma unroll
         for (u32 j = 0; j < 2; ++j) {
@@ -608,7 +636,6 @@ static __device__ __forceinline__ void mb_attn_mma_mla(const float* __restrict__
             for (u32 i = 0; i < 4; ++i) s_part[warp][j][i][lane] = s[j][i];
         }
         __syncthreads();
-        float mx[2] = {mb_attn_neg_inf(), mb_attn_neg_inf()};
 #pragma unroll
         for (u32 j = 0; j < 2; ++j) {
 #pragma unroll
@@ -616,92 +643,23 @@ static __device__ __forceinline__ void mb_attn_mma_mla(const float* __restrict__
                 float v = 0.0f;
 #pragma unroll
                 for (u32 w = 0; w < ATTN_MLA_WARPS; ++w) v += s_part[w][j][i][lane];
-                s[j][i] = j * 8 + 2 * t + i % 2 < nt ? v : mb_attn_neg_inf();
-                mx[i / 2] = fmaxf(mx[i / 2], s[j][i]);
+                s[j][i] = v;
             }
         }
-        float a[2];
-#pragma unroll
-        for (u32 r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(MB_FULL_MASK, mx[r], 2));
-            const float m_new = fmaxf(m[r], mx[r]);
-            a[r] = expf(m[r] - m_new);
-            m[r] = m_new;
-            l[r] *= a[r];
-        }
-#pragma unroll
-        for (u32 j = 0; j < 2; ++j) {
-#pragma unroll
-            for (u32 i = 0; i < 4; ++i) {
-                s[j][i] = expf(s[j][i] - m[i / 2]);
-                l[i / 2] += s[j][i];
-            }
-        }
-#pragma unroll
-        for (u32 n = 0; n < NT; ++n) {
-            o[n][0] *= a[0];
-            o[n][1] *= a[0];
-            o[n][2] *= a[1];
-            o[n][3] *= a[1];
-        }
-        const u32 pa[4] = {mb_pack_half2<BF>(s[0][0], s[0][1]), mb_pack_half2<BF>(s[0][2], s[0][3]),
-                           mb_pack_half2<BF>(s[1][0], s[1][1]), mb_pack_half2<BF>(s[1][2], s[1][3])};
-        // V = the first 512 values of the K rows: tokens 2t, 2t + 1, 2t + 8, 2t + 9.
-        const u8* vr[4];
-        bool vin[4];
-#pragma unroll
-        for (u32 i = 0; i < 4; ++i) {
-            const u32 tok = 2 * t + (i % 2) + 8 * (i / 2);
-            vin[i] = tok < nt;
-            vr[i] = tile + (vin[i] ? tok : 0) * p.k_row_bytes;
-        }
-#pragma unroll
-        for (u32 n = 0; n < NT; ++n) {
-            const u32 dim = warp * (ATTN_MLA_VD / ATTN_MLA_WARPS) + n * 8 + g;
-            u32 v16[4];
-#pragma unroll
-            for (u32 i = 0; i < 4; ++i) {
-                v16[i] = vin[i] ? (u32) reinterpret_cast<const u16*>(vr[i])[dim] : 0u;
-            }
-            const u32 b[2] = {v16[0] | (v16[1] << 16), v16[2] | (v16[3] << 16)};
-            mb_mma_16816<BF>(pa, b, o[n]);
-        }
+        mb_mma_softmax<NT>(s, nt, m, l, o);
+        // V = the first 512 values of the K rows; this warp's quarter of them.
+        mb_mma_pv<BF, NT>(s, tile, (u32)p.k_row_bytes, nt, warp * DW, o);
         // s_part is rewritten by the next tile after mb_tiles_pipelined's trailing barrier.
     };
-#if TILE_PIPE
-    mb_tiles_pipelined(
-        ntiles,
-        [&](u32 k) {
-            mb_attn_stage(k, t_begin, t_end, head_base, 0, true, kc, kc, p, tile_mem[k % 2]);
+    mb_attn_tiles(
+        ntiles, tile_mem[0], tile_mem[1],
+        [&](u32 k, uint4* buf) {
+            mb_attn_stage(k, t_begin, t_end, head_base, 0, true, kc, kc, p, buf);
         },
-        [&](u32 k) { compute(k, reinterpret_cast<const u8*>(tile_mem[k % 2])); });
-#else
-    for (u32 k = 0; k < ntiles; ++k) {
-        __syncthreads();  // the previous tile is done
-        mb_attn_stage(k, t_begin, t_end, head_base, 0, true, kc, kc, p, tile_mem[0]);
-        __syncthreads();
-        compute(k, reinterpret_cast<const u8*>(tile_mem[0]));
-    }
-#endif
-#pragma unroll
-    for (u32 r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 1);
-        l[r] += __shfl_xor_sync(MB_FULL_MASK, l[r], 2);
-        const u32 row = g + 8 * r;
-        if (!in_block(row)) continue;
-        const u64 at = (u64)(kvh * p.group + first_row + row) * p.splits + blockIdx.y;
-        if (warp == 0 && t == 0) {
-            part_ml[2 * at] = m[r];
-            part_ml[2 * at + 1] = l[r];
-        }
-#pragma unroll
-        for (u32 n = 0; n < NT; ++n) {
-            const u32 dim = warp * (ATTN_MLA_VD / ATTN_MLA_WARPS) + n * 8 + 2 * t;
-            *reinterpret_cast<float2*>(part_acc + at * p.d_v + dim) =
-                make_float2(o[n][2 * r], o[n][2 * r + 1]);
-        }
-    }
+        compute);
+    mb_mma_store<NT>(m, l, o, [&](u32 row) -> u64 {
+        return head(row) != ~0u ? (u64)head(row) * p.splits + blockIdx.y : ~(u64)0;
+    }, warp == 0, warp * DW, part_ml, part_acc, p.d_v);
 }
 
 extern "C" __global__ void __launch_bounds__(ATTN_MLA_WARPS * MB_WARP_SIZE)

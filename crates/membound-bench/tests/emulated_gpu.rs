@@ -268,6 +268,7 @@ impl AttnBackend for Emulated {
             sinks,
             depth,
             None,
+            false,
         )
         .map_err(|e| e.to_string())
     }

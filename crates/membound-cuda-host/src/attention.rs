@@ -22,25 +22,10 @@ pub struct HostAttn {
 impl HostAttn {
     /// The cache (`k`, and `v` unless V is in K; `tokens` rows per head), queries and sinks of
     /// a step at `depth` over `splits` splits of the context (or the plan's choice for a
-    /// device of `sm_count` SMs).
+    /// device of `sm_count` SMs), with the tensor-core split kernel where the shape allows one
+    /// and `mma` asks for it (`membound_cuda::attention::attn_plan_with`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        shape: &AttnShape,
-        tokens: usize,
-        k: &[u8],
-        v: &[u8],
-        q: &[f32],
-        sinks: &[f32],
-        depth: usize,
-        splits: Option<u32>,
-    ) -> Result<HostAttn, HostError> {
-        Self::with_tensor_cores(shape, tokens, k, v, q, sinks, depth, splits, false)
-    }
-
-    /// [`HostAttn::new`] with the tensor-core split kernel where the shape allows one and `mma`
-    /// asks for it (`membound_cuda::attention::attn_plan_with`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_tensor_cores(
         shape: &AttnShape,
         tokens: usize,
         k: &[u8],

@@ -38,7 +38,7 @@ fn run_with(
     let cache = KvCacheBuf::generate(s, tokens, 11).unwrap();
     let q = normal_f32(5, s.n_heads * s.d_k, 1.0);
     let sinks = normal_f32(6, s.n_heads, 1.0);
-    let mut h = HostAttn::with_tensor_cores(
+    let mut h = HostAttn::new(
         s,
         tokens,
         cache.k_bytes(),

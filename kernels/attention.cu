@@ -200,23 +200,37 @@ static __device__ __forceinline__ void mb_attn_stage(u32 k, u32 t_begin, u32 t_e
 #endif
 }
 
-// The tile loop of the split kernels: stage(k, buf) copies tile k into buffer buf, compute(k,
-// tile) reads it. With TILE_PIPE the two buffers alternate and the next tile's copies are in
-// flight while this one is computed (mb_tiles_pipelined); else one buffer, copied then read.
-template <typename Stage, typename Compute>
-static __device__ __forceinline__ void mb_attn_tiles(u32 ntiles, uint4* b0, uint4* b1, Stage stage,
-                                                     Compute compute) {
+// A block's share of the context: the tokens [first + split * chunk, ...) of [first, end) of
+// cached head kvh, in tiles of p.tile rows copied to shared memory (mb_attn_stage; the V rows at
+// v_off unless V is read from the K rows) and handed to compute(tile, rows, v_off) in order.
+// With TILE_PIPE the two buffers alternate and the next tile's copies are in flight while this
+// one is computed (mb_tiles_pipelined); else one buffer, copied then read.
+template <typename Compute>
+static __device__ __forceinline__ void mb_attn_span(const AttnParams& p, u32 kvh, u32 split,
+                                                    bool v_in_k, const u8* __restrict__ kc,
+                                                    const u8* __restrict__ vc, uint4* b0,
+                                                    uint4* b1, Compute compute) {
+    const u32 t_begin = p.first + split * p.chunk;
+    const u32 t_end = t_begin + p.chunk < p.end ? t_begin + p.chunk : p.end;
+    const u64 head_base = (u64)kvh * p.tokens;
+    const u32 v_off = (p.tile * (u32)p.k_row_bytes + 15) / 16 * 16;
+    const u32 ntiles = t_begin < t_end ? (t_end - t_begin + p.tile - 1) / p.tile : 0;
+    auto stage = [&](u32 k, uint4* buf) {
+        mb_attn_stage(k, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p, buf);
+    };
+    auto run = [&](u32 k, const uint4* buf) {
+        compute(reinterpret_cast<const u8*>(buf), mb_attn_rows(k, t_begin, t_end, p.tile), v_off);
+    };
 #if TILE_PIPE
     mb_tiles_pipelined(
-        ntiles, [&](u32 k) { stage(k, k % 2 ? b1 : b0); },
-        [&](u32 k) { compute(k, reinterpret_cast<const u8*>(k % 2 ? b1 : b0)); });
+        ntiles, [&](u32 k) { stage(k, k % 2 ? b1 : b0); }, [&](u32 k) { run(k, k % 2 ? b1 : b0); });
 #else
     (void)b1;
     for (u32 k = 0; k < ntiles; ++k) {
         __syncthreads();  // the previous tile is done
         stage(k, b0);
         __syncthreads();
-        compute(k, reinterpret_cast<const u8*>(b0));
+        run(k, b0);
     }
 #endif
 }
@@ -267,20 +281,10 @@ static __device__ __forceinline__ void mb_attn_split(const float* __restrict__ q
         l[h] = 0.0f;
     }
 
-    const u32 t_begin = p.first + split * p.chunk;
-    const u32 t_end = t_begin + p.chunk < p.end ? t_begin + p.chunk : p.end;
-    const u64 head_base = (u64)kvh * p.tokens;
-    const u32 v_off = (p.tile * (u32)p.k_row_bytes + 15) / 16 * 16;
-    const u32 ntiles = t_begin < t_end ? (t_end - t_begin + p.tile - 1) / p.tile : 0;
-    mb_attn_tiles(
-        ntiles, tile_mem[0], tile_mem[1],
-        [&](u32 k, uint4* buf) {
-            mb_attn_stage(k, t_begin, t_end, head_base, v_off, v_in_k, kc, vc, p, buf);
-        },
-        [&](u32 k, const u8* tile) {
-            mb_attn_tile<T, W>(tile, v_off, mb_attn_rows(k, t_begin, t_end, p.tile), qv, acc, m, l,
-                               scores[warp], v_in_k, p);
-        });
+    mb_attn_span(p, kvh, split, v_in_k, kc, vc, tile_mem[0], tile_mem[1],
+                 [&](const u8* tile, u32 nt, u32 v_off) {
+                     mb_attn_tile<T, W>(tile, v_off, nt, qv, acc, m, l, scores[warp], v_in_k, p);
+                 });
 #pragma unroll
     for (u32 h = 0; h < HW; ++h) {
         const u32 in_block = first_in_block + h;
@@ -524,13 +528,8 @@ static __device__ __forceinline__ void mb_attn_mma(const float* __restrict__ q,
     for (u32 n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m[2] = {mb_attn_neg_inf(), mb_attn_neg_inf()}, l[2] = {0.0f, 0.0f};
 
-    const u32 t_begin = p.first + blockIdx.y * p.chunk;
-    const u32 t_end = t_begin + p.chunk < p.end ? t_begin + p.chunk : p.end;
-    const u64 head_base = (u64)kvh * p.tokens;
-    const u32 v_off = (p.tile * (u32)p.k_row_bytes + 15) / 16 * 16;
-    const u32 ntiles = t_begin < t_end ? (t_end - t_begin + p.tile - 1) / p.tile : 0;
-    auto compute = [&](u32 k, const u8* tile) {
-        const u32 nt = mb_attn_rows(k, t_begin, t_end, p.tile);
+    mb_attn_span(p, kvh, blockIdx.y, false, kc, vc, tile_mem[0], tile_mem[1],
+                 [&](const u8* tile, u32 nt, u32 v_off) {
         const u32 base = warp * ATTN_MMA_TOKENS;
         if (base >= nt) return;  // warp-uniform; no collective of the block follows
         float s[2][4];
@@ -547,13 +546,7 @@ static __device__ __forceinline__ void mb_attn_mma(const float* __restrict__ q,
         }
         mb_mma_softmax<NT>(s, nt - base, m, l, o);
         mb_mma_pv<BF, NT>(s, tile + v_off + base * p.v_row_bytes, (u32)p.v_row_bytes, nt - base, 0, o);
-    };
-    mb_attn_tiles(
-        ntiles, tile_mem[0], tile_mem[1],
-        [&](u32 k, uint4* buf) {
-            mb_attn_stage(k, t_begin, t_end, head_base, v_off, false, kc, vc, p, buf);
-        },
-        compute);
+                 });
     mb_mma_store<NT>(m, l, o, [&](u32 row) -> u64 {
         return row < p.group ? (u64)(kvh * p.group + row) * p.splits + blockIdx.y * W + warp : ~(u64)0;
     }, true, 0, part_ml, part_acc, p.d_v);
@@ -613,12 +606,9 @@ static __device__ __forceinline__ void mb_attn_mma_mla(const float* __restrict__
     for (u32 n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m[2] = {mb_attn_neg_inf(), mb_attn_neg_inf()}, l[2] = {0.0f, 0.0f};
 
-    const u32 t_begin = p.first + blockIdx.y * p.chunk;
-    const u32 t_end = t_begin + p.chunk < p.end ? t_begin + p.chunk : p.end;
-    const u64 head_base = (u64)kvh * p.tokens;
-    const u32 ntiles = t_begin < t_end ? (t_end - t_begin + p.tile - 1) / p.tile : 0;
-    auto compute = [&](u32 k, const u8* tile) {
-        const u32 nt = mb_attn_rows(k, t_begin, t_end, p.tile);
+    // V is read from the K rows: no V cache, no V offset.
+    mb_attn_span(p, kvh, blockIdx.y, true, kc, kc, tile_mem[0], tile_mem[1],
+                 [&](const u8* tile, u32 nt, u32) {
         // This warp's quarter of S, into shared memory; then every warp sums the four.
         float s[2][4];
 #pragma unroll
@@ -649,14 +639,8 @@ static __device__ __forceinline__ void mb_attn_mma_mla(const float* __restrict__
         mb_mma_softmax<NT>(s, nt, m, l, o);
         // V = the first 512 values of the K rows; this warp's quarter of them.
         mb_mma_pv<BF, NT>(s, tile, (u32)p.k_row_bytes, nt, warp * DW, o);
-        // s_part is rewritten by the next tile after mb_tiles_pipelined's trailing barrier.
-    };
-    mb_attn_tiles(
-        ntiles, tile_mem[0], tile_mem[1],
-        [&](u32 k, uint4* buf) {
-            mb_attn_stage(k, t_begin, t_end, head_base, 0, true, kc, kc, p, buf);
-        },
-        compute);
+        // s_part is rewritten by the next tile only after the tile loop's barrier.
+                 });
     mb_mma_store<NT>(m, l, o, [&](u32 row) -> u64 {
         return head(row) != ~0u ? (u64)head(row) * p.splits + blockIdx.y : ~(u64)0;
     }, warp == 0, warp * DW, part_ml, part_acc, p.d_v);

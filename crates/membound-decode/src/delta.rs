@@ -22,7 +22,7 @@ use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use crate::DecodeError;
-use crate::ops::rms_inv;
+use crate::ops::{rms_inv, zeroed};
 
 /// A layer's small parameters (f32).
 #[derive(Debug, Clone)]
@@ -68,9 +68,7 @@ pub fn delta_step(
     let ch = s.channels();
     // Convolution over (conv - 1) past inputs and this one, then SiLU; the history shifts.
     let taps = s.conv;
-    x.clear();
-    x.resize(ch, 0.0);
-    for (c, xc) in x.iter_mut().enumerate() {
+    for (c, xc) in zeroed(x, ch).iter_mut().enumerate() {
         let w = &p.conv_w[c * taps..(c + 1) * taps];
         let mut acc = w[taps - 1] * qkv[c];
         for (t, wt) in w[..taps - 1].iter().enumerate() {
@@ -197,9 +195,7 @@ impl DeltaNet {
         }
         self.at = Some(pos);
         let run = |w: &CpuGemv, o: &mut Vec<f32>| -> Result<(), DecodeError> {
-            o.clear();
-            o.resize(w.rows(), 0.0);
-            w.run_with(pool, isa, h, o)?;
+            w.run_with(pool, isa, h, zeroed(o, w.rows()))?;
             Ok(())
         };
         let b = &mut self.bufs;
@@ -207,8 +203,7 @@ impl DeltaNet {
         run(&self.gate, &mut b.z)?;
         run(&self.ba, &mut b.ba)?;
         let s = self.shape;
-        b.o.clear();
-        b.o.resize(s.n_v * s.d_v, 0.0);
+        zeroed(&mut b.o, s.n_v * s.d_v);
         let [before, after] = &mut self.states;
         delta_step(
             &s,

@@ -13,7 +13,7 @@ use rayon::ThreadPool;
 
 use crate::DecodeError;
 use crate::delta::{DeltaNet, DeltaParams, DeltaShape, DeltaState};
-use crate::ops::{add, argmax, geglu, rms_norm, rms_norm_heads, rope, swiglu};
+use crate::ops::{add, argmax, geglu, rms_norm, rms_norm_heads, rope, swiglu, zeroed};
 use crate::sample::LayerSample;
 use crate::source::{Tensor, TensorSource};
 
@@ -136,13 +136,6 @@ struct StepBufs {
     q_lat: Vec<f32>,
     query: Vec<f32>,
     heads: Vec<f32>,
-}
-
-/// `v` as `n` zeros, within its capacity once it has held `n` values.
-fn zeroed(v: &mut Vec<f32>, n: usize) -> &mut Vec<f32> {
-    v.clear();
-    v.resize(n, 0.0);
-    v
 }
 
 /// One model's decode step on the CPU: built layers, caches and scratch.

@@ -2,6 +2,13 @@
 //! position embedding, the gated activations and argmax. They touch kilobytes per token; the
 //! bytes that matter are the weights and the cache.
 
+/// `v` as `n` zeros, within its capacity once it has held `n` values (a step's reused buffers).
+pub(crate) fn zeroed(v: &mut Vec<f32>, n: usize) -> &mut Vec<f32> {
+    v.clear();
+    v.resize(n, 0.0);
+    v
+}
+
 /// `out = x / sqrt(mean(x²) + eps) · w` (llama.cpp's `rms_norm` then `mul`), sums in f64.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let inv = rms_inv(x, eps);

@@ -25,10 +25,12 @@
 // compute; TILE_PIPE=0 copies a tile, then computes on it.
 // Each block writes its partial (max, sum, accumulator) per head.
 // mb_attn_reduce: one block per query head merges the splits' partials (and the sink logit,
-// which joins the denominator only) and writes the output.
+// which joins the denominator only) and writes the output (with ATTN_QUANT as Q8_1 blocks too,
+// the output projection's input, so a decode step needs no quantization launch for it).
 
 #include "common.cuh"
 #include "params.cuh"
+#include "quant_blocks.cuh"
 #include "gemv_tile.cuh"
 
 #define ATTN_MAX_TILE 32  // tokens per tile (one per lane)
@@ -310,58 +312,58 @@ static __device__ __forceinline__ void mb_attn_split(const float* __restrict__ q
         float *__restrict__ part_ml, float *__restrict__ part_acc, AttnParams p
 
 extern "C" __global__ void __launch_bounds__(AttnW64::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_f16_w64(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW64>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_f16_w64(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvF16, AttnW64>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW128::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_f16_w128(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_f16_w128(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvF16, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW128h4::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_f16_w128h4(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW128h4>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_f16_w128h4(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvF16, AttnW128h4>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW256::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_f16_w256(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_f16_w256(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvF16, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW256h1::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_f16_w256h1(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW256h1>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_f16_w256h1(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvF16, AttnW256h1>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_f16_w576(MB_ATTN_ARGS) { mb_attn_split<KvF16, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_f16_w576(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvF16, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW64::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_bf16_w64(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW64>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_bf16_w64(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvBF16, AttnW64>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW128::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_bf16_w128(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_bf16_w128(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvBF16, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW128h4::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_bf16_w128h4(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW128h4>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_bf16_w128h4(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvBF16, AttnW128h4>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW256::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_bf16_w256(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_bf16_w256(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvBF16, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW256h1::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_bf16_w256h1(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW256h1>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_bf16_w256h1(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvBF16, AttnW256h1>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_bf16_w576(MB_ATTN_ARGS) { mb_attn_split<KvBF16, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_bf16_w576(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvBF16, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW64::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_q8_0_w64(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW64>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_q8_0_w64(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvQ8_0, AttnW64>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW128::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_q8_0_w128(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_q8_0_w128(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvQ8_0, AttnW128>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW128h4::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_q8_0_w128h4(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW128h4>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_q8_0_w128h4(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvQ8_0, AttnW128h4>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW256::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_q8_0_w256(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_q8_0_w256(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvQ8_0, AttnW256>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW256h1::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_q8_0_w256h1(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW256h1>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_q8_0_w256h1(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvQ8_0, AttnW256h1>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnW576::WM * MB_WARP_SIZE, ATTN_MIN_BLOCKS)
-mb_attn_q8_0_w576(MB_ATTN_ARGS) { mb_attn_split<KvQ8_0, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_q8_0_w576(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_split<KvQ8_0, AttnW576>(q, kc, vc, part_ml, part_acc, p); }
 
 // ---------------------------------------------------------------------------------------------
 // The tensor-core split kernels (sm_80+): mb_attn_mma_<f16|bf16>_d<D>, for F16/BF16 caches with K
@@ -553,16 +555,16 @@ static __device__ __forceinline__ void mb_attn_mma(const float* __restrict__ q,
 }
 
 extern "C" __global__ void __launch_bounds__(AttnMmaWidth<64>::W * MB_WARP_SIZE)
-mb_attn_mma_f16_d64(MB_ATTN_ARGS) { mb_attn_mma<KvF16, 64>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_mma_f16_d64(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_mma<KvF16, 64>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnMmaWidth<128>::W * MB_WARP_SIZE)
-mb_attn_mma_f16_d128(MB_ATTN_ARGS) { mb_attn_mma<KvF16, 128>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_mma_f16_d128(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_mma<KvF16, 128>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnMmaWidth<64>::W * MB_WARP_SIZE)
-mb_attn_mma_bf16_d64(MB_ATTN_ARGS) { mb_attn_mma<KvBF16, 64>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_mma_bf16_d64(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_mma<KvBF16, 64>(q, kc, vc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(AttnMmaWidth<128>::W * MB_WARP_SIZE)
-mb_attn_mma_bf16_d128(MB_ATTN_ARGS) { mb_attn_mma<KvBF16, 128>(q, kc, vc, part_ml, part_acc, p); }
+mb_attn_mma_bf16_d128(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_mma<KvBF16, 128>(q, kc, vc, part_ml, part_acc, p); }
 
 // MLA latent on tensor cores: mb_attn_mma_mla_<f16|bf16>, K rows of 576 values whose first 512
 // are V (llama.cpp's and FlashMLA's layout), query heads in blocks of up to 16 (head_groups per
@@ -647,10 +649,10 @@ static __device__ __forceinline__ void mb_attn_mma_mla(const float* __restrict__
 }
 
 extern "C" __global__ void __launch_bounds__(ATTN_MLA_WARPS * MB_WARP_SIZE)
-mb_attn_mma_mla_f16(MB_ATTN_ARGS) { mb_attn_mma_mla<KvF16>(q, kc, part_ml, part_acc, p); }
+mb_attn_mma_mla_f16(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_mma_mla<KvF16>(q, kc, part_ml, part_acc, p); }
 
 extern "C" __global__ void __launch_bounds__(ATTN_MLA_WARPS * MB_WARP_SIZE)
-mb_attn_mma_mla_bf16(MB_ATTN_ARGS) { mb_attn_mma_mla<KvBF16>(q, kc, part_ml, part_acc, p); }
+mb_attn_mma_mla_bf16(MB_ATTN_ARGS) { mb_grid_begin(); mb_attn_mma_mla<KvBF16>(q, kc, part_ml, part_acc, p); }
 
 // ---------------------------------------------------------------------------------------------
 // The reduction: grid (n_heads, ceil(d_v / 32)), ATTN_REDUCE_WARPS warps. Block (h, c) merges
@@ -676,7 +678,9 @@ static __device__ __forceinline__ float mb_attn_block_reduce(float v, bool sum, 
 
 extern "C" __global__ void __launch_bounds__(ATTN_REDUCE_WARPS * MB_WARP_SIZE)
 mb_attn_reduce(const float* __restrict__ part_ml, const float* __restrict__ part_acc,
-               const float* __restrict__ sinks, float* __restrict__ out, AttnParams p) {
+               const float* __restrict__ sinks, float* __restrict__ out,
+               block_q8_1* __restrict__ outq, AttnParams p) {
+    mb_grid_begin();
     __shared__ float weights[ATTN_MAX_SPLITS];
     __shared__ float red[ATTN_REDUCE_WARPS];
     __shared__ float sums[ATTN_REDUCE_WARPS][MB_WARP_SIZE];
@@ -705,9 +709,11 @@ mb_attn_reduce(const float* __restrict__ part_ml, const float* __restrict__ part
     }
     sums[warp][lane] = o;
     __syncthreads();
-    if (warp == 0 && e < p.d_v) {
+    if (warp == 0 && e < p.d_v) {  // with ATTN_QUANT d_v % 32 == 0: the whole warp
         float t = 0.0f;
         for (u32 w = 0; w < ATTN_REDUCE_WARPS; ++w) t += sums[w][lane];
-        out[(u64)head * p.d_v + e] = den > 0.0f ? t / den : 0.0f;
+        const float r = den > 0.0f ? t / den : 0.0f;
+        out[(u64)head * p.d_v + e] = r;
+        if (p.flags & ATTN_QUANT) mb_q8_1_store_warp(outq + ((u64)head * p.d_v + e) / QK32, r, (int)lane);
     }
 }

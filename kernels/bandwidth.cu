@@ -34,6 +34,7 @@ static __device__ __forceinline__ u64 mb_word_sum(uint4 w) {
 
 extern "C" __global__ void __launch_bounds__(STREAM_BLOCK)
 mb_read(const float* __restrict__ src, u64* __restrict__ partials, StreamParams p) {
+    mb_grid_begin();
     const uint4* v = reinterpret_cast<const uint4*>(src);
     const u64 nv = p.n / 4;
     const u64 stride = mb_stride();
@@ -67,6 +68,7 @@ mb_read(const float* __restrict__ src, u64* __restrict__ partials, StreamParams 
 
 extern "C" __global__ void __launch_bounds__(STREAM_BLOCK)
 mb_write(float* __restrict__ dst, StreamParams p) {
+    mb_grid_begin();
     float4* v = reinterpret_cast<float4*>(dst);
     const u64 nv = p.n / 4;
     const u64 stride = mb_stride();
@@ -83,6 +85,7 @@ mb_write(float* __restrict__ dst, StreamParams p) {
 
 extern "C" __global__ void __launch_bounds__(STREAM_BLOCK)
 mb_copy(const float* __restrict__ src, float* __restrict__ dst, StreamParams p) {
+    mb_grid_begin();
     const float4* s = reinterpret_cast<const float4*>(src);
     float4* d = reinterpret_cast<float4*>(dst);
     const u64 nv = p.n / 4;
@@ -106,6 +109,7 @@ static __device__ __forceinline__ float4 mb_triad4(float s, float4 b, float4 c) 
 extern "C" __global__ void __launch_bounds__(STREAM_BLOCK)
 mb_triad(float* __restrict__ a, const float* __restrict__ b, const float* __restrict__ c,
          StreamParams p) {
+    mb_grid_begin();
     float4* a4 = reinterpret_cast<float4*>(a);
     const float4* b4 = reinterpret_cast<const float4*>(b);
     const float4* c4 = reinterpret_cast<const float4*>(c);

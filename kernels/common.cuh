@@ -52,6 +52,19 @@ static __device__ __forceinline__ T mb_ld(const T* p) {
     return *p;
 }
 
+// The first statement of every kernel. Programmatic dependent launch (sm_90+; a decode step
+// launched with MEMBOUND_PDL=1): a kernel may then be launched while the one before it still
+// runs, so its launch and block scheduling overlap that kernel's tail. `griddepcontrol.wait`
+// holds the kernel here until the kernel before it has finished and its writes are visible;
+// `launch_dependents` then lets the next kernel launch early in its turn. Launched without the
+// attribute, and on other architectures and the host, this does nothing.
+static __device__ __forceinline__ void mb_grid_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Asynchronous copy of N (4, 8 or 16) bytes from global `src` to shared `dst`, both N-byte
 // aligned (cp.async, sm_80+: the bytes travel without passing through registers, so a warp can
 // keep a whole tile in flight while it computes on the previous one; older GPUs copy through

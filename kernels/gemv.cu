@@ -24,6 +24,9 @@
 // scheduler, 39-69 % of the read bandwidth at the issue's shapes); the pipelined loop is built
 // to fix it and has not yet been timed on a GPU.
 //
+// GEMV_ACCUMULATE (the decode step's output projections): y[row] += W[row].x, the residual add
+// fused into the product (y is the residual stream).
+//
 // Grouped GEMV (MLA's per-head W_UK and W_UV): rows form groups of group_rows (a multiple of
 // GEMV_WARPS, so a block's rows share one input) and group g's rows take input g, the g-th run
 // of cols values of x (of cols/32 Q8_1 blocks once quantized); group_rows = rows otherwise.
@@ -62,20 +65,18 @@
 // computed as x * (1/d), s = d * sum(q) (all in f32, halves rounded to nearest even).
 extern "C" __global__ void __launch_bounds__(QUANT_WARPS * MB_WARP_SIZE)
 mb_quantize_q8_1(const float* __restrict__ x, block_q8_1* __restrict__ xq, QuantizeParams p) {
+    mb_grid_begin();
     const u64 b = (u64)blockIdx.x * QUANT_WARPS + threadIdx.x / MB_WARP_SIZE;
     if (b >= p.n_blocks) return;  // warp-uniform
     const int lane = threadIdx.x % MB_WARP_SIZE;
-    const float v = mb_ld(x + b * QK32 + lane);
-    const float amax = mb_warp_max(fabsf(v));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const int q = (int)roundf(v * id);
-    const int sum = mb_warp_sum_int(q);
-    xq[b].qs[lane] = (i8)q;
-    if (lane == 0) {
-        xq[b].d = mb_f32_to_f16(d);
-        xq[b].s = mb_f32_to_f16((float)sum * d);
-    }
+    mb_q8_1_store_warp(xq + b, mb_ld(x + b * QK32 + lane), lane);
+}
+
+// y[row] = acc, or y[row] += acc with GEMV_ACCUMULATE (the residual add fused into the product;
+// one warp owns each row).
+static __device__ __forceinline__ void mb_gemv_store(float* y, u32 row, float acc,
+                                                     const GemvParams& p) {
+    y[row] = (p.flags & GEMV_ACCUMULATE) ? mb_ld(y + row) + acc : acc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ static __device__ __forceinline__ void mb_gemv_tiled(const u8* __restrict__ w,
     x += (u64)(blockIdx.x * GEMV_WARPS / p.group_rows) * (p.cols / Q::BLOCK_VALUES) * Q::X_PER_BLOCK;
     float acc[1];
     mb_rows_dot<Q, GEMV_WARPS, 1>(wr, active, x, p.cols, acc);
-    if (active && threadIdx.x % MB_WARP_SIZE == 0) y[row] = acc[0];
+    if (active && threadIdx.x % MB_WARP_SIZE == 0) mb_gemv_store(y, row, acc[0], p);
 }
 
 // Kernels (the weight types' dot products are in gemv_tile.cuh).
@@ -99,24 +100,28 @@ static __device__ __forceinline__ void mb_gemv_tiled(const u8* __restrict__ w,
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_q8_0(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
              GemvParams p) {
+    mb_grid_begin();
     mb_gemv_tiled<DotQ8_0>(w, xq, y, p);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_q4_k(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
              GemvParams p) {
+    mb_grid_begin();
     mb_gemv_tiled<DotQ4_K>(w, xq, y, p);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_q6_k(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
              GemvParams p) {
+    mb_grid_begin();
     mb_gemv_tiled<DotQ6_K>(w, xq, y, p);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_mxfp4(const u8* __restrict__ w, const block_q8_1* __restrict__ xq, float* __restrict__ y,
               GemvParams p) {
+    mb_grid_begin();
     mb_gemv_tiled<DotMxfp4>(w, xq, y, p);
 }
 
@@ -138,7 +143,7 @@ static __device__ __forceinline__ void mb_gemv_half_scalar(const u8* __restrict_
     float acc = 0.0f;
     for (u32 i = lane; i < p.cols; i += MB_WARP_SIZE) acc += C::cvt(mb_ld(w16 + i)) * mb_ld(x + i);
     acc = mb_warp_sum(acc);
-    if (lane == 0) y[row] = acc;
+    if (lane == 0) mb_gemv_store(y, row, acc, p);
 }
 
 template <typename C>
@@ -156,12 +161,14 @@ static __device__ __forceinline__ void mb_gemv_half(const u8* __restrict__ w,
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_f16(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
             GemvParams p) {
+    mb_grid_begin();
     mb_gemv_half<CvtF16>(w, x, y, p);
 }
 
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * MB_WARP_SIZE, GEMV_MIN_BLOCKS)
 mb_gemv_bf16(const u8* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
              GemvParams p) {
+    mb_grid_begin();
     mb_gemv_half<CvtBF16>(w, x, y, p);
 }
 

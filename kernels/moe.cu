@@ -25,7 +25,8 @@
 //   mb_moe_down_T     y[i][r] = w_i * (down_e[r] . act_i (+bd)): grid (ceil(hidden /
 //                     MOE_WARPS), max_slots).
 //   (the shared expert: gate_up and down again over a one-slot plan, weights = its gate)
-//   mb_moe_combine    out[t][r] = sum_j y[t*k+j][r] (+ y_shared[t][r]), j in order.
+//   mb_moe_combine    out[t][r] = sum_j y[t*k+j][r] (+ y_shared[t][r]), j in order (with
+//                     MOE_ACCUMULATE: out[t][r] += that sum, a decode step's residual add).
 //
 // Plan layout (u32): [0] slot count n; [1, 1+S) slot experts; [1+S, 2+2S) slot starts (S+1,
 // the last = tokens*top_k); [2+2S, 2+2S+tokens*top_k) choices. S = max slots = gridDim.y of the
@@ -56,6 +57,7 @@ static __device__ __forceinline__ float mb_sigmoid(float v) { return 1.0f / (1.0
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE)
 mb_moe_router(const float* __restrict__ w, const float* __restrict__ x,
               const float* __restrict__ bias, float* __restrict__ logits, MoeParams p) {
+    mb_grid_begin();
     const u32 row = blockIdx.x * MOE_WARPS + threadIdx.x / MB_WARP_SIZE;
     if (row >= p.router_rows) return;  // warp-uniform; no barriers
     const u32 lane = threadIdx.x % MB_WARP_SIZE;
@@ -217,6 +219,7 @@ extern "C" __global__ void __launch_bounds__(MOE_ROUTE_THREADS)
 mb_moe_route(const float* __restrict__ logits, const float* __restrict__ sel_bias,
              const float* __restrict__ steer, u32* __restrict__ ids, float* __restrict__ weights,
              float* __restrict__ shared_w, u32* __restrict__ plan, MoeParams p) {
+    mb_grid_begin();
     __shared__ float keys[MOE_ROUTE_WARPS][MOE_MAX_EXPERTS];
     __shared__ float scores[MOE_ROUTE_WARPS][MOE_MAX_EXPERTS];
     __shared__ u32 chosen[MOE_MAX_CHOICES];
@@ -393,6 +396,7 @@ mb_moe_gate_up_q8_0(const u8* __restrict__ gate, const u8* __restrict__ up,
                     const block_q8_1* __restrict__ x, const u32* __restrict__ plan,
                     const float* __restrict__ gate_b, const float* __restrict__ up_b,
                     float* __restrict__ act, MoeParams p) {
+    mb_grid_begin();
     mb_moe_gate_up<DotQ8_0>(gate, up, x, plan, gate_b, up_b, act, p);
 }
 
@@ -400,6 +404,7 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_down_q8_0(const u8* __restrict__ down, const block_q8_1* __restrict__ a,
                  const u32* __restrict__ plan, const float* __restrict__ w,
                  const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+    mb_grid_begin();
     mb_moe_down<DotQ8_0>(down, a, plan, w, down_b, y, p);
 }
 
@@ -408,6 +413,7 @@ mb_moe_gate_up_q4_k(const u8* __restrict__ gate, const u8* __restrict__ up,
                     const block_q8_1* __restrict__ x, const u32* __restrict__ plan,
                     const float* __restrict__ gate_b, const float* __restrict__ up_b,
                     float* __restrict__ act, MoeParams p) {
+    mb_grid_begin();
     mb_moe_gate_up<DotQ4_K>(gate, up, x, plan, gate_b, up_b, act, p);
 }
 
@@ -415,6 +421,7 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_down_q4_k(const u8* __restrict__ down, const block_q8_1* __restrict__ a,
                  const u32* __restrict__ plan, const float* __restrict__ w,
                  const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+    mb_grid_begin();
     mb_moe_down<DotQ4_K>(down, a, plan, w, down_b, y, p);
 }
 
@@ -423,6 +430,7 @@ mb_moe_gate_up_q6_k(const u8* __restrict__ gate, const u8* __restrict__ up,
                     const block_q8_1* __restrict__ x, const u32* __restrict__ plan,
                     const float* __restrict__ gate_b, const float* __restrict__ up_b,
                     float* __restrict__ act, MoeParams p) {
+    mb_grid_begin();
     mb_moe_gate_up<DotQ6_K>(gate, up, x, plan, gate_b, up_b, act, p);
 }
 
@@ -430,6 +438,7 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_down_q6_k(const u8* __restrict__ down, const block_q8_1* __restrict__ a,
                  const u32* __restrict__ plan, const float* __restrict__ w,
                  const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+    mb_grid_begin();
     mb_moe_down<DotQ6_K>(down, a, plan, w, down_b, y, p);
 }
 
@@ -438,6 +447,7 @@ mb_moe_gate_up_mxfp4(const u8* __restrict__ gate, const u8* __restrict__ up,
                      const block_q8_1* __restrict__ x, const u32* __restrict__ plan,
                      const float* __restrict__ gate_b, const float* __restrict__ up_b,
                      float* __restrict__ act, MoeParams p) {
+    mb_grid_begin();
     mb_moe_gate_up<DotMxfp4>(gate, up, x, plan, gate_b, up_b, act, p);
 }
 
@@ -445,6 +455,7 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_down_mxfp4(const u8* __restrict__ down, const block_q8_1* __restrict__ a,
                   const u32* __restrict__ plan, const float* __restrict__ w,
                   const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+    mb_grid_begin();
     mb_moe_down<DotMxfp4>(down, a, plan, w, down_b, y, p);
 }
 
@@ -453,6 +464,7 @@ mb_moe_gate_up_f16(const u8* __restrict__ gate, const u8* __restrict__ up,
                    const float* __restrict__ x, const u32* __restrict__ plan,
                    const float* __restrict__ gate_b, const float* __restrict__ up_b,
                    float* __restrict__ act, MoeParams p) {
+    mb_grid_begin();
     mb_moe_gate_up<DotHalf<CvtF16>>(gate, up, x, plan, gate_b, up_b, act, p);
 }
 
@@ -460,6 +472,7 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_down_f16(const u8* __restrict__ down, const float* __restrict__ a,
                 const u32* __restrict__ plan, const float* __restrict__ w,
                 const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+    mb_grid_begin();
     mb_moe_down<DotHalf<CvtF16>>(down, a, plan, w, down_b, y, p);
 }
 
@@ -468,6 +481,7 @@ mb_moe_gate_up_bf16(const u8* __restrict__ gate, const u8* __restrict__ up,
                     const float* __restrict__ x, const u32* __restrict__ plan,
                     const float* __restrict__ gate_b, const float* __restrict__ up_b,
                     float* __restrict__ act, MoeParams p) {
+    mb_grid_begin();
     mb_moe_gate_up<DotHalf<CvtBF16>>(gate, up, x, plan, gate_b, up_b, act, p);
 }
 
@@ -475,6 +489,7 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_down_bf16(const u8* __restrict__ down, const float* __restrict__ a,
                  const u32* __restrict__ plan, const float* __restrict__ w,
                  const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+    mb_grid_begin();
     mb_moe_down<DotHalf<CvtBF16>>(down, a, plan, w, down_b, y, p);
 }
 
@@ -483,12 +498,13 @@ mb_moe_down_bf16(const u8* __restrict__ down, const float* __restrict__ a,
 extern "C" __global__ void __launch_bounds__(256)
 mb_moe_combine(const float* __restrict__ y, const float* __restrict__ y_shared,
                float* __restrict__ out, MoeParams p) {
+    mb_grid_begin();
     const u64 n = (u64)p.tokens * p.hidden;
     for (u64 v = (u64)blockIdx.x * blockDim.x + threadIdx.x; v < n; v += (u64)gridDim.x * blockDim.x) {
         const u64 t = v / p.hidden, r = v % p.hidden;
         float acc = 0.0f;
         for (u32 j = 0; j < p.top_k; ++j) acc += mb_ld(y + ((t * p.top_k + j) * p.hidden + r));
         if (p.flags & MOE_SHARED_OUT) acc += mb_ld(y_shared + v);
-        out[v] = acc;
+        out[v] = (p.flags & MOE_ACCUMULATE) ? mb_ld(out + v) + acc : acc;
     }
 }

@@ -17,8 +17,10 @@ struct GemvParams {
     u32 cols;
     u64 row_bytes;
     u32 group_rows;  // rows per input: row r takes input r / group_rows of x (grouped GEMV)
-    u32 _pad;
+    u32 flags;       // GEMV_* bits below
 };
+
+#define GEMV_ACCUMULATE 1u  // y[row] += W[row] . x (a residual add fused into the product)
 
 // Activation quantization (gemv.cu): n_blocks Q8_1 blocks of 32 values.
 struct QuantizeParams {
@@ -61,6 +63,7 @@ struct MoeParams {
 #define MOE_EXPERT_BIAS 32u     // per-expert gate/up/down biases
 #define MOE_SWIGLU_OAI 64u      // gpt-oss's clamped SwiGLU instead of SiLU
 #define MOE_SHARED_OUT 128u     // combine adds the shared expert's output
+#define MOE_ACCUMULATE 256u     // combine adds into out (the residual stream) instead of writing
 
 static_assert(sizeof(MoeParams) == 64, "MoeParams must be 64 bytes");
 
@@ -90,6 +93,7 @@ struct AttnParams {
 
 #define ATTN_V_IN_K 1u  // V rows are the first d_v values of the K rows (MLA latent)
 #define ATTN_SINKS 2u   // one sink logit per query head joins the softmax denominator
+#define ATTN_QUANT 4u   // the reduction also writes the output as Q8_1 blocks (d_v % 32 == 0)
 
 static_assert(sizeof(AttnParams) == 80, "AttnParams must be 80 bytes");
 
@@ -109,15 +113,27 @@ struct DecodeParams {
     u32 dtype;   // kv_write: DEC_KV_* element type
     float eps;    // rmsnorm, delta_rule's L2 norm
     float theta;  // rope base
+    // qkv_heads only (the other kernels leave them 0):
+    u32 kv_heads;  // K and V heads (`rows` are the query heads, `n` values each of Q and K)
+    u32 d_v;       // values per V head
+    u32 q_stride;  // values from one query head to the next in q (2 * n with an output gate)
+    u32 q_off;     // the first value of q, k and v in their buffers (one fused projection's
+    u32 k_off;     // output holds all three)
+    u32 v_off;
 };
 
 #define DEC_NEOX 1u  // rope: pairs (i, i + dims/2), else (2i, 2i + 1)
 #define DEC_GELU 2u  // glu: GELU (tanh) instead of SiLU
 #define DEC_SIGMOID 4u  // glu: sigmoid instead of SiLU
+#define DEC_QUANT 8u    // rmsnorm, glu: also write the output as Q8_1 blocks (the next GEMV's
+                        // input), so no separate quantization launch is needed
+#define DEC_QK_NORM 16u  // qkv_heads: per-head RMSNorm of Q and K before RoPE
+#define DEC_BIAS 32u     // qkv_heads: add the Q, K and V biases first
+#define DEC_PAIRED 64u   // glu: u is the n values after g in the same buffer (stacked gate/up)
 
 #define DEC_KV_F32 0u
 #define DEC_KV_F16 1u
 #define DEC_KV_BF16 2u
 #define DEC_KV_Q8_0 3u
 
-static_assert(sizeof(DecodeParams) == 40, "DecodeParams must be 40 bytes");
+static_assert(sizeof(DecodeParams) == 64, "DecodeParams must be 64 bytes");

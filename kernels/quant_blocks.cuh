@@ -77,3 +77,20 @@ static_assert(__builtin_offsetof(block_q6_K, scales) == 192, "q6_K scales offset
 static_assert(__builtin_offsetof(block_q6_K, d) == 208, "q6_K d offset");
 static_assert(__builtin_offsetof(block_mxfp4, qs) == 1, "mxfp4 qs offset");
 #endif
+
+// One Q8_1 block written by a warp, lane l holding value l: bit-exact with ggml's CPU
+// quantize_row_q8_1_ref (d = amax/127, q = round(x * (1/d)), s = d * sum(q), f32 throughout,
+// halves rounded to nearest even). Every lane of the warp must call it.
+static __device__ __forceinline__ void mb_q8_1_store_warp(block_q8_1* __restrict__ dst, float v,
+                                                          int lane) {
+    const float amax = mb_warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int q = (int)roundf(v * id);
+    const int sum = mb_warp_sum_int(q);
+    dst->qs[lane] = (i8)q;
+    if (lane == 0) {
+        dst->d = mb_f32_to_f16(d);
+        dst->s = mb_f32_to_f16((float)sum * d);
+    }
+}

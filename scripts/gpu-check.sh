@@ -9,10 +9,13 @@
 #                    GPU backends, each within SUITE_S seconds (criterion.tgz beside them); decode
 #                    only the cases of DECODE_FILTER (a few models that fit one GPU whole, one
 #                    forced sample beside its whole model, Qwen3-Coder-Next's Gated DeltaNet)
-#   bench-{dense,attention}-ab.log  the large GEMVs again with MEMBOUND_TILE_PIPE=0
-#                    (single-buffered tiles), and attention's F16 cases at 32k with
-#                    MEMBOUND_ATTN_MMA=1 (the tensor-core kernels where a shape takes them): the
-#                    A/Bs of the defaults (NO_PIPE_AB=1 skips them)
+#   bench-{dense,attention,decode}-ab.log  the large GEMVs again with MEMBOUND_TILE_PIPE=0
+#                    (single-buffered tiles), attention's F16 cases at 32k with
+#                    MEMBOUND_ATTN_MMA=1 (the tensor-core kernels where a shape takes them), and
+#                    the two decode goal cases at depth 0 with MEMBOUND_FUSE=0 (one launch per
+#                    operation, no stacked projections; bench-decode-ab.log) and MEMBOUND_PDL=1
+#                    (programmatic dependent launch; bench-decode-ab2.log): the A/Bs of the
+#                    defaults (NO_PIPE_AB=1 skips them; AB_ENV_<suite> takes ';'-separated runs)
 #   memcheck.log     compute-sanitizer memcheck over the kernel tests
 #   ncu.txt          one Nsight Compute profile of a GEMV (scripts/profile.sh), per-kernel summary
 # SUITE_FILTER_<suite> (e.g. SUITE_FILTER_moe='gpt-oss-120b') narrows a suite to the cases that
@@ -54,6 +57,10 @@ device_tests=$(ls "$root"/.gpu/bin/device-* 2>/dev/null | head -n 1)
 if [ -n "$device_tests" ]; then
   (cd crates/membound-decode && timeout "${TEST_S:-150}" "$device_tests" --nocapture --test-threads=1 gpu_) >> "$out/gpu-tests.log" 2>&1
   echo "decode gpu test rc=$?"; grep -E 'gpu_decode|gpu_placements|test result|panicked|skipped' "$out/gpu-tests.log" | tail -n 6
+  # The same with programmatic dependent launch (MEMBOUND_PDL=1): the kernels' waits hold.
+  echo "== decode gpu test, MEMBOUND_PDL=1" >> "$out/gpu-tests.log"
+  (cd crates/membound-decode && MEMBOUND_PDL=1 timeout "${TEST_S:-150}" "$device_tests" --nocapture --test-threads=1 gpu_decode) >> "$out/gpu-tests.log" 2>&1
+  echo "decode gpu test (PDL) rc=$?"; grep -E 'gpu_decode|test result|panicked' "$out/gpu-tests.log" | tail -n 2
 fi
 fi
 
@@ -73,15 +80,30 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   ab=""
   [ "$suite" = dense ] && ab='x4096/|x8192/'
   [ "$suite" = attention ] && ab='f16-d32k/'
+  [ "$suite" = decode ] && ab='llama-3.1-8b-q4_k_m-d0/|qwen3-coder-30b-a3b-q8_0-d0/'
   abv="AB_FILTER_$suite"
   [ -n "${!abv:-}" ] && ab="${!abv}"
   abe="AB_ENV_$suite"
   ab_env=${!abe:-}
-  [ -n "$ab_env" ] || { [ "$suite" = attention ] && ab_env=MEMBOUND_ATTN_MMA=1 || ab_env=MEMBOUND_TILE_PIPE=0; }
+  if [ -z "$ab_env" ]; then
+    case $suite in
+      attention) ab_env=MEMBOUND_ATTN_MMA=1 ;;
+      decode) ab_env='MEMBOUND_FUSE=0;MEMBOUND_PDL=1' ;;
+      *) ab_env=MEMBOUND_TILE_PIPE=0 ;;
+    esac
+  fi
   if [ -n "$ab" ] && [ -z "${NO_PIPE_AB:-}" ]; then
-    env "$ab_env" MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "$ab" > "$out/bench-$suite-ab.log" 2>&1
-    echo "$suite ($ab_env) rc=$?"
-    sed -n '/^### attention on/,/^attention: /p; /^## membound/,/^Criterion output/p' "$out/bench-$suite-ab.log"
+    # One run per ';'-separated setting (each may set several variables, space-separated):
+    # bench-SUITE-ab.log, then -ab2.log, ...
+    n=0
+    IFS=';' read -r -a settings <<< "$ab_env"
+    for setting in "${settings[@]}"; do
+      n=$((n + 1)); suffix=ab; [ $n -gt 1 ] && suffix=ab$n
+      read -r -a vars <<< "$setting"
+      env "${vars[@]}" MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "$ab" > "$out/bench-$suite-$suffix.log" 2>&1
+      echo "$suite ($setting) rc=$?"
+      sed -n '/^### attention on/,/^attention: /p; /^decode: t\/s/,/^decode: /p; /^## membound/,/^Criterion output/p' "$out/bench-$suite-$suffix.log"
+    done
   fi
   sed -n '/^moe verdict/,/^moe: /p; /^### attention on/,/^attention: /p; /^decode: t\/s/,/^decode: /p; /^## membound/,/^Criterion output/p' "$log"
   grep -E 'FAILED|skipped' "$log" | head -20

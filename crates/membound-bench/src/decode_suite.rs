@@ -855,7 +855,15 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
         c,
         &pre,
         &sample,
-        &format!(", {} launches per step", launches.len()),
+        &format!(
+            ", {} launches per step ({})",
+            launches.len(),
+            if opts.fuse {
+                "fused; MEMBOUND_FUSE=0 for one per operation"
+            } else {
+                "one per operation: MEMBOUND_FUSE=0"
+            }
+        ),
     );
     let timed = |iters: u64, l: &[StepLaunch]| -> Result<Duration, String> {
         b.time(iters, &mut || step.run(gpu, l).map_err(|e| e.to_string()))

@@ -79,6 +79,7 @@ impl HostAttn {
                 Arg::In(&self.part_acc),
                 Arg::In(&self.sinks),
                 Arg::Out(&mut self.out),
+                Arg::In(&self.sinks),
                 Arg::value(&p),
             ],
         )?;

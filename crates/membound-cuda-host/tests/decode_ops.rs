@@ -12,6 +12,7 @@ use membound_cuda_host::{Arg, HostBuffer, available, launch};
 use membound_decode::delta::{DeltaParams, DeltaShape, DeltaState, delta_step};
 use membound_decode::ops;
 use membound_quant::data::normal_f32;
+use membound_quant::ops::quantize;
 use membound_spec::DType;
 use membound_spec::attention::AttnShape;
 use membound_spec::kv::KvLayout;
@@ -55,6 +56,7 @@ fn rmsnorm_matches_the_cpu_over_rows() {
                 Arg::In(&xb),
                 Arg::In(&wb),
                 Arg::Out(&mut out),
+                Arg::In(&dummy()),
                 Arg::value(&l.params),
             ],
         );
@@ -62,13 +64,32 @@ fn rmsnorm_matches_the_cpu_over_rows() {
         for (o, r) in want.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
             ops::rms_norm(r, &w, 1e-6, o);
         }
-        close(
-            &out.to_vec::<f32>(),
-            &want,
-            1e-5,
-            &format!("rmsnorm {rows}x{n}"),
-        );
+        let got = out.to_vec::<f32>();
+        close(&got, &want, 1e-5, &format!("rmsnorm {rows}x{n}"));
+        // Quantizing as it goes: the same values, and their Q8_1 blocks bit-exact.
+        if n % 32 == 0 {
+            let l = decode::rmsnorm_quantized(rows, n, 1e-6).unwrap();
+            let mut outq = HostBuffer::poisoned(rows * n / 32 * 36);
+            run(
+                &l,
+                &mut [
+                    Arg::In(&xb),
+                    Arg::In(&wb),
+                    Arg::Out(&mut out),
+                    Arg::Out(&mut outq),
+                    Arg::value(&l.params),
+                ],
+            );
+            assert_eq!(out.to_vec::<f32>(), got, "rmsnorm {rows}x{n} quantizing");
+            assert_eq!(outq.bytes(), quantize(DType::Q8_1, &got).unwrap());
+        }
     }
+    assert!(decode::rmsnorm_quantized(1, 48, 1e-6).is_err());
+}
+
+/// A 16-byte buffer for an argument the kernel does not read.
+fn dummy() -> HostBuffer {
+    HostBuffer::zeroed(16)
 }
 
 #[test]
@@ -180,11 +201,34 @@ fn add_and_gates_match_the_cpu() {
         let mut gb = HostBuffer::from_slice(&x);
         run(
             &l,
-            &mut [Arg::Out(&mut gb), Arg::In(&yb), Arg::value(&l.params)],
+            &mut [
+                Arg::Out(&mut gb),
+                Arg::In(&yb),
+                Arg::In(&dummy()),
+                Arg::value(&l.params),
+            ],
         );
         let want: Vec<f32> = x.iter().zip(&y).map(|(&g, &u)| cpu(g, u)).collect();
-        close(&gb.to_vec::<f32>(), &want, 1e-5, &format!("glu {act:?}"));
+        let got = gb.to_vec::<f32>();
+        close(&got, &want, 1e-5, &format!("glu {act:?}"));
+        // Quantizing as it goes (n a multiple of 32): the same values, their Q8_1 bit-exact.
+        let n32 = 992;
+        let l = decode::glu_quantized(n32, act).unwrap();
+        let mut gb = HostBuffer::from_slice(&x[..n32]);
+        let mut gq = HostBuffer::poisoned(n32 / 32 * 36);
+        run(
+            &l,
+            &mut [
+                Arg::Out(&mut gb),
+                Arg::In(&yb),
+                Arg::Out(&mut gq),
+                Arg::value(&l.params),
+            ],
+        );
+        assert_eq!(gb.to_vec::<f32>(), got[..n32], "glu {act:?} quantizing");
+        assert_eq!(gq.bytes(), quantize(DType::Q8_1, &got[..n32]).unwrap());
     }
+    assert!(decode::glu_quantized(1000, Act::Silu).is_err());
 }
 
 #[test]
@@ -357,6 +401,7 @@ fn delta_kernels_match_the_cpu_token_after_token() {
                     Arg::In(&o),
                     Arg::In(&nb),
                     Arg::Out(&mut normed),
+                    Arg::In(&dummy()),
                     Arg::value(&l.params),
                 ],
             );
@@ -364,7 +409,12 @@ fn delta_kernels_match_the_cpu_token_after_token() {
             let l = decode::glu(n_v * d_v, Act::Silu).unwrap();
             run(
                 &l,
-                &mut [Arg::Out(&mut zb), Arg::In(&normed), Arg::value(&l.params)],
+                &mut [
+                    Arg::Out(&mut zb),
+                    Arg::In(&normed),
+                    Arg::In(&dummy()),
+                    Arg::value(&l.params),
+                ],
             );
             close(
                 &zb.to_vec::<f32>(),
@@ -389,4 +439,162 @@ fn delta_kernels_match_the_cpu_token_after_token() {
             state.swap(0, 1);
         }
     }
+}
+
+/// One launch for a GQA layer's heads (`qkv_heads`) against the launches it replaces, run on the
+/// same inputs: bias adds, per-head RMSNorm, RoPE and the cache append. Q, K and V read from one
+/// buffer at offsets (a stacked projection), queries `2 d_k` apart (gated) or packed, RoPE over
+/// all or half of each head, both pair styles, every cache type. Without QK-norm the query and
+/// the cache bytes are bit-exact; with it (the head's squares summed in another order) within
+/// 1e-6 (F32 cache).
+#[test]
+fn one_launch_for_the_heads_equals_the_launches_it_replaces() {
+    if skip() {
+        return;
+    }
+    let (nq, nkv, dk, dv, tokens, pos) = (4, 2, 64, 32, 5, 3);
+    let cases = [
+        (DType::F32, false, false, 64, 64, true),
+        (DType::F16, true, false, 64, 128, false),
+        (DType::BF16, false, true, 32, 64, true),
+        (DType::Q8_0, true, true, 64, 128, true),
+        (DType::F32, true, true, 32, 128, false),
+        (DType::F32, true, true, 64, 64, true),
+    ];
+    for (dtype, bias, qk_norm, rope_dims, q_stride, neox) in cases {
+        let what = format!("{dtype} bias {bias} norm {qk_norm} rope {rope_dims} stride {q_stride}");
+        let k_off = nq * q_stride;
+        let v_off = k_off + nkv * dk;
+        let qkv = normal_f32(11, v_off + nkv * dv, 2.0);
+        let (bq, bk, bv) = (
+            normal_f32(12, nq * dk, 1.0),
+            normal_f32(13, nkv * dk, 1.0),
+            normal_f32(14, nkv * dv, 1.0),
+        );
+        let (qw, kw) = (normal_f32(15, dk, 1.0), normal_f32(16, dk, 1.0));
+        let shape = AttnShape::new(KvLayout::Gqa, nq, nkv, dk, dv, dtype);
+        let cache = KvCacheBuf::generate(&shape, tokens, 3).unwrap();
+        let theta = 10_000.0;
+
+        // The launches it replaces, on separate buffers.
+        let q: Vec<f32> = (0..nq)
+            .flat_map(|h| qkv[h * q_stride..h * q_stride + dk].to_vec())
+            .collect();
+        let mut parts = [
+            (HostBuffer::from_slice(&q), &bq, &qw, nq, dk),
+            (
+                HostBuffer::from_slice(&qkv[k_off..v_off]),
+                &bk,
+                &kw,
+                nkv,
+                dk,
+            ),
+            (HostBuffer::from_slice(&qkv[v_off..]), &bv, &kw, nkv, dv),
+        ];
+        for (i, (buf, b, w, heads, n)) in parts.iter_mut().enumerate() {
+            if bias {
+                let l = decode::add(*heads * *n).unwrap();
+                let bb = HostBuffer::from_slice(b.as_slice());
+                run(
+                    &l,
+                    &mut [Arg::Out(buf), Arg::In(&bb), Arg::value(&l.params)],
+                );
+            }
+            if i == 2 {
+                continue;
+            }
+            if qk_norm {
+                let l = decode::rmsnorm(*heads, *n, 1e-6).unwrap();
+                let src = HostBuffer::from_slice(buf.bytes());
+                let wb = HostBuffer::from_slice(w.as_slice());
+                run(
+                    &l,
+                    &mut [
+                        Arg::In(&src),
+                        Arg::In(&wb),
+                        Arg::Out(buf),
+                        Arg::In(&dummy()),
+                        Arg::value(&l.params),
+                    ],
+                );
+            }
+            let l = decode::rope(*heads, *n, rope_dims, pos, theta, neox).unwrap();
+            run(&l, &mut [Arg::Out(buf), Arg::value(&l.params)]);
+        }
+        let mut want_k = HostBuffer::from_slice(cache.k_bytes());
+        let mut want_v = HostBuffer::from_slice(cache.v_bytes());
+        for (src, cache, n) in [
+            (&parts[1].0, &mut want_k, dk),
+            (&parts[2].0, &mut want_v, dv),
+        ] {
+            let l = decode::kv_write(nkv, n, n, tokens, pos, dtype).unwrap();
+            run(
+                &l,
+                &mut [Arg::In(src), Arg::Out(cache), Arg::value(&l.params)],
+            );
+        }
+
+        // One launch.
+        let h = decode::Heads {
+            n_heads: nq,
+            kv_heads: nkv,
+            d_k: dk,
+            d_v: dv,
+            rope_dims,
+            q_stride,
+            offsets: [0, k_off, v_off],
+            qk_norm,
+            bias,
+        };
+        let l = decode::qkv_heads(&h, tokens, pos, dtype, theta, neox, 1e-6).unwrap();
+        let qkvb = HostBuffer::from_slice(&qkv);
+        let bufs = [&bq, &bk, &bv, &qw, &kw].map(|v| HostBuffer::from_slice(v.as_slice()));
+        let mut q_out = HostBuffer::poisoned(nq * dk * 4);
+        let mut kc = HostBuffer::from_slice(cache.k_bytes());
+        let mut vc = HostBuffer::from_slice(cache.v_bytes());
+        run(
+            &l,
+            &mut [
+                Arg::In(&qkvb),
+                Arg::In(&qkvb),
+                Arg::In(&qkvb),
+                Arg::In(&bufs[0]),
+                Arg::In(&bufs[1]),
+                Arg::In(&bufs[2]),
+                Arg::In(&bufs[3]),
+                Arg::In(&bufs[4]),
+                Arg::Out(&mut q_out),
+                Arg::Out(&mut kc),
+                Arg::Out(&mut vc),
+                Arg::value(&l.params),
+            ],
+        );
+        assert!(vc.bytes() == want_v.bytes(), "{what}: V cache");
+        if qk_norm {
+            let tol = 1e-6;
+            close(&q_out.to_vec(), &parts[0].0.to_vec(), tol, &what);
+            if dtype == DType::F32 {
+                close(&kc.to_vec(), &want_k.to_vec(), tol, &what);
+            }
+        } else {
+            assert_eq!(
+                q_out.to_vec::<f32>(),
+                parts[0].0.to_vec::<f32>(),
+                "{what}: Q"
+            );
+            assert!(kc.bytes() == want_k.bytes(), "{what}: K cache");
+        }
+    }
+    let h = decode::Heads {
+        n_heads: 4,
+        kv_heads: 2,
+        d_k: 320,
+        d_v: 32,
+        rope_dims: 64,
+        q_stride: 320,
+        offsets: [0; 3],
+        qk_norm: false,
+        bias: false,
+    };
+    assert!(decode::qkv_heads(&h, 5, 3, DType::F16, 1e4, true, 1e-6).is_err());
 }

@@ -16,6 +16,9 @@ use crate::params::AttnParams;
 pub const ATTN_V_IN_K: u32 = 1;
 /// `AttnParams::flags`: a sink logit per query head joins the denominator.
 pub const ATTN_SINKS: u32 = 2;
+/// `AttnParams::flags`: the reduction also writes the output as Q8_1 blocks (`d_v` a multiple
+/// of 32), the next GEMV's input.
+pub const ATTN_QUANT: u32 = 4;
 /// Rows per tile at most (one per lane).
 pub const ATTN_MAX_TILE: usize = 32;
 /// Splits of the context at most (`ATTN_MAX_SPLITS`: the reduction's weights in shared memory).
@@ -593,9 +596,11 @@ impl GpuAttn {
             .arg(&self.part_acc)
             .arg(&self.sinks)
             .arg(&mut self.out)
+            .arg(&self.sinks)
             .arg(&p);
         // SAFETY: mb_attn_reduce(const float*, const float*, const float* sinks, float* out,
-        // AttnParams); sizes as above, sinks n_heads values when the flag is set.
+        // block_q8_1* outq, AttnParams); sizes as above, sinks n_heads values when the flag is
+        // set; outq is not written without ATTN_QUANT (never set here).
         unsafe { gpu.launch(Kernel::AttnReduce, a, self.plan.reduce) }
     }
 

@@ -9,14 +9,14 @@ use membound_spec::attention::AttnShape;
 use membound_spec::model::DeltaShape;
 use membound_spec::moe::MoeLayer;
 
-use crate::attention::{attn_max_partials, attn_plan};
+use crate::attention::{ATTN_QUANT, attn_max_partials, attn_plan};
 use crate::error::{CudaError, Result};
 use crate::gemv::{
-    Q8_1_BLOCK_BYTES, activation_dtype, gemv_config, gemv_params_grouped, gemv_warps, kernel_for,
-    quantize_config,
+    GEMV_ACCUMULATE, Q8_1_BLOCK_BYTES, activation_dtype, gemv_config, gemv_params_grouped,
+    gemv_warps, kernel_for, quantize_config,
 };
 use crate::gpu::Kernel;
-use crate::moe::{MoeArg, MoeBuf, buffer_bytes, moe_launches, shared_plan};
+use crate::moe::{MoeArg, MoeBuf, MoeFusion, buffer_bytes, moe_launches_fused, shared_plan};
 use crate::params::{
     AttnParams, DecodeParams, GemvParams, MoeParams, QuantizeParams, StreamParams,
 };
@@ -29,6 +29,36 @@ pub const DEC_NEOX: u32 = 1;
 pub const DEC_GELU: u32 = 2;
 /// `DecodeParams::flags`: sigmoid instead of SiLU.
 pub const DEC_SIGMOID: u32 = 4;
+/// `DecodeParams::flags`: RMSNorm and the gated activation also write their output as Q8_1
+/// blocks, the next GEMV's input.
+pub const DEC_QUANT: u32 = 8;
+/// `DecodeParams::flags`: [`qkv_heads`] norms each query and K head.
+pub const DEC_QK_NORM: u32 = 16;
+/// `DecodeParams::flags`: [`qkv_heads`] adds the Q, K and V biases first.
+pub const DEC_BIAS: u32 = 32;
+/// `DecodeParams::flags`: [`glu`]'s `u` is the `n` values after `g` in the same buffer (a
+/// stacked gate/up product).
+pub const DEC_PAIRED: u32 = 64;
+/// The largest head [`qkv_heads`] takes (`DEC_HEAD_MAX`).
+pub const DEC_HEAD_MAX: usize = 256;
+
+/// Whether decode steps fold small launches into their neighbours (`MEMBOUND_FUSE`, default
+/// on; `0` keeps one launch per step of the computation, for an A/B of the launch overhead):
+/// RMSNorm quantizes the next GEMV's input, the gated activation too, a GQA layer's bias adds,
+/// QK-norms, RoPE and cache writes are one launch ([`qkv_heads`]), and the output projections
+/// (and a MoE layer's combine) add into the residual stream themselves.
+pub fn fusion_enabled() -> bool {
+    std::env::var("MEMBOUND_FUSE").map_or(true, |v| v.trim() != "0")
+}
+
+/// Whether a step's launches on a GPU of compute capability 9.0 or later use programmatic
+/// dependent launch (`MEMBOUND_PDL=1`; default off until a GPU has timed it): each kernel may be
+/// launched while the one before it finishes, and waits in its first statement (`mb_grid_begin`
+/// in common.cuh) until that kernel's writes are visible, so launch latency and block
+/// scheduling overlap the previous kernel's tail instead of following it.
+pub fn pdl_requested() -> bool {
+    std::env::var("MEMBOUND_PDL").is_ok_and(|v| v.trim() == "1")
+}
 /// Value rows of a Gated DeltaNet state per block of the delta rule (`DELTA_ROWS`).
 pub const DELTA_ROWS: u32 = 16;
 /// Warps per block of the delta rule (`DELTA_WARPS`).
@@ -93,6 +123,17 @@ pub fn rmsnorm(rows: usize, n: usize, eps: f32) -> Result<DecLaunch> {
             ..Default::default()
         },
     })
+}
+
+/// [`rmsnorm`] that also writes its output as Q8_1 blocks (`x`, `w`, `out`, `outq`); `n` a
+/// multiple of 32.
+pub fn rmsnorm_quantized(rows: usize, n: usize, eps: f32) -> Result<DecLaunch> {
+    if !n.is_multiple_of(32) {
+        return Err(bad(format!("Q8_1 blocks of rows of {n} values")));
+    }
+    let mut l = rmsnorm(rows, n, eps)?;
+    l.params.flags = DEC_QUANT;
+    Ok(l)
 }
 
 /// RoPE in place on `heads` heads `head` values apart: the first `dims` values of each, for
@@ -183,7 +224,17 @@ pub fn add(n: usize) -> Result<DecLaunch> {
     })
 }
 
-/// `g = act(g) · u` over `n` values (`g`, `u`).
+/// [`glu`] that also writes `g` as Q8_1 blocks (`g`, `u`, `gq`); `n` a multiple of 32.
+pub fn glu_quantized(n: usize, act: Act) -> Result<DecLaunch> {
+    if !n.is_multiple_of(32) {
+        return Err(bad(format!("Q8_1 blocks of {n} values")));
+    }
+    let mut l = glu(n, act)?;
+    l.params.flags |= DEC_QUANT;
+    Ok(l)
+}
+
+/// `g = act(g) · u` over `n` values (`g`, `u`, `gq` unused).
 pub fn glu(n: usize, act: Act) -> Result<DecLaunch> {
     Ok(DecLaunch {
         kernel: Kernel::DecGlu,
@@ -295,6 +346,89 @@ pub fn kv_write(
     })
 }
 
+/// A GQA layer's heads for [`qkv_heads`]: where the projections left Q, K and V, and what
+/// happens to them before the cache.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    /// Query heads.
+    pub n_heads: usize,
+    /// K and V heads.
+    pub kv_heads: usize,
+    /// Values per query and K head.
+    pub d_k: usize,
+    /// Values per V head.
+    pub d_v: usize,
+    /// Values RoPE rotates, the first of each query and K head.
+    pub rope_dims: usize,
+    /// Values from one query head to the next in its buffer (`d_k`, or `2 d_k` where each
+    /// head's output gate follows its query).
+    pub q_stride: usize,
+    /// The first value of Q, K and V in their buffers.
+    pub offsets: [usize; 3],
+    /// Per-head RMSNorm of Q and K.
+    pub qk_norm: bool,
+    /// Q, K and V biases (`d_k`, `d_k`, `d_v` values per head, heads packed).
+    pub bias: bool,
+}
+
+/// A GQA layer's heads after its projections in one launch, one warp per head: biases, per-head
+/// QK-norm, RoPE of the query heads (into `q_out`, heads packed) and K heads, and token `pos`
+/// of the K and V caches (`tokens` rows per head of `dtype`) — what [`add`], [`rmsnorm`],
+/// [`rope`] and [`kv_write`] do in up to eight launches (`q`, `k`, `v`, `bq`, `bk`, `bv`,
+/// `q_norm`, `k_norm`, `q_out`, `k_cache`, `v_cache`).
+#[allow(clippy::too_many_arguments)]
+pub fn qkv_heads(
+    h: &Heads,
+    tokens: usize,
+    pos: usize,
+    dtype: DType,
+    theta: f32,
+    neox: bool,
+    eps: f32,
+) -> Result<DecLaunch> {
+    let ok = h.n_heads > 0
+        && h.d_k > 0
+        && h.d_k.is_multiple_of(32)
+        && h.d_k <= DEC_HEAD_MAX
+        && h.d_v > 0
+        && h.d_v.is_multiple_of(32)
+        && h.rope_dims.is_multiple_of(2)
+        && h.rope_dims <= h.d_k
+        && h.q_stride >= h.d_k
+        && pos < tokens;
+    if !ok {
+        return Err(bad(format!(
+            "{h:?} at token {pos} of {tokens} (heads of a multiple of 32 values, at most              {DEC_HEAD_MAX}; RoPE over an even number of them)"
+        )));
+    }
+    let tasks = (h.n_heads + 2 * h.kv_heads) as u64 * 32;
+    let flags = if neox { DEC_NEOX } else { 0 }
+        | if h.qk_norm { DEC_QK_NORM } else { 0 }
+        | if h.bias { DEC_BIAS } else { 0 };
+    Ok(DecLaunch {
+        kernel: Kernel::DecQkvHeads,
+        config: grid(tasks),
+        params: DecodeParams {
+            n: h.d_k as u32,
+            rows: u32_of(h.n_heads, "query heads")?,
+            dims: h.rope_dims as u32,
+            pos: pos as u32,
+            tokens: u32_of(tokens, "tokens")?,
+            flags,
+            dtype: kv_code(dtype)?,
+            eps,
+            theta,
+            kv_heads: u32_of(h.kv_heads, "K and V heads")?,
+            d_v: h.d_v as u32,
+            q_stride: u32_of(h.q_stride, "query stride")?,
+            q_off: u32_of(h.offsets[0], "Q offset")?,
+            k_off: u32_of(h.offsets[1], "K offset")?,
+            v_off: u32_of(h.offsets[2], "V offset")?,
+            ..Default::default()
+        },
+    })
+}
+
 /// The index of the largest of `n` values (`x`, one u32 `out`).
 pub fn argmax(n: usize) -> Result<DecLaunch> {
     if n == 0 {
@@ -360,6 +494,8 @@ pub enum Buf {
     X,
     /// The normed hidden state.
     H,
+    /// A stacked projection's output: Q, K (and V) one after the other.
+    Qkv,
     /// The Q, K and V projections.
     Q,
     /// See [`Buf::Q`].
@@ -374,7 +510,7 @@ pub enum Buf {
     Att,
     /// A sub-layer's output, added to [`Buf::X`].
     Y,
-    /// The dense FFN's gate and up.
+    /// The dense FFN's gate and up (stacked: gate, then up, in [`Buf::G`]).
     G,
     /// See [`Buf::G`].
     U,
@@ -447,6 +583,10 @@ pub enum Wt {
     AttnNorm,
     /// `ffn_norm` (f32).
     FfnNorm,
+    /// Q and K (and V) stacked: their rows one after the other ([`stack_weights`]).
+    Qkv,
+    /// `ffn_gate` and `ffn_up` stacked.
+    GateUp,
     /// `attn_q`, `attn_k`, `attn_v`, `attn_output`.
     Q,
     /// See [`Wt::Q`].
@@ -566,6 +706,9 @@ pub enum FfnDesc {
         down: Mat,
         /// GELU instead of SiLU.
         gelu: bool,
+        /// Gate and up are stacked in [`Wt::GateUp`] ([`stack_weights`]): one GEMV writes
+        /// both into [`Buf::G`].
+        stacked: bool,
     },
     /// A MoE layer (`moe_launches`).
     Moe(MoeLayer),
@@ -593,6 +736,9 @@ pub enum MixerDesc {
         gated: bool,
         /// Values of each head RoPE rotates (the first ones; Qwen3-Next: a quarter).
         rope_dims: usize,
+        /// How many of Q, K, V (in that order) are stacked in [`Wt::Qkv`], one GEMV writing
+        /// them into [`Buf::Qkv`]: 3, 2 (V apart) or 1 (none; [`stack_weights`] sets it).
+        stacked: usize,
     },
     /// MLA over a latent (or split) cache with the query absorbed into latent space.
     Mla(MlaDesc),
@@ -678,6 +824,28 @@ impl LayerDesc {
             .ok_or_else(|| bad(format!("layer {i} has no attention shape")))
     }
 
+    /// Whether a GEMV reading the attention norm's output reads Q8_1.
+    fn mixer_reads_q8_1(&self) -> bool {
+        match &self.mixer {
+            MixerDesc::Gqa { q, k, v, .. } => [q, k, v].into_iter().any(reads_q8_1),
+            MixerDesc::Mla(m) => [m.q_a.as_ref().unwrap_or(&m.q), &m.kv_a]
+                .into_iter()
+                .any(reads_q8_1),
+            MixerDesc::Delta(m) => [&m.qkv, &m.gate, &m.ba].into_iter().any(reads_q8_1),
+        }
+    }
+
+    /// Whether a GEMV reading the FFN norm's output reads Q8_1.
+    fn ffn_reads_q8_1(&self) -> bool {
+        match &self.ffn {
+            FfnDesc::Dense { gate, up, .. } => reads_q8_1(gate) || reads_q8_1(up),
+            FfnDesc::Moe(l) => {
+                l.types.gate_up.is_quantized()
+                    || (l.shared_ff > 0 && l.types.shared_gate_up.is_quantized())
+            }
+        }
+    }
+
     /// Values of each GEMV input the step quantizes (a grouped GEMV's inputs together).
     fn quantized_inputs(&self) -> Vec<usize> {
         let mut v = match &self.mixer {
@@ -725,12 +893,97 @@ pub struct StepDesc {
     pub neox: bool,
     /// SMs the attention split covers.
     pub sm_count: u32,
+    /// Fold small launches into their neighbours ([`fusion_enabled`]).
+    pub fuse: bool,
+}
+
+/// Whether a GEMV of `m` reads its input as Q8_1 blocks.
+fn reads_q8_1(m: &Mat) -> bool {
+    activation_dtype(m.dtype) != DType::F32
+}
+
+/// Whether a GQA layer's heads fit one [`qkv_heads`] launch.
+fn heads_fit(s: &AttnShape) -> bool {
+    s.d_k.is_multiple_of(32) && s.d_k <= DEC_HEAD_MAX && s.d_v.is_multiple_of(32)
+}
+
+/// Whether [`qkv_heads`] adds a layer's Q, K and V biases: all three or none (a gated Q's bias
+/// covers its gates too, so those stay separate adds).
+fn folds_bias(bias: &[bool; 4], gated: bool) -> bool {
+    !gated && bias[0] == bias[1] && bias[1] == bias[2]
+}
+
+/// Stacks the projections of each layer of `d` that read the same input with the same type and
+/// width, so one GEMV does the work of two or three (fewer launches, and the small K and V
+/// products no longer run as grids of their own): Q, K and V where [`qkv_heads`] takes the
+/// heads (Q and K alone where V has another type, as Q4_K_M's `attn_v` on some layers), and
+/// gate and up. The weights' bytes move into [`Wt::Qkv`] and [`Wt::GateUp`] (rows one after
+/// the other), and the layers record it ([`MixerDesc::Gqa`]'s `stacked`, [`FfnDesc::Dense`]'s).
+pub fn stack_weights(d: &mut StepDesc, weights: &mut Vec<(Buf, Vec<u8>)>) {
+    let same = |a: &Mat, b: &Mat| a.dtype == b.dtype && a.cols == b.cols;
+    // Moves the parts' bytes into one weight (all present, or nothing moves).
+    let mut stack = |parts: &[Buf], into: Buf| -> bool {
+        if !parts.iter().all(|p| weights.iter().any(|(b, _)| b == p)) {
+            return false;
+        }
+        let mut bytes = Vec::new();
+        for p in parts {
+            let at = weights
+                .iter()
+                .position(|(b, _)| b == p)
+                .expect("checked above");
+            bytes.extend_from_slice(&weights.swap_remove(at).1);
+        }
+        weights.push((into, bytes));
+        true
+    };
+    for (i, l) in d.layers.iter_mut().enumerate() {
+        let w = |t: Wt| Buf::W(i as u32, t);
+        if let (
+            MixerDesc::Gqa {
+                q,
+                k,
+                v,
+                bias,
+                gated,
+                stacked,
+                ..
+            },
+            Some(s),
+        ) = (&mut l.mixer, &l.attn)
+        {
+            let biased = bias[..3].iter().any(|&b| b);
+            let n = if !heads_fit(s) || (biased && !folds_bias(bias, *gated)) || !same(q, k) {
+                1
+            } else if same(q, v) {
+                3
+            } else {
+                2
+            };
+            if n > 1 && stack(&[w(Wt::Q), w(Wt::K), w(Wt::V)][..n], w(Wt::Qkv)) {
+                *stacked = n;
+            }
+        }
+        if let FfnDesc::Dense {
+            gate, up, stacked, ..
+        } = &mut l.ffn
+            && same(gate, up)
+            && stack(&[w(Wt::Gate), w(Wt::Up)], w(Wt::GateUp))
+        {
+            *stacked = true;
+        }
+    }
 }
 
 /// Appends launches, quantizing a GEMV's input once for consecutive GEMVs that read it.
 struct Builder {
     v: Vec<StepLaunch>,
+    /// The buffer (and values) [`Buf::Xq`] holds as Q8_1.
     xq_holds: Option<(Buf, usize)>,
+    /// [`StepDesc::fuse`].
+    fuse: bool,
+    /// The sub-layer's output already went into the residual stream (no [`Builder::residual`]).
+    added: bool,
 }
 
 impl Builder {
@@ -738,7 +991,7 @@ impl Builder {
         if let Some((held, _)) = self.xq_holds
             && args
                 .iter()
-                .any(|a| matches!(a, StepArg::Out(b) if *b == held))
+                .any(|a| matches!(a, StepArg::Out(b) if *b == held || *b == Buf::Xq))
         {
             self.xq_holds = None;
         }
@@ -757,15 +1010,25 @@ impl Builder {
 
     /// `y = W·x` for matrix `m` stored in `w`.
     fn gemv(&mut self, m: &Mat, w: Buf, x: Buf, y: Buf) -> Result<()> {
-        self.gemv_grouped(m, 1, w, x, y)
+        self.gemv_grouped(m, 1, w, x, y, 0)
     }
 
-    /// `y = W·x` with the rows of `m` in `groups` groups, group `g` taking the `g`-th run of
-    /// `m.cols` values of `x` (one input for `groups = 1`).
-    fn gemv_grouped(&mut self, m: &Mat, groups: usize, w: Buf, x: Buf, y: Buf) -> Result<()> {
+    /// `y = W·x` (`y += W·x` with [`GEMV_ACCUMULATE`] in `flags`) with the rows of `m` in
+    /// `groups` groups, group `g` taking the `g`-th run of `m.cols` values of `x` (one input
+    /// for `groups = 1`).
+    fn gemv_grouped(
+        &mut self,
+        m: &Mat,
+        groups: usize,
+        w: Buf,
+        x: Buf,
+        y: Buf,
+        flags: u32,
+    ) -> Result<()> {
         use StepArg::{In, Out};
         let warps = gemv_warps();
-        let p = gemv_params_grouped(m.dtype, m.rows, m.cols, groups, warps)?;
+        let mut p = gemv_params_grouped(m.dtype, m.rows, m.cols, groups, warps)?;
+        p.flags = flags;
         let k = kernel_for(m.dtype)?;
         let cfg = gemv_config(p.rows, warps);
         if activation_dtype(m.dtype) == DType::F32 {
@@ -788,15 +1051,89 @@ impl Builder {
         Ok(())
     }
 
+    /// RMSNorm of `n` values of `x` with weight `w` into `out`; where the step fuses and
+    /// `quantize` says a GEMV reads `out` as Q8_1 next, the norm writes [`Buf::Xq`] too.
+    fn norm(
+        &mut self,
+        d: &StepDesc,
+        n: usize,
+        [x, w, out]: [Buf; 3],
+        quantize: bool,
+    ) -> Result<()> {
+        use StepArg::{In, Out};
+        if self.fuse && quantize && n.is_multiple_of(32) {
+            self.dec(
+                rmsnorm_quantized(1, n, d.eps)?,
+                vec![In(x), In(w), Out(out), Out(Buf::Xq)],
+            );
+            self.xq_holds = Some((out, n));
+        } else {
+            self.dec(
+                rmsnorm(1, n, d.eps)?,
+                vec![In(x), In(w), Out(out), In(Buf::Dummy)],
+            );
+        }
+        Ok(())
+    }
+
+    /// `g = act(g) · u` over `n` values (`u == g`: the `n` values after `g`'s in the same
+    /// buffer, a stacked gate/up product); quantized for the next GEMV as [`Builder::norm`].
+    fn glu(&mut self, n: usize, act: Act, [g, u]: [Buf; 2], quantize: bool) -> Result<()> {
+        use StepArg::{In, Out};
+        let (mut l, q) = if self.fuse && quantize && n.is_multiple_of(32) {
+            (glu_quantized(n, act)?, Out(Buf::Xq))
+        } else {
+            (glu(n, act)?, In(Buf::Dummy))
+        };
+        let u = if u == g {
+            l.params.flags |= DEC_PAIRED;
+            Buf::Dummy
+        } else {
+            u
+        };
+        self.dec(l, vec![Out(g), In(u), q]);
+        if matches!(q, Out(_)) {
+            self.xq_holds = Some((g, n));
+        }
+        Ok(())
+    }
+
+    /// A sub-layer's output projection `m` (weights `w`) of `x`: added into the residual
+    /// stream by the GEMV itself where the step fuses and nothing comes between (no bias, no
+    /// post-norm), else into [`Buf::Y`] (plus the bias) for [`Builder::residual`].
+    fn project(
+        &mut self,
+        d: &StepDesc,
+        l: &LayerDesc,
+        m: &Mat,
+        [w, x]: [Buf; 2],
+        bias: Option<Buf>,
+    ) -> Result<()> {
+        use StepArg::{In, Out};
+        if self.fuse && bias.is_none() && !l.post_norms {
+            self.gemv_grouped(m, 1, w, x, Buf::X, GEMV_ACCUMULATE)?;
+            self.added = true;
+            return Ok(());
+        }
+        self.gemv(m, w, x, Buf::Y)?;
+        if let Some(b) = bias {
+            self.dec(add(d.hidden)?, vec![Out(Buf::Y), In(b)]);
+        }
+        Ok(())
+    }
+
     /// `X += Y`, or `X += rms_norm(Y) · post` with a post-norm (through [`Buf::H`], free
-    /// after a sub-layer).
+    /// after a sub-layer); nothing where the output projection already added.
     fn residual(&mut self, d: &StepDesc, post: Option<Buf>) -> Result<()> {
         use StepArg::{In, Out};
+        if std::mem::take(&mut self.added) {
+            return Ok(());
+        }
         let y = match post {
             Some(w) => {
                 self.dec(
                     rmsnorm(1, d.hidden, d.eps)?,
-                    vec![In(Buf::Y), In(w), Out(Buf::H)],
+                    vec![In(Buf::Y), In(w), Out(Buf::H), In(Buf::Dummy)],
                 );
                 Buf::H
             }
@@ -807,12 +1144,20 @@ impl Builder {
     }
 
     /// Layer `i`'s attention of query `q` over its caches into [`Buf::Att`]: the split
-    /// kernel and the reduction (with the layer's sinks).
-    fn attention(&mut self, d: &StepDesc, i: u32, q: Buf, pos: usize) -> Result<()> {
+    /// kernel and the reduction (with the layer's sinks), which quantizes the output for the
+    /// next GEMV where the step fuses and `quantize` says it reads Q8_1.
+    fn attention(
+        &mut self,
+        d: &StepDesc,
+        i: u32,
+        q: Buf,
+        pos: usize,
+        quantize: bool,
+    ) -> Result<()> {
         use StepArg::{In, Out};
         let s = d.layers[i as usize].attn(i)?;
         let plan = attn_plan(s, d.tokens, pos + 1, d.sm_count, None)?;
-        let p = StepArg::Attn(plan.params);
+        let mut p = StepArg::Attn(plan.params);
         let v = if s.v_in_k { Buf::Dummy } else { Buf::VCache(i) };
         self.push(
             plan.kernel,
@@ -831,6 +1176,14 @@ impl Builder {
         } else {
             Buf::Dummy
         };
+        let outq = if self.fuse && quantize && s.d_v.is_multiple_of(32) {
+            let mut params = plan.params;
+            params.flags |= ATTN_QUANT;
+            p = StepArg::Attn(params);
+            Out(Buf::Xq)
+        } else {
+            In(Buf::Dummy)
+        };
         self.push(
             Kernel::AttnReduce,
             plan.reduce,
@@ -839,14 +1192,20 @@ impl Builder {
                 In(Buf::PartAcc),
                 In(sinks),
                 Out(Buf::Att),
+                outq,
                 p,
             ],
         );
+        if matches!(outq, Out(_)) {
+            self.xq_holds = Some((Buf::Att, s.n_heads * s.d_v));
+        }
         Ok(())
     }
 
-    /// Layer `i`'s GQA attention of the normed hidden state in [`Buf::H`] into [`Buf::Y`]:
-    /// Q, K, V (biases, QK-norm), RoPE, the cache append, attention, the output projection.
+    /// Layer `i`'s GQA attention of the normed hidden state in [`Buf::H`] into the residual
+    /// stream: Q, K, V (biases, QK-norm), RoPE, the cache append, attention, the output
+    /// projection. Fused, the steps between the projections and attention are one launch
+    /// ([`qkv_heads`]).
     fn gqa(&mut self, d: &StepDesc, i: u32, pos: usize) -> Result<()> {
         use StepArg::{In, Out};
         let w = |t: Wt| Buf::W(i, t);
@@ -861,92 +1220,144 @@ impl Builder {
             qk_norm,
             gated,
             rope_dims,
+            stacked,
         } = &l.mixer
         else {
             return Err(bad(format!("layer {i} is not a GQA layer")));
         };
-        for (m, wt, out, bias, bt) in [
+        if *gated && s.d_k != s.d_v {
+            return Err(bad(format!(
+                "layer {i}: a gated output needs heads of equal K and V sizes, not {} and {}",
+                s.d_k, s.d_v
+            )));
+        }
+        // Stacked projections take the one-launch heads ([`stack_weights`] checks they fit).
+        let st = (*stacked).clamp(1, 3);
+        let heads = st > 1 || (self.fuse && heads_fit(s));
+        let fold_bias = heads && folds_bias(bias, *gated);
+        if st > 1 {
+            let rows = [q, k, v][..st].iter().map(|m| m.rows).sum();
+            self.gemv(&Mat { rows, ..*q }, w(Wt::Qkv), Buf::H, Buf::Qkv)?;
+        }
+        let parts = [
             (q, Wt::Q, Buf::Q, bias[0], Wt::BQ),
             (k, Wt::K, Buf::K, bias[1], Wt::BK),
             (v, Wt::V, Buf::V, bias[2], Wt::BV),
-        ] {
+        ];
+        for (m, wt, out, bias, bt) in parts.into_iter().skip(if st > 1 { st } else { 0 }) {
             self.gemv(m, w(wt), Buf::H, out)?;
-            if bias {
+            if bias && !fold_bias {
                 self.dec(add(m.rows)?, vec![Out(out), In(w(bt))]);
             }
         }
-        // A gated projection holds each head's query, then its gate: both gathered.
-        let q = if *gated {
-            if s.d_k != s.d_v {
-                return Err(bad(format!(
-                    "layer {i}: a gated output needs heads of equal K and V sizes, not {} and {}",
-                    s.d_k, s.d_v
-                )));
+        // Where each projection landed: the stacked buffer at its rows' offset, or its own.
+        let at = |j: usize| -> (Buf, usize) {
+            if j < st && st > 1 {
+                (Buf::Qkv, [0, q.rows, q.rows + k.rows][j])
+            } else {
+                ([Buf::Q, Buf::K, Buf::V][j], 0)
             }
-            let from = |offset| Rows {
-                stride: 2 * s.d_k,
-                offset,
-            };
-            let dense = Rows {
-                stride: s.d_k,
-                offset: 0,
-            };
-            self.dec(
-                copy2d(s.n_heads, s.d_k, from(0), dense)?,
-                vec![In(Buf::Q), Out(Buf::Query)],
-            );
+        };
+        // A gated projection holds each head's query, then its gate: the gates are gathered
+        // (and the queries too, unless qkv_heads reads them in place).
+        let from = |offset| Rows {
+            stride: 2 * s.d_k,
+            offset,
+        };
+        let dense = Rows {
+            stride: s.d_k,
+            offset: 0,
+        };
+        if *gated {
             self.dec(
                 copy2d(s.n_heads, s.d_k, from(s.d_k), dense)?,
-                vec![In(Buf::Q), Out(Buf::AttGate)],
+                vec![In(at(0).0), Out(Buf::AttGate)],
             );
-            Buf::Query
-        } else {
-            Buf::Q
-        };
-        let (q, k) = if *qk_norm {
+        }
+        let q = if heads {
+            let h = Heads {
+                n_heads: s.n_heads,
+                kv_heads: s.kv_heads,
+                d_k: s.d_k,
+                d_v: s.d_v,
+                rope_dims: *rope_dims,
+                q_stride: if *gated { 2 * s.d_k } else { s.d_k },
+                offsets: [at(0).1, at(1).1, at(2).1],
+                qk_norm: *qk_norm,
+                bias: fold_bias && bias[0],
+            };
+            let opt = |on: bool, b: Wt| In(if on { w(b) } else { Buf::Dummy });
             self.dec(
-                rmsnorm(s.n_heads, s.d_k, d.eps)?,
-                vec![In(q), In(w(Wt::QNorm)), Out(Buf::Qn)],
+                qkv_heads(&h, d.tokens, pos, s.dtype, l.theta, d.neox, d.eps)?,
+                vec![
+                    In(at(0).0),
+                    In(at(1).0),
+                    In(at(2).0),
+                    opt(h.bias, Wt::BQ),
+                    opt(h.bias, Wt::BK),
+                    opt(h.bias, Wt::BV),
+                    opt(*qk_norm, Wt::QNorm),
+                    opt(*qk_norm, Wt::KNorm),
+                    Out(Buf::Qn),
+                    Out(Buf::KCache(i)),
+                    Out(Buf::VCache(i)),
+                ],
+            );
+            Buf::Qn
+        } else {
+            let q = if *gated {
+                self.dec(
+                    copy2d(s.n_heads, s.d_k, from(0), dense)?,
+                    vec![In(Buf::Q), Out(Buf::Query)],
+                );
+                Buf::Query
+            } else {
+                Buf::Q
+            };
+            let (q, k) = if *qk_norm {
+                self.dec(
+                    rmsnorm(s.n_heads, s.d_k, d.eps)?,
+                    vec![In(q), In(w(Wt::QNorm)), Out(Buf::Qn), In(Buf::Dummy)],
+                );
+                self.dec(
+                    rmsnorm(s.kv_heads, s.d_k, d.eps)?,
+                    vec![In(Buf::K), In(w(Wt::KNorm)), Out(Buf::Kn), In(Buf::Dummy)],
+                );
+                (Buf::Qn, Buf::Kn)
+            } else {
+                (q, Buf::K)
+            };
+            self.dec(
+                rope(s.n_heads, s.d_k, *rope_dims, pos, l.theta, d.neox)?,
+                vec![Out(q)],
             );
             self.dec(
-                rmsnorm(s.kv_heads, s.d_k, d.eps)?,
-                vec![In(Buf::K), In(w(Wt::KNorm)), Out(Buf::Kn)],
+                rope(s.kv_heads, s.d_k, *rope_dims, pos, l.theta, d.neox)?,
+                vec![Out(k)],
             );
-            (Buf::Qn, Buf::Kn)
-        } else {
-            (q, Buf::K)
+            self.dec(
+                kv_write(s.kv_heads, s.d_k, s.d_k, d.tokens, pos, s.dtype)?,
+                vec![In(k), Out(Buf::KCache(i))],
+            );
+            self.dec(
+                kv_write(s.kv_heads, s.d_v, s.d_v, d.tokens, pos, s.dtype)?,
+                vec![In(Buf::V), Out(Buf::VCache(i))],
+            );
+            q
         };
-        self.dec(
-            rope(s.n_heads, s.d_k, *rope_dims, pos, l.theta, d.neox)?,
-            vec![Out(q)],
-        );
-        self.dec(
-            rope(s.kv_heads, s.d_k, *rope_dims, pos, l.theta, d.neox)?,
-            vec![Out(k)],
-        );
-        self.dec(
-            kv_write(s.kv_heads, s.d_k, s.d_k, d.tokens, pos, s.dtype)?,
-            vec![In(k), Out(Buf::KCache(i))],
-        );
-        self.dec(
-            kv_write(s.kv_heads, s.d_v, s.d_v, d.tokens, pos, s.dtype)?,
-            vec![In(Buf::V), Out(Buf::VCache(i))],
-        );
-        self.attention(d, i, q, pos)?;
+        self.attention(d, i, q, pos, !*gated && reads_q8_1(o))?;
         let att = if *gated {
-            self.dec(
-                glu(s.n_heads * s.d_v, Act::Sigmoid)?,
-                vec![Out(Buf::AttGate), In(Buf::Att)],
-            );
+            self.glu(
+                s.n_heads * s.d_v,
+                Act::Sigmoid,
+                [Buf::AttGate, Buf::Att],
+                reads_q8_1(o),
+            )?;
             Buf::AttGate
         } else {
             Buf::Att
         };
-        self.gemv(o, w(Wt::O), att, Buf::Y)?;
-        if bias[3] {
-            self.dec(add(d.hidden)?, vec![Out(Buf::Y), In(w(Wt::BO))]);
-        }
-        Ok(())
+        self.project(d, l, o, [w(Wt::O), att], bias[3].then_some(w(Wt::BO)))
     }
 
     /// Layer `i`'s MLA attention of the normed hidden state in [`Buf::H`] into [`Buf::Y`], as
@@ -971,10 +1382,12 @@ impl Builder {
         match &m.q_a {
             Some(q_a) => {
                 self.gemv(q_a, w(Wt::QA), Buf::H, Buf::MlaC)?;
-                self.dec(
-                    rmsnorm(1, q_a.rows, d.eps)?,
-                    vec![In(Buf::MlaC), In(w(Wt::QANorm)), Out(Buf::MlaCn)],
-                );
+                self.norm(
+                    d,
+                    q_a.rows,
+                    [Buf::MlaC, w(Wt::QANorm), Buf::MlaCn],
+                    reads_q8_1(&m.q),
+                )?;
                 self.gemv(&m.q, w(Wt::Q), Buf::MlaCn, Buf::Q)?;
             }
             None => self.gemv(&m.q, w(Wt::Q), Buf::H, Buf::Q)?,
@@ -983,7 +1396,12 @@ impl Builder {
         self.gemv(&m.kv_a, w(Wt::KvA), Buf::H, Buf::MlaKv)?;
         self.dec(
             rmsnorm(1, kvr, d.eps)?,
-            vec![In(Buf::MlaKv), In(w(Wt::KvNorm)), Out(Buf::MlaRow)],
+            vec![
+                In(Buf::MlaKv),
+                In(w(Wt::KvNorm)),
+                Out(Buf::MlaRow),
+                In(Buf::Dummy),
+            ],
         );
         let row = |offset| Rows {
             stride: s.d_k,
@@ -1021,7 +1439,7 @@ impl Builder {
             copy2d(nh, nope, q_at(0), dense(nope))?,
             vec![In(Buf::Q), Out(Buf::QNope)],
         );
-        self.gemv_grouped(&m.k_b, nh, w(Wt::KB), Buf::QNope, Buf::QLat)?;
+        self.gemv_grouped(&m.k_b, nh, w(Wt::KB), Buf::QNope, Buf::QLat, 0)?;
         self.dec(
             copy2d(nh, kvr, dense(kvr), row(0))?,
             vec![In(Buf::QLat), Out(Buf::Query)],
@@ -1034,9 +1452,9 @@ impl Builder {
             rope_at(nh, s.d_k, kvr, rope_d, pos, l.theta, d.neox)?,
             vec![Out(Buf::Query)],
         );
-        self.attention(d, i, Buf::Query, pos)?;
-        self.gemv_grouped(&m.v_b, nh, w(Wt::VB), Buf::Att, Buf::Heads)?;
-        self.gemv(&m.o, w(Wt::O), Buf::Heads, Buf::Y)
+        self.attention(d, i, Buf::Query, pos, reads_q8_1(&m.v_b))?;
+        self.gemv_grouped(&m.v_b, nh, w(Wt::VB), Buf::Att, Buf::Heads, 0)?;
+        self.project(d, l, &m.o, [w(Wt::O), Buf::Heads], None)
     }
 
     /// Layer `i`'s Gated DeltaNet of the normed hidden state in [`Buf::H`] into [`Buf::Y`], as
@@ -1087,13 +1505,21 @@ impl Builder {
         );
         self.dec(
             rmsnorm(s.n_v, s.d_v, d.eps)?,
-            vec![In(Buf::DeltaO), In(w(Wt::SsmNorm)), Out(Buf::DeltaNormed)],
+            vec![
+                In(Buf::DeltaO),
+                In(w(Wt::SsmNorm)),
+                Out(Buf::DeltaNormed),
+                In(Buf::Dummy),
+            ],
         );
-        self.dec(
-            glu(v, Act::Silu)?,
-            vec![Out(Buf::DeltaZ), In(Buf::DeltaNormed)],
-        );
-        self.gemv(&m.out, w(Wt::SsmOut), Buf::DeltaZ, Buf::Y)
+        self.glu(
+            v,
+            Act::Silu,
+            [Buf::DeltaZ, Buf::DeltaNormed],
+            reads_q8_1(&m.out),
+        )?;
+        let l = &d.layers[i as usize];
+        self.project(d, l, &m.out, [w(Wt::SsmOut), Buf::DeltaZ], None)
     }
 }
 
@@ -1102,6 +1528,14 @@ impl Builder {
 /// entry (it stays, so the same step can be replayed); the logits end in [`Buf::Logits`] and
 /// their argmax in [`Buf::Token`]. A stage without the embedding starts from [`Buf::X`] as the
 /// host wrote it (the host writes it again before a replay); one without the output ends there.
+///
+/// A dense GQA layer is 22 launches one per operation ([`StepDesc::fuse`] off): norm, Q8_1,
+/// Q, K, V, two RoPEs, two cache writes, attention's split and reduction, Q8_1, O, residual add,
+/// norm, Q8_1, gate, up, gated activation, Q8_1, down, residual add. Fused (the default) it is
+/// 10: norm (writing the Q8_1 input too), the stacked Q/K/V product, [`qkv_heads`], the split,
+/// the reduction (writing the Q8_1 input of O), O adding into the residual stream, norm, the
+/// stacked gate/up product, the gated activation (writing the Q8_1 input of down), down adding
+/// into the stream.
 pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
     Ok(step_plan(d, pos)?.launches)
 }
@@ -1145,6 +1579,8 @@ pub fn step_plan(d: &StepDesc, pos: usize) -> Result<StepPlan> {
     let mut b = Builder {
         v: Vec::new(),
         xq_holds: None,
+        fuse: d.fuse,
+        added: false,
     };
     let h = d.hidden;
     if d.embed {
@@ -1168,41 +1604,57 @@ pub fn step_plan(d: &StepDesc, pos: usize) -> Result<StepPlan> {
         let i = i as u32;
         let w = |t: Wt| Buf::W(i, t);
         let start = b.v.len();
-        b.dec(
-            rmsnorm(1, h, d.eps)?,
-            vec![In(Buf::X), In(w(Wt::AttnNorm)), Out(Buf::H)],
-        );
+        b.norm(
+            d,
+            h,
+            [Buf::X, w(Wt::AttnNorm), Buf::H],
+            l.mixer_reads_q8_1(),
+        )?;
         match &l.mixer {
             MixerDesc::Gqa { .. } => b.gqa(d, i, pos)?,
             MixerDesc::Mla(m) => b.mla(d, i, m, pos)?,
             MixerDesc::Delta(m) => b.delta(d, i, m, pos)?,
         }
         b.residual(d, l.post_norms.then_some(w(Wt::PostAttnNorm)))?;
-        b.dec(
-            rmsnorm(1, h, d.eps)?,
-            vec![In(Buf::X), In(w(Wt::FfnNorm)), Out(Buf::H)],
-        );
+        b.norm(d, h, [Buf::X, w(Wt::FfnNorm), Buf::H], l.ffn_reads_q8_1())?;
         match &l.ffn {
             FfnDesc::Dense {
                 gate,
                 up,
                 down,
                 gelu,
+                stacked,
             } => {
-                b.gemv(gate, w(Wt::Gate), Buf::H, Buf::G)?;
-                b.gemv(up, w(Wt::Up), Buf::H, Buf::U)?;
+                let u = if *stacked {
+                    let both = Mat {
+                        rows: gate.rows + up.rows,
+                        ..*gate
+                    };
+                    b.gemv(&both, w(Wt::GateUp), Buf::H, Buf::G)?;
+                    Buf::G
+                } else {
+                    b.gemv(gate, w(Wt::Gate), Buf::H, Buf::G)?;
+                    b.gemv(up, w(Wt::Up), Buf::H, Buf::U)?;
+                    Buf::U
+                };
                 let act = if *gelu { Act::Gelu } else { Act::Silu };
-                b.dec(glu(gate.rows, act)?, vec![Out(Buf::G), In(Buf::U)]);
-                b.gemv(down, w(Wt::Down), Buf::G, Buf::Y)?;
+                b.glu(gate.rows, act, [Buf::G, u], reads_q8_1(down))?;
+                b.project(d, l, down, [w(Wt::Down), Buf::G], None)?;
             }
             FfnDesc::Moe(layer) => {
+                let fuse = MoeFusion {
+                    x_quantized: b.xq_holds == Some((Buf::H, h)),
+                    accumulate: b.fuse && !l.post_norms,
+                };
                 let map = |mb: MoeBuf| match mb {
                     MoeBuf::X => Buf::H,
+                    MoeBuf::Xq if fuse.x_quantized => Buf::Xq,
+                    MoeBuf::Out if fuse.accumulate => Buf::X,
                     MoeBuf::Out => Buf::Y,
                     MoeBuf::Dummy => Buf::Dummy,
                     other => Buf::Moe(i, other),
                 };
-                for ml in moe_launches(layer, 1, false)? {
+                for ml in moe_launches_fused(layer, 1, false, fuse)? {
                     let args = ml
                         .args
                         .iter()
@@ -1215,16 +1667,14 @@ pub fn step_plan(d: &StepDesc, pos: usize) -> Result<StepPlan> {
                         .collect();
                     b.push(ml.kernel, ml.config, args);
                 }
+                b.added = fuse.accumulate;
             }
         }
         b.residual(d, l.post_norms.then_some(w(Wt::PostFfnNorm)))?;
         layers.push(start..b.v.len());
     }
     if let Some(output) = &d.output {
-        b.dec(
-            rmsnorm(1, h, d.eps)?,
-            vec![In(Buf::X), In(Buf::OutNorm), Out(Buf::H)],
-        );
+        b.norm(d, h, [Buf::X, Buf::OutNorm, Buf::H], reads_q8_1(output))?;
         b.gemv(output, Buf::Output, Buf::H, Buf::Logits)?;
         b.dec(argmax(output.rows)?, vec![In(Buf::Logits), Out(Buf::Token)]);
     }
@@ -1259,6 +1709,7 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
     };
     Ok(match b {
         Buf::Embd | Buf::X | Buf::H => f(d.hidden),
+        Buf::Qkv => f(gqa(0) + gqa(1) + gqa(2)),
         Buf::Q | Buf::Qn => f(gqa(0).max(mla(&|m, _| m.q.rows))),
         Buf::K | Buf::Kn => f(gqa(1)),
         Buf::V => f(gqa(2)),
@@ -1272,6 +1723,7 @@ pub fn scratch_bytes(d: &StepDesc, b: Buf) -> Result<usize> {
         Buf::Att => f(attn(&|a| a.n_heads * a.d_v)),
         Buf::Y => f(d.hidden.max(max(&|l| l.o().rows))),
         Buf::G | Buf::U => f(max(&|l| match &l.ffn {
+            FfnDesc::Dense { gate, up, .. } if b == Buf::G => gate.rows + up.rows,
             FfnDesc::Dense { gate, .. } => gate.rows,
             FfnDesc::Moe(_) => 0,
         })),
@@ -1398,6 +1850,8 @@ impl StepExec for OnGpu<'_> {
 /// [`GpuStep::run`] only queues launches (a CUDA graph can capture it).
 pub struct GpuStep {
     bufs: std::collections::HashMap<Buf, cudarc::driver::CudaSlice<u8>>,
+    /// Launch with programmatic dependent launch ([`pdl_requested`] on sm_90 or later).
+    pdl: bool,
 }
 
 impl GpuStep {
@@ -1418,7 +1872,85 @@ impl GpuStep {
                 e.insert(gpu.alloc_zeros::<u8>(n)?);
             }
         }
-        Ok(GpuStep { bufs })
+        let pdl = pdl_requested() && gpu.info().sm.0 >= 9;
+        Ok(GpuStep { bufs, pdl })
+    }
+
+    /// Whether the launches use programmatic dependent launch.
+    pub fn pdl(&self) -> bool {
+        self.pdl
+    }
+
+    /// Launch `l` with programmatic dependent launch (`cuLaunchKernelEx` with
+    /// `PROGRAMMATIC_STREAM_SERIALIZATION`): the arguments as raw bytes (device pointers, the
+    /// parameter structs), which the driver copies at the launch.
+    fn launch_pdl(&self, gpu: &crate::gpu::Gpu, l: &StepLaunch) -> Result<()> {
+        use cudarc::driver::{DevicePtr, sys};
+        fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+            // SAFETY: T is one of the #[repr(C)] plain parameter structs (no padding read as
+            // anything but bytes the kernel ignores).
+            unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+                .to_vec()
+        }
+        let mut vals: Vec<Vec<u8>> = Vec::with_capacity(l.args.len());
+        for a in &l.args {
+            vals.push(match a {
+                StepArg::In(b) | StepArg::Out(b) => {
+                    let buf = self.bufs.get(b).ok_or_else(|| {
+                        bad(format!(
+                            "{} needs {b:?}, which is not allocated",
+                            l.kernel.name()
+                        ))
+                    })?;
+                    let (ptr, _sync) = buf.device_ptr(&gpu.stream);
+                    ptr.to_le_bytes().to_vec()
+                }
+                StepArg::Gemv(p) => bytes_of(p),
+                StepArg::Quantize(p) => bytes_of(p),
+                StepArg::Moe(p) => bytes_of(p),
+                StepArg::Attn(p) => bytes_of(p),
+                StepArg::Dec(p) => bytes_of(p),
+                StepArg::Stream(p) => bytes_of(p),
+            });
+        }
+        let mut params: Vec<*mut std::ffi::c_void> =
+            vals.iter_mut().map(|v| v.as_mut_ptr().cast()).collect();
+        // SAFETY: an all-zero launch attribute is valid; the id and value are set below.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let c = l.config;
+        let cfg = sys::CUlaunchConfig {
+            gridDimX: c.grid_dim.0,
+            gridDimY: c.grid_dim.1,
+            gridDimZ: c.grid_dim.2,
+            blockDimX: c.block_dim.0,
+            blockDimY: c.block_dim.1,
+            blockDimZ: c.block_dim.2,
+            sharedMemBytes: c.shared_mem_bytes,
+            hStream: gpu.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: step_launches builds each argument list in the kernel's parameter order, so
+        // `params` holds one pointer per kernel parameter to bytes of its size; the buffers
+        // live in `self` for as long as the step does.
+        let r = unsafe {
+            sys::cuLaunchKernelEx(
+                &cfg,
+                gpu.function(l.kernel).cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        r.result().map_err(crate::gpu::driver_err(
+            &gpu.label,
+            &format!(
+                "launch {} {:?} (programmatic dependent launch)",
+                l.kernel.name(),
+                c.grid_dim
+            ),
+        ))
     }
 
     /// Overwrites buffer `b` (the embedded token into [`Buf::Embd`]).
@@ -1434,6 +1966,10 @@ impl GpuStep {
     pub fn run(&self, gpu: &crate::gpu::Gpu, launches: &[StepLaunch]) -> Result<()> {
         use cudarc::driver::PushKernelArg;
         for l in launches {
+            if self.pdl {
+                self.launch_pdl(gpu, l)?;
+                continue;
+            }
             let mut args = gpu.stream.launch_builder(gpu.function(l.kernel));
             for a in &l.args {
                 match a {

@@ -13,6 +13,10 @@ use crate::error::{CudaError, Result};
 use crate::gpu::{Gpu, Kernel};
 use crate::params::{GemvParams, QuantizeParams};
 
+/// `GemvParams::flags`: `y[row] += W[row]·x` instead of `=` (a residual add fused into the
+/// product; each row is written by one warp, so no two writers meet).
+pub const GEMV_ACCUMULATE: u32 = 1;
+
 /// Warps (rows) per block of the GEMV kernels when `MEMBOUND_GEMV_WARPS` is not set: the
 /// `GEMV_WARPS` default of gemv.cu (and of the host build of the kernels).
 pub const DEFAULT_GEMV_WARPS: u32 = 4;
@@ -137,7 +141,7 @@ pub fn gemv_params(dtype: DType, rows: usize, cols: usize) -> Result<GemvParams>
         cols: cols32,
         row_bytes,
         group_rows: rows32.max(1),
-        _pad: 0,
+        flags: 0,
     })
 }
 
@@ -562,7 +566,7 @@ mod tests {
                 cols: 4096,
                 row_bytes: 16 * 144,
                 group_rows: 14336,
-                _pad: 0,
+                flags: 0,
             }
         );
         assert_eq!(gemv_params(DType::F16, 7, 33).unwrap().row_bytes, 66);

@@ -56,6 +56,7 @@ pub enum Kernel {
     DecAdd,
     DecGlu,
     DecKvWrite,
+    DecQkvHeads,
     DecArgmax,
     DecDeltaConv,
     DecDeltaRule,
@@ -63,7 +64,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 60] = [
+    pub const ALL: [Kernel; 61] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -121,6 +122,7 @@ impl Kernel {
         Kernel::DecAdd,
         Kernel::DecGlu,
         Kernel::DecKvWrite,
+        Kernel::DecQkvHeads,
         Kernel::DecArgmax,
         Kernel::DecDeltaConv,
         Kernel::DecDeltaRule,
@@ -164,6 +166,7 @@ impl Kernel {
             Kernel::DecAdd => "mb_dec_add",
             Kernel::DecGlu => "mb_dec_glu",
             Kernel::DecKvWrite => "mb_dec_kv_write",
+            Kernel::DecQkvHeads => "mb_dec_qkv_heads",
             Kernel::DecArgmax => "mb_dec_argmax",
             Kernel::DecDeltaConv => "mb_dec_delta_conv",
             Kernel::DecDeltaRule => "mb_dec_delta_rule",
@@ -562,6 +565,17 @@ mod tests {
             assert!(
                 previous_line.starts_with("extern \"C\" __global__ void"),
                 "{}: {previous_line}",
+                k.name()
+            );
+            // Its body starts by waiting for the kernel before it (programmatic dependent
+            // launch, common.cuh): a kernel without it would read that kernel's outputs early.
+            let body = &src[at..];
+            let open = body.find('{').expect("a kernel body");
+            assert!(
+                body[open + 1..]
+                    .trim_start()
+                    .starts_with("mb_grid_begin();"),
+                "{} does not start with mb_grid_begin()",
                 k.name()
             );
         }

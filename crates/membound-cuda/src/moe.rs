@@ -49,6 +49,8 @@ pub const MOE_EXPERT_BIAS: u32 = 32;
 pub const MOE_SWIGLU_OAI: u32 = 64;
 /// The combine adds the shared expert's output.
 pub const MOE_SHARED_OUT: u32 = 128;
+/// `MoeParams::flags` of the combine: add the layer's output into `out` (the residual stream).
+pub const MOE_ACCUMULATE: u32 = 256;
 
 /// The buffers of one MoE layer's launches (weights, inputs, intermediates, output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -271,10 +273,29 @@ fn expert_config(rows: u32, slots: usize) -> LaunchConfig {
     }
 }
 
+/// How a decode step folds a MoE layer's first and last steps into its neighbours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MoeFusion {
+    /// The norm before the layer left x as Q8_1 in [`MoeBuf::Xq`]: no quantization launch.
+    pub x_quantized: bool,
+    /// The combine adds the layer's output into [`MoeBuf::Out`] (the residual stream).
+    pub accumulate: bool,
+}
+
 /// The launch sequence of one layer for a batch of `tokens` (with per-token steering when
 /// `steer`): router, routing, x to Q8_1 where a type needs it, the routed gate/up and down, the
 /// shared expert's, the combine.
 pub fn moe_launches(layer: &MoeLayer, tokens: usize, steer: bool) -> Result<Vec<MoeLaunch>> {
+    moe_launches_fused(layer, tokens, steer, MoeFusion::default())
+}
+
+/// [`moe_launches`] with the first and last steps folded as `fuse` says.
+pub fn moe_launches_fused(
+    layer: &MoeLayer,
+    tokens: usize,
+    steer: bool,
+    fuse: MoeFusion,
+) -> Result<Vec<MoeLaunch>> {
     use MoeArg::{In, Out};
     use MoeBuf::*;
     let p = moe_params(layer, tokens, steer)?;
@@ -330,7 +351,7 @@ pub fn moe_launches(layer: &MoeLayer, tokens: usize, steer: bool) -> Result<Vec<
         ],
     };
     let h = layer.hidden;
-    if quant(t.gate_up) || (shared && quant(t.shared_gate_up)) {
+    if (quant(t.gate_up) || (shared && quant(t.shared_gate_up))) && !fuse.x_quantized {
         v.push(quantize(X, Xq, tokens * h));
     }
     // One expert pass: gate/up, the activations to Q8_1 where down is quantized, down.
@@ -414,7 +435,10 @@ pub fn moe_launches(layer: &MoeLayer, tokens: usize, steer: bool) -> Result<Vec<
             In(Y),
             In(if shared { SharedY } else { Dummy }),
             Out(MoeBuf::Out),
-            MoeArg::Moe(p),
+            MoeArg::Moe(MoeParams {
+                flags: p.flags | if fuse.accumulate { MOE_ACCUMULATE } else { 0 },
+                ..p
+            }),
         ],
     });
     Ok(v)

@@ -28,8 +28,8 @@ pub struct GemvParams {
     /// Rows per input: row `r` takes input `r / group_rows` of x, each `cols` values (a
     /// grouped GEMV); `rows` for one input.
     pub group_rows: u32,
-    /// Padding to the struct's 8-byte alignment.
-    pub _pad: u32,
+    /// `GEMV_*` flag bits ([`crate::gemv::GEMV_ACCUMULATE`]).
+    pub flags: u32,
 }
 
 /// Parameters of the activation quantization kernel (`mb_quantize_q8_1`).
@@ -146,9 +146,21 @@ pub struct DecodeParams {
     pub eps: f32,
     /// RoPE base.
     pub theta: f32,
+    /// qkv_heads: K and V heads.
+    pub kv_heads: u32,
+    /// qkv_heads: values per V head.
+    pub d_v: u32,
+    /// qkv_heads: values from one query head to the next in the Q buffer.
+    pub q_stride: u32,
+    /// qkv_heads: the first value of Q in its buffer.
+    pub q_off: u32,
+    /// qkv_heads: the first value of K in its buffer.
+    pub k_off: u32,
+    /// qkv_heads: the first value of V in its buffer.
+    pub v_off: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<DecodeParams>() == 40);
+const _: () = assert!(std::mem::size_of::<DecodeParams>() == 64);
 const _: () = assert!(std::mem::size_of::<StreamParams>() == 16);
 const _: () = assert!(std::mem::size_of::<AttnParams>() == 80);
 const _: () = assert!(std::mem::size_of::<MoeParams>() == 64);
@@ -219,6 +231,15 @@ mod tests {
             ),
             (16, 28, 32, 36)
         );
+        assert_eq!(
+            (
+                offset_of!(DecodeParams, kv_heads),
+                offset_of!(DecodeParams, q_off),
+                offset_of!(DecodeParams, v_off)
+            ),
+            (40, 52, 60)
+        );
+        assert_eq!(offset_of!(GemvParams, flags), 20);
         let cuh = crate::nvrtc::header_source("params.cuh").expect("params.cuh is embedded");
         for (name, size) in [
             ("StreamParams", std::mem::size_of::<StreamParams>()),
@@ -240,7 +261,7 @@ mod tests {
             cols: 4096,
             row_bytes: 2304,
             group_rows: 7,
-            _pad: 0,
+            flags: 0,
         };
         // SAFETY: GemvParams is repr(C) plain data of 24 bytes without implicit padding.
         let bytes: [u8; 24] = unsafe { std::mem::transmute(p) };

@@ -11,7 +11,7 @@
 //! launches.
 
 use membound_cuda::decode::{
-    Buf, DeltaDesc, FfnDesc, LayerDesc, Mat, MixerDesc, MlaDesc, StepDesc, Wt,
+    Buf, DeltaDesc, FfnDesc, LayerDesc, Mat, MixerDesc, MlaDesc, StepDesc, Wt, stack_weights,
 };
 use membound_cuda::moe::weight_bufs;
 use membound_spec::attention::AttnShape;
@@ -107,6 +107,7 @@ fn gqa_mixer(
         qk_norm,
         gated: m.attention.output_gate,
         rope_dims: opts.numerics.rope_dims(head),
+        stacked: 1,
     })
 }
 
@@ -307,6 +308,7 @@ impl DeviceStep {
                     up,
                     down,
                     gelu: m.arch == "gemma3",
+                    stacked: false,
                 }
             };
             layers.push(LayerDesc {
@@ -330,17 +332,22 @@ impl DeviceStep {
         } else {
             None
         };
+        let mut desc = StepDesc {
+            hidden: m.hidden as usize,
+            layers,
+            embed: stage.embed,
+            output,
+            tokens: opts.capacity,
+            eps: opts.numerics.norm_eps,
+            neox: opts.numerics.rope_neox,
+            sm_count,
+            fuse: opts.fuse,
+        };
+        if opts.fuse {
+            stack_weights(&mut desc, &mut weights);
+        }
         Ok(DeviceStep {
-            desc: StepDesc {
-                hidden: m.hidden as usize,
-                layers,
-                embed: stage.embed,
-                output,
-                tokens: opts.capacity,
-                eps: opts.numerics.norm_eps,
-                neox: opts.numerics.rope_neox,
-                sm_count,
-            },
+            desc,
             weights,
             embd: if stage.embed {
                 Some(need(src, "token_embd.weight")?)

@@ -38,6 +38,9 @@ pub struct StepOptions {
     /// Build the final norm and lm_head (`false`: a stage that hands its residual stream to
     /// another device, [`CpuDecoder::hidden`]).
     pub head: bool,
+    /// A GPU step folds small launches into their neighbours and stacks the projections that
+    /// read the same input (`MEMBOUND_FUSE`, default on; `membound_cuda::decode::fusion_enabled`).
+    pub fuse: bool,
 }
 
 impl StepOptions {
@@ -53,6 +56,7 @@ impl StepOptions {
             seed: 1,
             sliding_ring: true,
             head: true,
+            fuse: membound_cuda::decode::fusion_enabled(),
         }
     }
 }

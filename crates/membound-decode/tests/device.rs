@@ -276,8 +276,9 @@ fn qwen3_next_runs_the_same_step_on_the_kernels() {
 }
 
 /// A step's plan splits into its layers and the embedding and head: every launch in one part,
-/// each layer from its first norm (reading the residual stream) to its FFN's residual add,
-/// quantizing its own GEMV inputs, so a layer replays alone (as the GPU times a sample's
+/// each layer from its first norm (reading the residual stream) to its FFN's residual add (a
+/// launch of its own, or the last product adding into the stream), quantizing its own GEMV
+/// inputs, so a layer replays alone (as the GPU times a sample's
 /// layers) and the parts in order are the step.
 #[test]
 fn a_plan_splits_into_layers_that_run_alone() {
@@ -304,10 +305,12 @@ fn a_plan_splits_into_layers_that_run_alone() {
             );
             let last = l.last().unwrap();
             assert!(
-                last.kernel == Kernel::DecAdd && matches!(last.args[0], StepArg::Out(Buf::X)),
+                last.args.iter().any(|a| matches!(a, StepArg::Out(Buf::X))),
                 "{name} layer {k} ends with its residual add"
             );
-            let first_quant = l.iter().position(|x| x.kernel == Kernel::QuantizeQ8_1);
+            let first_quant = l
+                .iter()
+                .position(|x| x.args.iter().any(|a| matches!(a, StepArg::Out(Buf::Xq))));
             let first_xq = l.iter().position(|x| {
                 x.kernel != Kernel::QuantizeQ8_1
                     && x.args.iter().any(|a| matches!(a, StepArg::In(Buf::Xq)))
@@ -406,4 +409,76 @@ fn gpu_placements_equal_the_whole_cpu_step() {
         let step = GpuStep::new(&g, &dev.desc, &dev.weights, &first).unwrap();
         Ok(OnGpu { gpu: &g, step })
     });
+}
+
+/// The fused step (`MEMBOUND_FUSE`, on by default: norms and the gated activation quantize the
+/// next GEMV's input, one launch takes a GQA layer's heads from the projections into the caches,
+/// the output projections and MoE combines add into the residual stream) computes the same
+/// logits as one launch per operation, in fewer launches per layer. The fused kernels repeat the
+/// same arithmetic (QK-norm sums a head's squares in another order), so the logits agree within
+/// 1e-5 of the largest (measured 2026-11-28: identical in every case here).
+#[test]
+fn fused_steps_take_fewer_launches_and_compute_the_same() {
+    use membound_cuda::decode::step_plan;
+    if skip() {
+        return;
+    }
+    // (model, weights, cache type, launches of the last layer one per operation and fused)
+    let cases = [
+        ("llama-3.1-8b", Recipe::Q8_0, DType::Q8_0, (22, 10)),
+        // Q4_K_M: the last layer's attn_v is Q6_K, so Q and K stack without it.
+        ("llama-3.1-8b", Recipe::Q4_K_M, DType::F16, (22, 11)),
+        ("qwen2.5-coder-7b", Recipe::Q8_0, DType::BF16, (26, 12)),
+        ("qwen3-32b", Recipe::Q8_0, DType::F16, (24, 10)),
+        ("gemma-3-4b", Recipe::Q8_0, DType::F16, (26, 14)),
+        ("qwen3-30b-a3b", Recipe::Q8_0, DType::Q8_0, (25, 13)),
+        ("gpt-oss-20b", Recipe::Q8_0, DType::F16, (27, 15)),
+        ("glm-4.7-flash", Recipe::Q8_0, DType::F16, (37, 31)),
+        ("qwen3-coder-next", Recipe::Q8_0, DType::F16, (31, 18)),
+    ];
+    for (name, recipe, kv, (plain_n, fused_n)) in cases {
+        let mut m = tiny(&find(name).unwrap(), 256);
+        if recipe == Recipe::Q4_K_M {
+            // K-quant rows are whole 256-value blocks: heads of 64 make attn_output's 256.
+            m.attention.head_dim = Some(64);
+            m.attention.v_head_dim = Some(64);
+        }
+        let src = SyntheticSource::distinct(&m, recipe, 5);
+        let mut opts = StepOptions::new(&m, TOKENS.len());
+        opts.kv_dtype = kv;
+        opts.sliding_ring = false;
+        let mut logits = Vec::new();
+        let mut per_layer = Vec::new();
+        for fuse in [false, true] {
+            opts.fuse = fuse;
+            let dev = DeviceStep::new(&m, &src, &opts, 4).unwrap();
+            let first = step_launches(&dev.desc, 0).unwrap();
+            let mut host = HostStep::new(&dev.desc, &dev.weights, &first).unwrap();
+            let mut steps = Vec::new();
+            // Position 0 and one over the cache.
+            for (pos, &t) in TOKENS[..2].iter().enumerate() {
+                let plan = step_plan(&dev.desc, pos).unwrap();
+                host.write(Buf::Embd, &dev.embed(t).unwrap()).unwrap();
+                host.run(&plan.launches).unwrap();
+                steps.push(host.read::<f32>(Buf::Logits).unwrap());
+                if pos == 0 {
+                    per_layer.push(plan.layer(plan.layers.len() - 1).len());
+                }
+            }
+            logits.push(steps);
+        }
+        eprintln!("{name}: launches of the last layer {per_layer:?}");
+        assert_eq!(
+            per_layer,
+            [plain_n, fused_n],
+            "{name} {}: one per operation, fused",
+            recipe.name()
+        );
+        for (pos, (a, b)) in logits[0].iter().zip(&logits[1]).enumerate() {
+            let top = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            eprintln!("{name} step {pos}: fused differs by {d:e} of {top:e}");
+            assert!(d <= 1e-5 * top, "{name} step {pos}: {d} of {top}");
+        }
+    }
 }

@@ -202,7 +202,29 @@ pub struct DecodeRow {
     /// llama.cpp's CPU backend on the same GGUF file and threads (`MEMBOUND_LLAMA_BENCH`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llama_cpp: Option<LlamaCppPeer>,
+    /// On a GPU: the first built layer's launches, each timed alone ([`layer_by_launch`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_launches: Option<Vec<LaunchTime>>,
 }
+
+/// One launch of a GPU step timed alone: a graph of [`ALONE_ITERS`] replays of it, so the time
+/// holds the kernel and the gap to the next launch in a graph.
+#[derive(Clone, Debug, Serialize)]
+pub struct LaunchTime {
+    /// The kernel.
+    pub kernel: String,
+    /// Its grid (blocks in x, y, z).
+    pub grid: (u32, u32, u32),
+    /// Microseconds per launch.
+    pub us: f64,
+    /// Weight or cache bytes it must read (`membound_cuda::decode::launch_read_bytes`), where
+    /// it reads any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+/// Replays of one launch (or one sampled layer) when timed alone.
+const ALONE_ITERS: u64 = 20;
 
 /// The environment variable naming a `llama-bench` executable: GGUF cases at depth 0 then
 /// also run llama.cpp's CPU backend on the same file with the same threads (`-p 0 -n 32`: 32
@@ -807,6 +829,7 @@ fn row_of(
         roofline_tps: None,
         fraction_of_roofline: None,
         llama_cpp: None,
+        layer_launches: None,
     }
 }
 
@@ -871,10 +894,9 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
     // A sample's step is one graph: its layer time is shared out by each sampled layer's time
     // alone (and the embedding and head timed alone), then scaled by layer counts.
     let mut shares = None;
+    let per =
+        |l: &[StepLaunch]| timed(ALONE_ITERS, l).map(|t| t.as_secs_f64() / ALONE_ITERS as f64);
     if !sample.is_whole(m) {
-        const ALONE_ITERS: u64 = 20;
-        let per =
-            |l: &[StepLaunch]| timed(ALONE_ITERS, l).map(|t| t.as_secs_f64() / ALONE_ITERS as f64);
         let measured = per(&plan.fixed()).and_then(|fixed| {
             let alone = (0..plan.layers.len())
                 .map(|k| per(plan.layer(k)))
@@ -893,7 +915,7 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
             }
         }
     }
-    checked_and_timed(
+    let mut row = checked_and_timed(
         run,
         b,
         c,
@@ -916,7 +938,61 @@ fn decode_gpu_case(run: &mut Run, b: &GpuBackend, c: &DecodeCase) -> Option<Deco
                 }
             })
         },
-    )
+    )?;
+    if let Some(ms) = row.ms_per_token
+        && !plan.layers.is_empty()
+    {
+        match layer_by_launch(plan.layer(0), &per) {
+            Ok(times) => {
+                print_layer_by_launch(&row.id, sample.layers[0], &times, ms, m.n_layers);
+                row.layer_launches = Some(times);
+            }
+            Err(e) => eprintln!("membound: {}: timing layer 0 launch by launch: {e}", row.id),
+        }
+    }
+    Some(row)
+}
+
+/// Each of a layer's launches timed alone (`per`: seconds per launch of a slice of launches):
+/// where a layer's time goes, and how much of it is the launches' own fixed cost (the sum of
+/// the times alone against the layer's share of the step).
+fn layer_by_launch(
+    layer: &[StepLaunch],
+    per: &dyn Fn(&[StepLaunch]) -> Result<f64, String>,
+) -> Result<Vec<LaunchTime>, String> {
+    layer
+        .iter()
+        .map(|l| {
+            Ok(LaunchTime {
+                kernel: l.kernel.name().to_string(),
+                grid: l.config.grid_dim,
+                us: per(std::slice::from_ref(l))? * 1e6,
+                bytes: membound_cuda::decode::launch_read_bytes(l),
+            })
+        })
+        .collect()
+}
+
+/// Prints [`layer_by_launch`]'s times: each launch (with GB/s where it reads weights or cache),
+/// their sum, and the step's time per layer.
+fn print_layer_by_launch(id: &str, layer: u32, times: &[LaunchTime], ms: f64, layers: u32) {
+    let sum: f64 = times.iter().map(|t| t.us).sum();
+    eprintln!(
+        "membound: {id}: layer {layer} launch by launch, each alone ({ALONE_ITERS} replays in a \
+         graph): {sum:.1} µs in {} launches; the step takes {:.1} µs per layer",
+        times.len(),
+        ms * 1e3 / f64::from(layers.max(1))
+    );
+    for t in times {
+        let rate = t
+            .bytes
+            .map(|b| format!(", {:.0} GB/s of {:.2} MB", b as f64 / t.us / 1e3, b as f64 / 1e6))
+            .unwrap_or_default();
+        eprintln!(
+            "    {:>8.2} µs  {} {:?}{rate}",
+            t.us, t.kernel, t.grid
+        );
+    }
 }
 
 /// Whether the `need` bytes of a placement's device part fit GPU `b`'s memory budget; if not,
@@ -1056,6 +1132,7 @@ fn decode_case(run: &mut Run, b: &CpuBackend, c: &DecodeCase) -> Option<DecodeRo
         roofline_tps: None,
         fraction_of_roofline: None,
         llama_cpp,
+        layer_launches: None,
     })
 }
 

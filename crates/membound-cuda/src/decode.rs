@@ -1567,6 +1567,36 @@ impl StepPlan {
     }
 }
 
+/// Weight or cache bytes launch `l` must read from memory (a GEMV's matrix, attention's K and
+/// V rows over its span, the f32 router, a MoE pass's rows of its `top_k` experts at one token:
+/// the distinct experts a batch of one touches); `None` for the small steps between them,
+/// whose bytes are activations.
+pub fn launch_read_bytes(l: &StepLaunch) -> Option<u64> {
+    use crate::attention::ATTN_V_IN_K;
+    let name = l.kernel.name();
+    l.args.iter().find_map(|a| match a {
+        StepArg::Gemv(p) => Some(u64::from(p.rows) * p.row_bytes),
+        StepArg::Attn(p) if l.kernel != Kernel::AttnReduce => {
+            let v = if p.flags & ATTN_V_IN_K != 0 {
+                0
+            } else {
+                p.v_row_bytes
+            };
+            Some(u64::from(p.kv_heads) * u64::from(p.end - p.first) * (p.k_row_bytes + v))
+        }
+        StepArg::Moe(p) if l.kernel == Kernel::MoeRouter => {
+            Some(u64::from(p.router_rows) * u64::from(p.hidden) * 4)
+        }
+        StepArg::Moe(p) if name.starts_with("mb_moe_gate_up") => {
+            Some(u64::from(p.top_k) * 2 * u64::from(p.ff) * p.gate_row_bytes)
+        }
+        StepArg::Moe(p) if name.starts_with("mb_moe_down") => {
+            Some(u64::from(p.top_k) * u64::from(p.hidden) * p.down_row_bytes)
+        }
+        _ => None,
+    })
+}
+
 /// [`step_launches`] with each layer's range.
 pub fn step_plan(d: &StepDesc, pos: usize) -> Result<StepPlan> {
     use StepArg::{In, Out};

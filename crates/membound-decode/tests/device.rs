@@ -482,3 +482,58 @@ fn fused_steps_take_fewer_launches_and_compute_the_same() {
         }
     }
 }
+
+/// The bytes each launch must read (`launch_read_bytes`, the decode suite's launch-by-launch
+/// figures) add up to the layer's weights as uploaded and the cache rows attended: a dense
+/// layer's matrices (stacked or not), a MoE layer's router and its top-k experts' rows.
+#[test]
+fn launch_bytes_add_up_to_the_layers_weights_and_cache() {
+    use membound_cuda::decode::{Wt, launch_read_bytes, step_plan};
+    use membound_cuda::moe::MoeBuf;
+    for (name, fuse) in [
+        ("llama-3.1-8b", true),
+        ("llama-3.1-8b", false),
+        ("qwen3-30b-a3b", true),
+    ] {
+        let m = tiny(&find(name).unwrap(), 256);
+        let src = SyntheticSource::new(&m, Recipe::Q8_0, 1);
+        let mut opts = StepOptions::new(&m, 8);
+        opts.fuse = fuse;
+        opts.kv_dtype = DType::Q8_0;
+        let dev = DeviceStep::new(&m, &src, &opts, 4).unwrap();
+        let pos = 5;
+        let plan = step_plan(&dev.desc, pos).unwrap();
+        let got: u64 = plan.layer(0).iter().filter_map(launch_read_bytes).sum();
+        let size = |b: Buf| {
+            dev.weights
+                .iter()
+                .find(|(w, _)| *w == b)
+                .map_or(0, |(_, v)| v.len() as u64)
+        };
+        let mats = [
+            Wt::Qkv,
+            Wt::Q,
+            Wt::K,
+            Wt::V,
+            Wt::O,
+            Wt::GateUp,
+            Wt::Gate,
+            Wt::Up,
+            Wt::Down,
+        ];
+        let mut want: u64 = mats.iter().map(|&t| size(Buf::W(0, t))).sum();
+        let s = dev.desc.layers[0].attn.as_ref().unwrap();
+        let (kb, vb) = s.row_bytes();
+        want += (s.kv_heads * (pos + 1) * (kb + vb)) as u64;
+        if let membound_cuda::decode::FfnDesc::Moe(l) = &dev.desc.layers[0].ffn {
+            let per_expert = |mb: MoeBuf| size(Buf::Moe(0, mb)) / l.n_experts as u64;
+            want += size(Buf::Moe(0, MoeBuf::Router));
+            want += l.top_k as u64
+                * [MoeBuf::Gate, MoeBuf::Up, MoeBuf::Down]
+                    .map(per_expert)
+                    .iter()
+                    .sum::<u64>();
+        }
+        assert_eq!(got, want, "{name} fused {fuse}");
+    }
+}

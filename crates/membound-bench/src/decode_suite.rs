@@ -986,12 +986,15 @@ fn print_layer_by_launch(id: &str, layer: u32, times: &[LaunchTime], ms: f64, la
     for t in times {
         let rate = t
             .bytes
-            .map(|b| format!(", {:.0} GB/s of {:.2} MB", b as f64 / t.us / 1e3, b as f64 / 1e6))
+            .map(|b| {
+                format!(
+                    ", {:.0} GB/s of {:.2} MB",
+                    b as f64 / t.us / 1e3,
+                    b as f64 / 1e6
+                )
+            })
             .unwrap_or_default();
-        eprintln!(
-            "    {:>8.2} µs  {} {:?}{rate}",
-            t.us, t.kernel, t.grid
-        );
+        eprintln!("    {:>8.2} µs  {} {:?}{rate}", t.us, t.kernel, t.grid);
     }
 }
 

@@ -66,6 +66,18 @@ fn every_layout_and_type_matches_the_f64_softmax() {
             1e-4,
         );
     }
+    // Rows of whole 8-value words with a tail past the 64-value blocks (the SIMD kernels'
+    // tails), and rows that are not whole words (the portable loops on every machine).
+    for (dk, dv) in [(40, 72), (36, 20)] {
+        for dtype in [DType::F32, DType::F16] {
+            check(
+                &AttnShape::new(KvLayout::Gqa, 8, 2, dk, dv, dtype),
+                depth,
+                depth,
+                1e-4,
+            );
+        }
+    }
     // A query at depth 1 and one shorter than the cache.
     check(
         &AttnShape::new(KvLayout::Gqa, 4, 4, 32, 32, DType::F16),

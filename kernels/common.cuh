@@ -65,6 +65,33 @@ static __device__ __forceinline__ void mb_grid_begin() {
 #endif
 }
 
+// A global load from L2, past this SM's L1 (ld.global.cg): for values other blocks of the same
+// launch wrote (after mb_last_of), which an L1 line of this SM must not stand in for.
+template <typename T>
+static __device__ __forceinline__ T mb_ld_cg(const T* p) {
+#ifdef MB_HOST
+    return mb_ld(p);
+#else
+    return __ldcg(p);
+#endif
+}
+
+// Whether this block is the n-th to arrive at `counter` (every thread of the block calls it, at
+// most once per launch): each thread's writes are made visible device-wide, then thread 0 takes
+// a ticket. The last block then sees the others' writes (read them with mb_ld_cg) and resets
+// the counter to 0 for the next launch once it is done with it. How one launch does what would
+// otherwise need a second launch after it (a decode step's launch count is its fixed cost).
+static __device__ __forceinline__ bool mb_last_of(u32* counter, u32 n) {
+    __shared__ u32 last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == n - 1 ? 1u : 0u;
+    __syncthreads();
+    const bool is_last = last != 0u;
+    if (is_last) __threadfence();
+    return is_last;
+}
+
 // Asynchronous copy of N (4, 8 or 16) bytes from global `src` to shared `dst`, both N-byte
 // aligned (cp.async, sm_80+: the bytes travel without passing through registers, so a warp can
 // keep a whole tile in flight while it computes on the previous one; older GPUs copy through

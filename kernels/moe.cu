@@ -6,22 +6,25 @@
 // (gate/up: ff rows of hidden values, down: hidden rows of ff values, ggml blocks); choices are
 // indexed i = t * top_k + j (token t's j-th expert, best first).
 //
-// The launches of one layer (membound_cuda::moe::MoeLaunches):
+// The launches of one layer (membound_cuda::moe::moe_launches):
 //   mb_moe_router     logits[t][r] = W_r[r] . x[t] (+ logit bias): one warp per router row,
 //                     the row read as float4 words consecutive across lanes, once per token
-//                     (from L1/L2 after the first). grid ceil(router_rows / MOE_WARPS).
-//   mb_moe_route      one block of MOE_ROUTE_THREADS: scores, group limit, top-k, weights per
-//                     token (one warp per token), then the plan: the distinct experts of the
-//                     batch (slots, by expert id) and each slot's choices (by i). The reference
-//                     is membound_cpu::moe::route (NaN logits count as -inf, ties to the lower
+//                     (from L1/L2 after the first), MOE_ROUTE_WARPS rows per block; with
+//                     MOE_QUANT_X also x -> Q8_1 (the gate/up input), a warp per Q8_1 block.
+//                     The block that finishes last (mb_last_of) then routes with all its
+//                     threads: scores, group limit, top-k, weights per token (one warp per
+//                     token), then the plan: the distinct experts of the batch (slots, by
+//                     expert id) and each slot's choices (by i). The reference is
+//                     membound_cpu::moe::route (NaN logits count as -inf, ties to the lower
 //                     index, all -inf: weights 0).
-//   mb_quantize_q8_1  x -> Q8_1 (gemv.cu) for block-quantized gate/up.
 //   mb_moe_gate_up_T  act[i][r] = act(gate_e[r] . x_t (+bg), up_e[r] . x_t (+bu)): grid
 //                     (ceil(ff / MOE_WARPS), max_slots); block y takes slot y (exits past the
 //                     plan's slot count), one warp per row, the gate and up rows read together
 //                     through mb_rows_dot (gemv_tile.cuh) once per choice of the slot: a batch
 //                     reads each distinct expert from DRAM once (later choices hit L1/L2).
-//   mb_quantize_q8_1  act -> Q8_1 for block-quantized down.
+//                     With MOE_QUANT_ACT (block-quantized down, ff % 32 == 0) the last of the
+//                     MOE_GROUP_BLOCKS blocks of each 32 rows writes their Q8_1 blocks (else
+//                     mb_quantize_q8_1 follows as a launch of its own).
 //   mb_moe_down_T     y[i][r] = w_i * (down_e[r] . act_i (+bd)): grid (ceil(hidden /
 //                     MOE_WARPS), max_slots).
 //   (the shared expert: gate_up and down again over a one-slot plan, weights = its gate)
@@ -42,6 +45,8 @@
 // thread; shared memory allows about 4 blocks of 46 KB per SM on sm_90): found by the NVRTC
 // check, where no cap makes ptxas spill the F16/BF16 kernels and a 64-register cap spills most.
 #define MOE_MIN_BLOCKS 4
+// Blocks of the gate/up kernels per 32 rows (one Q8_1 block of each choice's activations).
+#define MOE_GROUP_BLOCKS (QK32 / MOE_WARPS)
 #define MOE_ROUTE_THREADS 256
 #define MOE_ROUTE_WARPS (MOE_ROUTE_THREADS / MB_WARP_SIZE)
 // Limits of mb_moe_route's shared memory (checked by the host).
@@ -53,13 +58,14 @@ static __device__ __forceinline__ float mb_neg_inf() { return __uint_as_float(0x
 static __device__ __forceinline__ float mb_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 // ---------------------------------------------------------------------------------------------
-// Router logits. Rows are hidden f32 values; hidden % 4 == 0 (checked by the host).
-extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE)
-mb_moe_router(const float* __restrict__ w, const float* __restrict__ x,
-              const float* __restrict__ bias, float* __restrict__ logits, MoeParams p) {
-    mb_grid_begin();
-    const u32 row = blockIdx.x * MOE_WARPS + threadIdx.x / MB_WARP_SIZE;
-    if (row >= p.router_rows) return;  // warp-uniform; no barriers
+// Router logits: one warp per router row. Rows are hidden f32 values; hidden % 4 == 0 (checked
+// by the host).
+static __device__ __forceinline__ void mb_moe_logits(const float* __restrict__ w,
+                                                     const float* __restrict__ x,
+                                                     const float* __restrict__ bias,
+                                                     float* __restrict__ logits, const MoeParams& p) {
+    const u32 row = blockIdx.x * MOE_ROUTE_WARPS + threadIdx.x / MB_WARP_SIZE;
+    if (row >= p.router_rows) return;  // warp-uniform; no barriers here
     const u32 lane = threadIdx.x % MB_WARP_SIZE;
     const float4* wr = reinterpret_cast<const float4*>(w + (u64)row * p.hidden);
     const u32 n4 = p.hidden / 4;
@@ -117,7 +123,7 @@ static __device__ void mb_route_token(const float* __restrict__ lt, const float*
     // Clean logits (NaN -> -inf) and the softmax maximum.
     float mx = mb_neg_inf();
     for (u32 e = lane; e < e_n; e += MB_WARP_SIZE) {
-        float v = mb_ld(lt + e);
+        float v = mb_ld_cg(lt + e);
         v = v != v ? mb_neg_inf() : v;
         scores[e] = v;
         mx = fmaxf(mx, v);
@@ -215,11 +221,12 @@ static __device__ void mb_route_token(const float* __restrict__ lt, const float*
     __syncwarp();
 }
 
-extern "C" __global__ void __launch_bounds__(MOE_ROUTE_THREADS)
-mb_moe_route(const float* __restrict__ logits, const float* __restrict__ sel_bias,
-             const float* __restrict__ steer, u32* __restrict__ ids, float* __restrict__ weights,
-             float* __restrict__ shared_w, u32* __restrict__ plan, MoeParams p) {
-    mb_grid_begin();
+// Routing and the plan of the batch by one block of MOE_ROUTE_THREADS (the logits read from L2:
+// other blocks of the same launch wrote them).
+static __device__ void mb_route_batch(const float* __restrict__ logits, const float* __restrict__ sel_bias,
+                                      const float* __restrict__ steer, u32* __restrict__ ids,
+                                      float* __restrict__ weights, float* __restrict__ shared_w,
+                                      u32* __restrict__ plan, const MoeParams& p) {
     __shared__ float keys[MOE_ROUTE_WARPS][MOE_MAX_EXPERTS];
     __shared__ float scores[MOE_ROUTE_WARPS][MOE_MAX_EXPERTS];
     __shared__ u32 chosen[MOE_MAX_CHOICES];
@@ -237,7 +244,7 @@ mb_moe_route(const float* __restrict__ logits, const float* __restrict__ sel_bia
         mb_route_token(lt, sel_bias, steer + (u64)t * p.n_experts, keys[warp], scores[warp],
                        chosen + t * k, chosen_w + t * k, p, lane);
         if (lane == 0) {
-            shared_w[t] = (p.flags & MOE_SHARED_GATE) ? mb_sigmoid(mb_ld(lt + p.n_experts)) : 1.0f;
+            shared_w[t] = (p.flags & MOE_SHARED_GATE) ? mb_sigmoid(mb_ld_cg(lt + p.n_experts)) : 1.0f;
         }
     }
     __syncthreads();
@@ -303,6 +310,32 @@ mb_moe_route(const float* __restrict__ logits, const float* __restrict__ sel_bia
     }
 }
 
+
+// The router launch: every block the logits of its MOE_ROUTE_WARPS rows (and, with MOE_QUANT_X,
+// its share of x's Q8_1 blocks); the block that finishes last (a counter in `sync`, back to 0
+// when it is done) routes the batch and writes the plan.
+extern "C" __global__ void __launch_bounds__(MOE_ROUTE_THREADS)
+mb_moe_router(const float* __restrict__ w, const float* __restrict__ x,
+              const float* __restrict__ bias, float* __restrict__ logits,
+              const float* __restrict__ sel_bias, const float* __restrict__ steer,
+              u32* __restrict__ ids, float* __restrict__ weights, float* __restrict__ shared_w,
+              u32* __restrict__ plan, block_q8_1* __restrict__ xq, u32* __restrict__ sync,
+              MoeParams p) {
+    mb_grid_begin();
+    mb_moe_logits(w, x, bias, logits, p);
+    if (p.flags & MOE_QUANT_X) {
+        const u32 lane = threadIdx.x % MB_WARP_SIZE;
+        const u64 blocks = (u64)p.tokens * p.hidden / QK32;
+        for (u64 b = (u64)blockIdx.x * MOE_ROUTE_WARPS + threadIdx.x / MB_WARP_SIZE; b < blocks;
+             b += (u64)gridDim.x * MOE_ROUTE_WARPS) {
+            mb_q8_1_store_warp(xq + b, mb_ld(x + b * QK32 + lane), (int)lane);
+        }
+    }
+    if (!mb_last_of(sync, gridDim.x)) return;
+    mb_route_batch(logits, sel_bias, steer, ids, weights, shared_w, plan, p);
+    if (threadIdx.x == 0) *sync = 0u;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Expert passes.
 
@@ -339,7 +372,9 @@ static __device__ __forceinline__ void mb_moe_gate_up(const u8* __restrict__ gat
                                                       const u32* __restrict__ plan,
                                                       const float* __restrict__ gate_b,
                                                       const float* __restrict__ up_b,
-                                                      float* __restrict__ act, const MoeParams& p) {
+                                                      float* __restrict__ act,
+                                                      block_q8_1* __restrict__ actq,
+                                                      u32* __restrict__ sync, const MoeParams& p) {
     u32 e, first, end;
     const u32* pairs;
     if (!mb_moe_slot(plan, e, first, end, pairs)) return;
@@ -360,6 +395,20 @@ static __device__ __forceinline__ void mb_moe_gate_up(const u8* __restrict__ gat
             }
             act[(u64)i * p.ff + row] = mb_moe_act(gu[0], gu[1], p.flags);
         }
+    }
+    if (p.flags & MOE_QUANT_ACT) {
+        // The down product's input: the last of the MOE_GROUP_BLOCKS blocks of each 32 rows
+        // (ff % 32 == 0, checked by the host) writes their Q8_1 block of every choice of the slot.
+        const u32 group = blockIdx.x / MOE_GROUP_BLOCKS;
+        u32* count = sync + (u64)blockIdx.y * (p.ff / QK32) + group;
+        if (!mb_last_of(count, MOE_GROUP_BLOCKS)) return;
+        const u32 warp = threadIdx.x / MB_WARP_SIZE, lane = threadIdx.x % MB_WARP_SIZE;
+        for (u32 c = first + warp; c < end; c += MOE_WARPS) {
+            const u64 i = mb_ld(pairs + c);
+            const float v = mb_ld_cg(act + i * p.ff + (u64)group * QK32 + lane);
+            mb_q8_1_store_warp(actq + i * (p.ff / QK32) + group, v, (int)lane);
+        }
+        if (threadIdx.x == 0) *count = 0u;
     }
 }
 
@@ -395,9 +444,10 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_gate_up_q8_0(const u8* __restrict__ gate, const u8* __restrict__ up,
                     const block_q8_1* __restrict__ x, const u32* __restrict__ plan,
                     const float* __restrict__ gate_b, const float* __restrict__ up_b,
-                    float* __restrict__ act, MoeParams p) {
+                    float* __restrict__ act, block_q8_1* __restrict__ actq,
+                    u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_gate_up<DotQ8_0>(gate, up, x, plan, gate_b, up_b, act, p);
+    mb_moe_gate_up<DotQ8_0>(gate, up, x, plan, gate_b, up_b, act, actq, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -412,9 +462,10 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_gate_up_q4_k(const u8* __restrict__ gate, const u8* __restrict__ up,
                     const block_q8_1* __restrict__ x, const u32* __restrict__ plan,
                     const float* __restrict__ gate_b, const float* __restrict__ up_b,
-                    float* __restrict__ act, MoeParams p) {
+                    float* __restrict__ act, block_q8_1* __restrict__ actq,
+                    u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_gate_up<DotQ4_K>(gate, up, x, plan, gate_b, up_b, act, p);
+    mb_moe_gate_up<DotQ4_K>(gate, up, x, plan, gate_b, up_b, act, actq, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -429,9 +480,10 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_gate_up_q6_k(const u8* __restrict__ gate, const u8* __restrict__ up,
                     const block_q8_1* __restrict__ x, const u32* __restrict__ plan,
                     const float* __restrict__ gate_b, const float* __restrict__ up_b,
-                    float* __restrict__ act, MoeParams p) {
+                    float* __restrict__ act, block_q8_1* __restrict__ actq,
+                    u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_gate_up<DotQ6_K>(gate, up, x, plan, gate_b, up_b, act, p);
+    mb_moe_gate_up<DotQ6_K>(gate, up, x, plan, gate_b, up_b, act, actq, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -446,9 +498,10 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_gate_up_mxfp4(const u8* __restrict__ gate, const u8* __restrict__ up,
                      const block_q8_1* __restrict__ x, const u32* __restrict__ plan,
                      const float* __restrict__ gate_b, const float* __restrict__ up_b,
-                     float* __restrict__ act, MoeParams p) {
+                     float* __restrict__ act, block_q8_1* __restrict__ actq,
+                     u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_gate_up<DotMxfp4>(gate, up, x, plan, gate_b, up_b, act, p);
+    mb_moe_gate_up<DotMxfp4>(gate, up, x, plan, gate_b, up_b, act, actq, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -463,9 +516,10 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_gate_up_f16(const u8* __restrict__ gate, const u8* __restrict__ up,
                    const float* __restrict__ x, const u32* __restrict__ plan,
                    const float* __restrict__ gate_b, const float* __restrict__ up_b,
-                   float* __restrict__ act, MoeParams p) {
+                   float* __restrict__ act, block_q8_1* __restrict__ actq,
+                   u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_gate_up<DotHalf<CvtF16>>(gate, up, x, plan, gate_b, up_b, act, p);
+    mb_moe_gate_up<DotHalf<CvtF16>>(gate, up, x, plan, gate_b, up_b, act, actq, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -480,9 +534,10 @@ extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_B
 mb_moe_gate_up_bf16(const u8* __restrict__ gate, const u8* __restrict__ up,
                     const float* __restrict__ x, const u32* __restrict__ plan,
                     const float* __restrict__ gate_b, const float* __restrict__ up_b,
-                    float* __restrict__ act, MoeParams p) {
+                    float* __restrict__ act, block_q8_1* __restrict__ actq,
+                    u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_gate_up<DotHalf<CvtBF16>>(gate, up, x, plan, gate_b, up_b, act, p);
+    mb_moe_gate_up<DotHalf<CvtBF16>>(gate, up, x, plan, gate_b, up_b, act, actq, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)

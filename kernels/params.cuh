@@ -64,6 +64,8 @@ struct MoeParams {
 #define MOE_SWIGLU_OAI 64u      // gpt-oss's clamped SwiGLU instead of SiLU
 #define MOE_SHARED_OUT 128u     // combine adds the shared expert's output
 #define MOE_ACCUMULATE 256u     // combine adds into out (the residual stream) instead of writing
+#define MOE_QUANT_X 512u        // router: also write x as Q8_1 (the gate/up input)
+#define MOE_QUANT_ACT 1024u     // gate/up: the last block of each 32 rows writes their Q8_1
 
 static_assert(sizeof(MoeParams) == 64, "MoeParams must be 64 bytes");
 

@@ -90,6 +90,8 @@ void cp_async_wait(unsigned n);
 
 static inline void __syncthreads() { ::mbh::sync_block(); }
 static inline void __syncwarp(unsigned mask = 0xffffffffu) { ::mbh::sync_warp(mask); }
+// Blocks run one after another here, so a fence orders nothing a later block could miss.
+static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 template <typename T>
 static inline T mbh_shfl(unsigned mask, T v, int src) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use membound_cuda::Kernel;
 use membound_cuda::moe::{
     ALL_BUFS, MoeArg, MoeBuf, MoeInput, MoeLaunch, buffer_bytes, check_inputs, check_weights,
-    moe_launches, shared_plan,
+    moe_launches, shared_plan, starts_zeroed,
 };
 use membound_spec::moe::MoeLayer;
 
@@ -47,7 +47,12 @@ impl HostMoe {
         for b in ALL_BUFS {
             let n = buffer_bytes(layer, tokens, b);
             if n > 0 && !bufs.contains_key(&b) {
-                bufs.insert(b, HostBuffer::poisoned(n));
+                let buf = if starts_zeroed(b) {
+                    HostBuffer::zeroed(n)
+                } else {
+                    HostBuffer::poisoned(n)
+                };
+                bufs.insert(b, buf);
             }
         }
         if layer.shared_ff > 0 {

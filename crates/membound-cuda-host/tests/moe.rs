@@ -38,15 +38,35 @@ fn skip() -> bool {
 }
 
 /// Runs the layer on the host kernels and checks ids and weights against the CPU router on
-/// the kernels' own logits, then every token's output against the f64 reference.
+/// the kernels' own logits, then every token's output against the f64 reference; twice, on two
+/// inputs through the same buffers, so a launch that finishes in its last block (routing, the
+/// activations' Q8_1) must have left its counter at zero for the next launch. Returns the
+/// layer (holding the second input's results) and the second input's routing.
 fn check(l: MoeLayer, tokens: usize, steer: &[f32]) -> (HostMoe, Routing) {
     let w = MoeWeights::generate(&l, 5).unwrap();
     let mut host = HostMoe::new(&l, &bufs(&w), tokens, !steer.is_empty()).unwrap();
-    let xs = normal_f32(3, tokens * l.hidden, 1.0);
-    host.set_inputs(&[(&xs, steer)]).unwrap();
-    host.forward(0).unwrap();
-    let logits: Vec<f32> = host.read(MoeBuf::Logits).unwrap();
+    let inputs = [3, 4].map(|seed| normal_f32(seed, tokens * l.hidden, 1.0));
+    host.set_inputs(&[(&inputs[0], steer), (&inputs[1], steer)])
+        .unwrap();
     let moe = CpuMoe::new(l.clone(), w).unwrap();
+    let mut last = None;
+    for (slot, xs) in inputs.iter().enumerate() {
+        host.forward(slot).unwrap();
+        last = Some(check_forward(&host, &moe, xs, tokens, steer));
+    }
+    (host, last.expect("two inputs"))
+}
+
+/// [`check`] of the launch just run on input `xs`.
+fn check_forward(
+    host: &HostMoe,
+    moe: &CpuMoe,
+    xs: &[f32],
+    tokens: usize,
+    steer: &[f32],
+) -> Routing {
+    let l = moe.layer();
+    let logits: Vec<f32> = host.read(MoeBuf::Logits).unwrap();
     let want = moe.route_batch(&logits, steer);
     let got = Routing {
         ids: host.read(MoeBuf::Ids).unwrap(),
@@ -69,7 +89,7 @@ fn check(l: MoeLayer, tokens: usize, steer: &[f32]) -> (HostMoe, Routing) {
     let h = l.hidden;
     for t in 0..tokens {
         let r = reference_forward(
-            moe.layer(),
+            l,
             moe.weights(),
             &xs[t * h..(t + 1) * h],
             &got,
@@ -88,7 +108,7 @@ fn check(l: MoeLayer, tokens: usize, steer: &[f32]) -> (HostMoe, Routing) {
             l.types
         );
     }
-    (host, got)
+    got
 }
 
 #[test]

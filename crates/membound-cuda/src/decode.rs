@@ -46,7 +46,9 @@ pub const DEC_HEAD_MAX: usize = 256;
 /// on; `0` keeps one launch per step of the computation, for an A/B of the launch overhead):
 /// RMSNorm quantizes the next GEMV's input, the gated activation too, a GQA layer's bias adds,
 /// QK-norms, RoPE and cache writes are one launch ([`qkv_heads`]), and the output projections
-/// (and a MoE layer's combine) add into the residual stream themselves.
+/// (and a MoE layer's combine) add into the residual stream themselves. (A MoE layer's router
+/// routes in its last block and its gate/up quantizes the activations either way:
+/// `membound_cuda::moe::moe_launches`.)
 pub fn fusion_enabled() -> bool {
     std::env::var("MEMBOUND_FUSE").map_or(true, |v| v.trim() != "0")
 }
@@ -1535,7 +1537,9 @@ impl Builder {
 /// 10: norm (writing the Q8_1 input too), the stacked Q/K/V product, [`qkv_heads`], the split,
 /// the reduction (writing the Q8_1 input of O), O adding into the residual stream, norm, the
 /// stacked gate/up product, the gated activation (writing the Q8_1 input of down), down adding
-/// into the stream.
+/// into the stream. A Qwen3-30B-A3B layer (GQA with QK-norm, a MoE FFN) is 22 and 11: its FFN
+/// is the norm, the router (routing in its last block), gate/up (quantizing the activations in
+/// its last blocks), down and the combine adding into the stream.
 pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
     Ok(step_plan(d, pos)?.launches)
 }

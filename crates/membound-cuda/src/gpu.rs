@@ -31,7 +31,6 @@ pub enum Kernel {
     GemvQ6K,
     GemvMxfp4,
     MoeRouter,
-    MoeRoute,
     MoeCombine,
     MoeGateUpQ8_0,
     MoeGateUpQ4K,
@@ -64,7 +63,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 61] = [
+    pub const ALL: [Kernel; 60] = [
         Kernel::Read,
         Kernel::Write,
         Kernel::Copy,
@@ -77,7 +76,6 @@ impl Kernel {
         Kernel::GemvQ6K,
         Kernel::GemvMxfp4,
         Kernel::MoeRouter,
-        Kernel::MoeRoute,
         Kernel::MoeCombine,
         Kernel::MoeGateUpQ8_0,
         Kernel::MoeGateUpQ4K,
@@ -143,7 +141,6 @@ impl Kernel {
             Kernel::GemvQ6K => "mb_gemv_q6_k",
             Kernel::GemvMxfp4 => "mb_gemv_mxfp4",
             Kernel::MoeRouter => "mb_moe_router",
-            Kernel::MoeRoute => "mb_moe_route",
             Kernel::MoeCombine => "mb_moe_combine",
             Kernel::MoeGateUpQ8_0 => "mb_moe_gate_up_q8_0",
             Kernel::MoeGateUpQ4K => "mb_moe_gate_up_q4_k",

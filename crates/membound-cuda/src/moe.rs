@@ -12,13 +12,14 @@ use membound_spec::model::RouterScoring;
 use membound_spec::moe::{Activation, MoeLayer};
 
 use crate::error::{CudaError, Result};
-use crate::gemv::{Q8_1_BLOCK_BYTES, quantize_config};
+use crate::gemv::Q8_1_BLOCK_BYTES;
 use crate::gpu::{Gpu, Kernel};
 use crate::params::{MoeParams, QuantizeParams};
 
-/// Warps (rows) per block of the expert and router kernels (`MOE_WARPS`).
+/// Warps (rows) per block of the expert kernels (`MOE_WARPS`).
 pub const MOE_WARPS: u32 = 4;
-/// Threads of the routing kernel's one block (`MOE_ROUTE_THREADS`).
+/// Threads per block of the router launch (`MOE_ROUTE_THREADS`): a warp per router row, and
+/// the last block to finish routes the batch with all of them.
 pub const MOE_ROUTE_THREADS: u32 = 256;
 /// Most routed experts the routing kernel takes (`MOE_MAX_EXPERTS`).
 pub const MOE_MAX_EXPERTS: usize = 512;
@@ -51,6 +52,11 @@ pub const MOE_SWIGLU_OAI: u32 = 64;
 pub const MOE_SHARED_OUT: u32 = 128;
 /// `MoeParams::flags` of the combine: add the layer's output into `out` (the residual stream).
 pub const MOE_ACCUMULATE: u32 = 256;
+/// `MoeParams::flags` of the router: it also writes x as Q8_1 ([`MoeBuf::Xq`]).
+pub const MOE_QUANT_X: u32 = 512;
+/// `MoeParams::flags` of a gate/up pass: the last block of each 32 rows writes their Q8_1
+/// activations (the down product's input), so no quantization launch follows.
+pub const MOE_QUANT_ACT: u32 = 1024;
 
 /// The buffers of one MoE layer's launches (weights, inputs, intermediates, output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +115,13 @@ pub enum MoeBuf {
     SharedY,
     /// The layer's output, `tokens × hidden` f32.
     Out,
+    /// The router launch's counter of finished blocks (one u32; the last block routes).
+    RouteSync,
+    /// The routed gate/up launch's counters, one per slot and 32 rows (the last block of each
+    /// quantizes them), and the shared expert's.
+    ActSync,
+    /// See [`MoeBuf::ActSync`].
+    SharedActSync,
     /// A 16-byte stand-in for an argument a kernel does not read (its flag is off).
     Dummy,
 }
@@ -283,8 +296,9 @@ pub struct MoeFusion {
 }
 
 /// The launch sequence of one layer for a batch of `tokens` (with per-token steering when
-/// `steer`): router, routing, x to Q8_1 where a type needs it, the routed gate/up and down, the
-/// shared expert's, the combine.
+/// `steer`): the router (logits, x to Q8_1 where a type needs it, and the routing and plan by
+/// its last block), the routed gate/up (with the activations' Q8_1 where down reads them) and
+/// down, the shared expert's, the combine: four launches for a layer without a shared expert.
 pub fn moe_launches(layer: &MoeLayer, tokens: usize, steer: bool) -> Result<Vec<MoeLaunch>> {
     moe_launches_fused(layer, tokens, steer, MoeFusion::default())
 }
@@ -303,65 +317,47 @@ pub fn moe_launches_fused(
     let slots = max_slots(layer, tokens);
     let quant = |d: DType| d.is_quantized();
     let or_dummy = |on: bool, b: MoeBuf| In(if on { b } else { Dummy });
-    let mut v = vec![
-        MoeLaunch {
-            kernel: Kernel::MoeRouter,
-            config: LaunchConfig {
-                grid_dim: (blocks_for(p.router_rows), 1, 1),
-                block_dim: (MOE_WARPS * 32, 1, 1),
-                shared_mem_bytes: 0,
-            },
-            args: vec![
-                In(Router),
-                In(X),
-                or_dummy(layer.router_bias, RouterBias),
-                Out(Logits),
-                MoeArg::Moe(p),
-            ],
-        },
-        MoeLaunch {
-            kernel: Kernel::MoeRoute,
-            config: LaunchConfig {
-                grid_dim: (1, 1, 1),
-                block_dim: (MOE_ROUTE_THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            },
-            args: vec![
-                In(Logits),
-                or_dummy(layer.router_bias, RouterBias),
-                or_dummy(steer, Steer),
-                Out(Ids),
-                Out(Weights),
-                Out(SharedW),
-                Out(Plan),
-                MoeArg::Moe(p),
-            ],
-        },
-    ];
     let shared = layer.shared_ff > 0;
-    let quantize = |src: MoeBuf, dst: MoeBuf, values: usize| MoeLaunch {
-        kernel: Kernel::QuantizeQ8_1,
-        config: quantize_config((values / 32) as u64),
+    let h = layer.hidden;
+    // The router quantizes x too where gate/up reads Q8_1 and the norm before did not.
+    let quant_x = (quant(t.gate_up) || (shared && quant(t.shared_gate_up))) && !fuse.x_quantized;
+    let mut v = vec![MoeLaunch {
+        kernel: Kernel::MoeRouter,
+        config: LaunchConfig {
+            grid_dim: (p.router_rows.div_ceil(MOE_ROUTE_THREADS / 32), 1, 1),
+            block_dim: (MOE_ROUTE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        },
         args: vec![
-            In(src),
-            Out(dst),
-            MoeArg::Quantize(QuantizeParams {
-                n_blocks: (values / 32) as u64,
+            In(Router),
+            In(X),
+            or_dummy(layer.router_bias, RouterBias),
+            Out(Logits),
+            or_dummy(layer.router_bias, RouterBias),
+            or_dummy(steer, Steer),
+            Out(Ids),
+            Out(Weights),
+            Out(SharedW),
+            Out(Plan),
+            if quant_x { Out(Xq) } else { In(Dummy) },
+            Out(RouteSync),
+            MoeArg::Moe(MoeParams {
+                flags: p.flags | if quant_x { MOE_QUANT_X } else { 0 },
+                ..p
             }),
         ],
-    };
-    let h = layer.hidden;
-    if (quant(t.gate_up) || (shared && quant(t.shared_gate_up))) && !fuse.x_quantized {
-        v.push(quantize(X, Xq, tokens * h));
-    }
-    // One expert pass: gate/up, the activations to Q8_1 where down is quantized, down.
+    }];
+    // One expert pass: gate/up (with the activations' Q8_1 where down is quantized), down.
     let mut pass =
-        |bufs: [MoeBuf; 9], types: (DType, DType), pp: MoeParams, slots: usize| -> Result<()> {
-            let [g, u, d, plan, act, actq, w, y, bias] = bufs;
+        |bufs: [MoeBuf; 10], types: (DType, DType), pp: MoeParams, slots: usize| -> Result<()> {
+            let [g, u, d, plan, act, actq, w, y, bias, sync] = bufs;
             let (gu_k, _) = expert_kernels(types.0)?;
             let (_, down_k) = expert_kernels(types.1)?;
             let has_bias = pp.flags & MOE_EXPERT_BIAS != 0;
             let bias_of = |b: MoeBuf| In(if has_bias { b } else { Dummy });
+            // Down rows of a block-quantized type are whole blocks of 32 or more values, so
+            // each 32 activations are one Q8_1 block, written by the gate/up launch.
+            let in_launch = quant(types.1);
             v.push(MoeLaunch {
                 kernel: gu_k,
                 config: expert_config(pp.ff, slots),
@@ -373,16 +369,14 @@ pub fn moe_launches_fused(
                     bias_of(GateBias),
                     bias_of(UpBias),
                     Out(act),
-                    MoeArg::Moe(pp),
+                    if in_launch { Out(actq) } else { In(Dummy) },
+                    if in_launch { Out(sync) } else { In(Dummy) },
+                    MoeArg::Moe(MoeParams {
+                        flags: pp.flags | if in_launch { MOE_QUANT_ACT } else { 0 },
+                        ..pp
+                    }),
                 ],
             });
-            if quant(types.1) {
-                v.push(quantize(
-                    act,
-                    actq,
-                    pp.tokens as usize * pp.top_k as usize * pp.ff as usize,
-                ));
-            }
             v.push(MoeLaunch {
                 kernel: down_k,
                 config: expert_config(pp.hidden, slots),
@@ -399,7 +393,9 @@ pub fn moe_launches_fused(
             Ok(())
         };
     pass(
-        [Gate, Up, Down, Plan, Act, ActQ, Weights, Y, DownBias],
+        [
+            Gate, Up, Down, Plan, Act, ActQ, Weights, Y, DownBias, ActSync,
+        ],
         (t.gate_up, t.down),
         p,
         slots,
@@ -415,8 +411,16 @@ pub fn moe_launches_fused(
         };
         pass(
             [
-                SharedGate, SharedUp, SharedDown, SharedPlan, SharedAct, SharedActQ, SharedW,
-                SharedY, Dummy,
+                SharedGate,
+                SharedUp,
+                SharedDown,
+                SharedPlan,
+                SharedAct,
+                SharedActQ,
+                SharedW,
+                SharedY,
+                Dummy,
+                SharedActSync,
             ],
             (t.shared_gate_up, t.shared_down),
             sp,
@@ -501,17 +505,57 @@ pub fn buffer_bytes(layer: &MoeLayer, tokens: usize, b: MoeBuf) -> usize {
         Y => 4 * choices * h,
         SharedAct => if_shared(4 * tokens * sf),
         SharedActQ => if_shared(q8(tokens * sf)),
+        RouteSync => 4,
+        ActSync => 4 * max_slots(l, tokens) * f.div_ceil(32),
+        SharedActSync => if_shared(4 * sf.div_ceil(32)),
         Dummy => 16,
     }
 }
 
+/// Whether buffer `b` must hold zeros before the first launch: the counters of the launches
+/// whose last block finishes the work (they leave them at zero again for the next launch).
+pub fn starts_zeroed(b: MoeBuf) -> bool {
+    matches!(
+        b,
+        MoeBuf::RouteSync | MoeBuf::ActSync | MoeBuf::SharedActSync
+    )
+}
+
 /// Every buffer of [`MoeBuf`], in order.
-pub const ALL_BUFS: [MoeBuf; 28] = {
+pub const ALL_BUFS: [MoeBuf; 31] = {
     use MoeBuf::*;
     [
-        X, Xq, Router, RouterBias, Steer, Gate, Up, Down, GateBias, UpBias, DownBias, SharedGate,
-        SharedUp, SharedDown, Logits, Ids, Weights, SharedW, Plan, SharedPlan, Act, ActQ, Y,
-        SharedAct, SharedActQ, SharedY, Out, Dummy,
+        X,
+        Xq,
+        Router,
+        RouterBias,
+        Steer,
+        Gate,
+        Up,
+        Down,
+        GateBias,
+        UpBias,
+        DownBias,
+        SharedGate,
+        SharedUp,
+        SharedDown,
+        Logits,
+        Ids,
+        Weights,
+        SharedW,
+        Plan,
+        SharedPlan,
+        Act,
+        ActQ,
+        Y,
+        SharedAct,
+        SharedActQ,
+        SharedY,
+        Out,
+        RouteSync,
+        ActSync,
+        SharedActSync,
+        Dummy,
     ]
 };
 
@@ -806,17 +850,16 @@ mod tests {
             kernels,
             [
                 Kernel::MoeRouter,
-                Kernel::MoeRoute,
-                Kernel::QuantizeQ8_1,
                 Kernel::MoeGateUpQ8_0,
-                Kernel::QuantizeQ8_1,
                 Kernel::MoeDownQ8_0,
                 Kernel::MoeCombine
             ]
         );
-        // 768 rows of gate/up in blocks of 4 warps, one grid row per selected expert.
-        assert_eq!(launches[3].config.grid_dim, (192, 8, 1));
-        assert_eq!(launches[5].config.grid_dim, (512, 8, 1));
+        // 128 router rows, 8 per block; 768 rows of gate/up in blocks of 4 warps, one grid row
+        // per selected expert.
+        assert_eq!(launches[0].config.grid_dim, (16, 1, 1));
+        assert_eq!(launches[1].config.grid_dim, (192, 8, 1));
+        assert_eq!(launches[2].config.grid_dim, (512, 8, 1));
         assert_eq!(max_slots(&l, 64), 128);
         assert!(moe_params(&l, 129, false).is_err(), "129 x 8 choices");
         let mut big = l.clone();

@@ -365,6 +365,29 @@ static __device__ __forceinline__ float mb_moe_act(float g, float u, u32 flags) 
     return g / (1.0f + expf(-g)) * u;
 }
 
+// The down product's input, by the gate/up launch: the last of the MOE_GROUP_BLOCKS blocks of
+// each 32 rows (ff % 32 == 0: down rows are whole blocks) writes their Q8_1 block of every
+// choice of the slot. Not inlined: kept out of the gate/up loop's register allocation (inlined,
+// ptxas spilled the MXFP4 kernel for sm_90); the slot's choices are read again.
+static __device__ __noinline__ void mb_moe_quantize_act(const u32* __restrict__ plan,
+                                                        const float* __restrict__ act,
+                                                        block_q8_1* __restrict__ actq,
+                                                        u32* __restrict__ sync, const MoeParams& p) {
+    const u32 group = blockIdx.x / MOE_GROUP_BLOCKS;
+    u32* count = sync + (u64)blockIdx.y * (p.ff / QK32) + group;
+    if (!mb_last_of(count, MOE_GROUP_BLOCKS)) return;
+    u32 e, first, end;
+    const u32* pairs;
+    mb_moe_slot(plan, e, first, end, pairs);
+    const u32 warp = threadIdx.x / MB_WARP_SIZE, lane = threadIdx.x % MB_WARP_SIZE;
+    for (u32 c = first + warp; c < end; c += MOE_WARPS) {
+        const u64 i = mb_ld(pairs + c);
+        const float v = mb_ld_cg(act + i * p.ff + (u64)group * QK32 + lane);
+        mb_q8_1_store_warp(actq + i * (p.ff / QK32) + group, v, (int)lane);
+    }
+    if (threadIdx.x == 0) *count = 0u;
+}
+
 template <typename Q>
 static __device__ __forceinline__ void mb_moe_gate_up(const u8* __restrict__ gate,
                                                       const u8* __restrict__ up,
@@ -396,20 +419,7 @@ static __device__ __forceinline__ void mb_moe_gate_up(const u8* __restrict__ gat
             act[(u64)i * p.ff + row] = mb_moe_act(gu[0], gu[1], p.flags);
         }
     }
-    if (p.flags & MOE_QUANT_ACT) {
-        // The down product's input: the last of the MOE_GROUP_BLOCKS blocks of each 32 rows
-        // (ff % 32 == 0, checked by the host) writes their Q8_1 block of every choice of the slot.
-        const u32 group = blockIdx.x / MOE_GROUP_BLOCKS;
-        u32* count = sync + (u64)blockIdx.y * (p.ff / QK32) + group;
-        if (!mb_last_of(count, MOE_GROUP_BLOCKS)) return;
-        const u32 warp = threadIdx.x / MB_WARP_SIZE, lane = threadIdx.x % MB_WARP_SIZE;
-        for (u32 c = first + warp; c < end; c += MOE_WARPS) {
-            const u64 i = mb_ld(pairs + c);
-            const float v = mb_ld_cg(act + i * p.ff + (u64)group * QK32 + lane);
-            mb_q8_1_store_warp(actq + i * (p.ff / QK32) + group, v, (int)lane);
-        }
-        if (threadIdx.x == 0) *count = 0u;
-    }
+    if (p.flags & MOE_QUANT_ACT) mb_moe_quantize_act(plan, act, actq, sync, p);
 }
 
 template <typename Q>

@@ -47,19 +47,30 @@ fn rmsnorm_matches_the_cpu_over_rows() {
     for (rows, n) in [(1, 4096), (3, 129), (8, 64), (2, 7)] {
         let x = normal_f32(1, rows * n, 2.0);
         let w = normal_f32(2, n, 1.0);
-        let l = decode::rmsnorm(rows, n, 1e-6).unwrap();
         let (xb, wb) = (HostBuffer::from_slice(&x), HostBuffer::from_slice(&w));
         let mut out = HostBuffer::poisoned(rows * n * 4);
-        run(
-            &l,
-            &mut [
+        // The norm into `out`, and into `outq` as Q8_1 when given.
+        let norm = |out: &mut HostBuffer, outq: Option<&mut HostBuffer>| {
+            let l = match outq {
+                Some(_) => decode::rmsnorm_quantized(rows, n, 1e-6),
+                None => decode::rmsnorm(rows, n, 1e-6),
+            }
+            .unwrap();
+            let d = dummy();
+            let q = match outq {
+                Some(q) => Arg::Out(q),
+                None => Arg::In(&d),
+            };
+            let mut args = [
                 Arg::In(&xb),
                 Arg::In(&wb),
-                Arg::Out(&mut out),
-                Arg::In(&dummy()),
+                Arg::Out(out),
+                q,
                 Arg::value(&l.params),
-            ],
-        );
+            ];
+            run(&l, &mut args);
+        };
+        norm(&mut out, None);
         let mut want = vec![0f32; rows * n];
         for (o, r) in want.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
             ops::rms_norm(r, &w, 1e-6, o);
@@ -68,18 +79,8 @@ fn rmsnorm_matches_the_cpu_over_rows() {
         close(&got, &want, 1e-5, &format!("rmsnorm {rows}x{n}"));
         // Quantizing as it goes: the same values, and their Q8_1 blocks bit-exact.
         if n % 32 == 0 {
-            let l = decode::rmsnorm_quantized(rows, n, 1e-6).unwrap();
             let mut outq = HostBuffer::poisoned(rows * n / 32 * 36);
-            run(
-                &l,
-                &mut [
-                    Arg::In(&xb),
-                    Arg::In(&wb),
-                    Arg::Out(&mut out),
-                    Arg::Out(&mut outq),
-                    Arg::value(&l.params),
-                ],
-            );
+            norm(&mut out, Some(&mut outq));
             assert_eq!(out.to_vec::<f32>(), got, "rmsnorm {rows}x{n} quantizing");
             assert_eq!(outq.bytes(), quantize(DType::Q8_1, &got).unwrap());
         }

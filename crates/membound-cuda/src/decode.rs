@@ -1915,6 +1915,16 @@ impl GpuStep {
         self.pdl
     }
 
+    /// Buffer `b` of launch `l`.
+    fn buf(&self, l: &StepLaunch, b: &Buf) -> Result<&cudarc::driver::CudaSlice<u8>> {
+        self.bufs.get(b).ok_or_else(|| {
+            bad(format!(
+                "{} needs {b:?}, which is not allocated",
+                l.kernel.name()
+            ))
+        })
+    }
+
     /// Launch `l` with programmatic dependent launch (`cuLaunchKernelEx` with
     /// `PROGRAMMATIC_STREAM_SERIALIZATION`): the arguments as raw bytes (device pointers, the
     /// parameter structs), which the driver copies at the launch.
@@ -1930,13 +1940,7 @@ impl GpuStep {
         for a in &l.args {
             vals.push(match a {
                 StepArg::In(b) | StepArg::Out(b) => {
-                    let buf = self.bufs.get(b).ok_or_else(|| {
-                        bad(format!(
-                            "{} needs {b:?}, which is not allocated",
-                            l.kernel.name()
-                        ))
-                    })?;
-                    let (ptr, _sync) = buf.device_ptr(&gpu.stream);
+                    let (ptr, _sync) = self.buf(l, b)?.device_ptr(&gpu.stream);
                     ptr.to_le_bytes().to_vec()
                 }
                 StepArg::Gemv(p) => bytes_of(p),
@@ -2008,13 +2012,7 @@ impl GpuStep {
             for a in &l.args {
                 match a {
                     StepArg::In(b) | StepArg::Out(b) => {
-                        let buf = self.bufs.get(b).ok_or_else(|| {
-                            bad(format!(
-                                "{} needs {b:?}, which is not allocated",
-                                l.kernel.name()
-                            ))
-                        })?;
-                        args.arg(buf);
+                        args.arg(self.buf(l, b)?);
                     }
                     StepArg::Gemv(p) => {
                         args.arg(p);

@@ -121,7 +121,7 @@ pub enum MoeBuf {
     /// quantizes them), and the shared expert's.
     ActSync,
     /// See [`MoeBuf::ActSync`].
-    SharedActSync,
+    SharedSync,
     /// A 16-byte stand-in for an argument a kernel does not read (its flag is off).
     Dummy,
 }
@@ -411,16 +411,8 @@ pub fn moe_launches_fused(
         };
         pass(
             [
-                SharedGate,
-                SharedUp,
-                SharedDown,
-                SharedPlan,
-                SharedAct,
-                SharedActQ,
-                SharedW,
-                SharedY,
-                Dummy,
-                SharedActSync,
+                SharedGate, SharedUp, SharedDown, SharedPlan, SharedAct, SharedActQ, SharedW,
+                SharedY, Dummy, SharedSync,
             ],
             (t.shared_gate_up, t.shared_down),
             sp,
@@ -507,7 +499,7 @@ pub fn buffer_bytes(layer: &MoeLayer, tokens: usize, b: MoeBuf) -> usize {
         SharedActQ => if_shared(q8(tokens * sf)),
         RouteSync => 4,
         ActSync => 4 * max_slots(l, tokens) * f.div_ceil(32),
-        SharedActSync => if_shared(4 * sf.div_ceil(32)),
+        SharedSync => if_shared(4 * sf.div_ceil(32)),
         Dummy => 16,
     }
 }
@@ -515,47 +507,16 @@ pub fn buffer_bytes(layer: &MoeLayer, tokens: usize, b: MoeBuf) -> usize {
 /// Whether buffer `b` must hold zeros before the first launch: the counters of the launches
 /// whose last block finishes the work (they leave them at zero again for the next launch).
 pub fn starts_zeroed(b: MoeBuf) -> bool {
-    matches!(
-        b,
-        MoeBuf::RouteSync | MoeBuf::ActSync | MoeBuf::SharedActSync
-    )
+    matches!(b, MoeBuf::RouteSync | MoeBuf::ActSync | MoeBuf::SharedSync)
 }
 
 /// Every buffer of [`MoeBuf`], in order.
 pub const ALL_BUFS: [MoeBuf; 31] = {
     use MoeBuf::*;
     [
-        X,
-        Xq,
-        Router,
-        RouterBias,
-        Steer,
-        Gate,
-        Up,
-        Down,
-        GateBias,
-        UpBias,
-        DownBias,
-        SharedGate,
-        SharedUp,
-        SharedDown,
-        Logits,
-        Ids,
-        Weights,
-        SharedW,
-        Plan,
-        SharedPlan,
-        Act,
-        ActQ,
-        Y,
-        SharedAct,
-        SharedActQ,
-        SharedY,
-        Out,
-        RouteSync,
-        ActSync,
-        SharedActSync,
-        Dummy,
+        X, Xq, Router, RouterBias, Steer, Gate, Up, Down, GateBias, UpBias, DownBias, SharedGate,
+        SharedUp, SharedDown, Logits, Ids, Weights, SharedW, Plan, SharedPlan, Act, ActQ, Y,
+        SharedAct, SharedActQ, SharedY, Out, RouteSync, ActSync, SharedSync, Dummy,
     ]
 };
 

@@ -1906,7 +1906,14 @@ impl GpuStep {
                 e.insert(gpu.alloc_zeros::<u8>(n)?);
             }
         }
-        let pdl = pdl_requested() && gpu.info().sm.0 >= 9;
+        // The kernels must have been built for sm_90 or later, or mb_grid_begin's wait is
+        // compiled out (an older NVRTC falls back to older PTX) and a launch would not wait.
+        let built = match gpu.target {
+            crate::nvrtc::Target::Cubin { major, .. } | crate::nvrtc::Target::Ptx { major, .. } => {
+                major
+            }
+        };
+        let pdl = pdl_requested() && gpu.info().sm.0 >= 9 && built >= 9;
         Ok(GpuStep { bufs, pdl })
     }
 
@@ -1970,6 +1977,7 @@ impl GpuStep {
             attrs: &mut attr,
             numAttrs: 1,
         };
+        let _range = gpu.nvtx_range(l.kernel);
         // SAFETY: step_launches builds each argument list in the kernel's parameter order, so
         // `params` holds one pointer per kernel parameter to bytes of its size; the buffers
         // live in `self` for as long as the step does.
@@ -2003,6 +2011,14 @@ impl GpuStep {
     /// Queues `launches` (from [`step_launches`] of the same description).
     pub fn run(&self, gpu: &crate::gpu::Gpu, launches: &[StepLaunch]) -> Result<()> {
         use cudarc::driver::PushKernelArg;
+        if self.pdl {
+            // cuLaunchKernelEx takes the thread's current context (cudarc's launches bind
+            // theirs): after work on another device it would not be this one's.
+            gpu.stream
+                .context()
+                .bind_to_thread()
+                .map_err(crate::gpu::driver_err(&gpu.label, "bind the context"))?;
+        }
         for l in launches {
             if self.pdl {
                 self.launch_pdl(gpu, l)?;

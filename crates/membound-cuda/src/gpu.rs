@@ -505,13 +505,18 @@ impl Gpu {
     /// # Safety
     /// `args` must match the kernel's parameter list in number, order and type, and every
     /// buffer must be large enough for `cfg` and the parameters (each caller checks lengths).
+    /// An NVTX range named after kernel `k` for as long as it lives (where NVTX loaded).
+    pub(crate) fn nvtx_range(&self, k: Kernel) -> Option<crate::nvtx::Range<'_>> {
+        self.nvtx.as_ref().map(|n| n.range(&self.kernel_names[&k]))
+    }
+
     pub(crate) unsafe fn launch(
         &self,
         k: Kernel,
         mut args: LaunchArgs<'_>,
         cfg: LaunchConfig,
     ) -> Result<()> {
-        let _range = self.nvtx.as_ref().map(|n| n.range(&self.kernel_names[&k]));
+        let _range = self.nvtx_range(k);
         // SAFETY: guaranteed by this function's contract.
         unsafe { args.launch(cfg) }
             .map(|_| ())

@@ -89,6 +89,12 @@ fn kernels_compile_with_the_header_stand_in() {
     if !enabled() {
         return;
     }
+    if matches!(CudaHeaders::resolve(), CudaHeaders::Shim) {
+        // This NVRTC has no headers: every_kernel_compiles_for_every_arch already compiled
+        // every architecture with the stand-in.
+        println!("the stand-in is this NVRTC's only headers: checked with every arch");
+        return;
+    }
     std::thread::scope(|scope| {
         for arch in ["sm_80", "sm_121"] {
             scope.spawn(move || check(arch, &CudaHeaders::Shim));

@@ -26,7 +26,8 @@
 //                     MOE_GROUP_BLOCKS blocks of each 32 rows writes their Q8_1 blocks (else
 //                     mb_quantize_q8_1 follows as a launch of its own).
 //   mb_moe_down_T     y[i][r] = w_i * (down_e[r] . act_i (+bd)): grid (ceil(hidden /
-//                     MOE_WARPS), max_slots).
+//                     MOE_WARPS), max_slots). Without a shared expert (MOE_COMBINE) the last
+//                     used slot's block of each MOE_WARPS rows then combines them (below).
 //   (the shared expert: gate_up and down again over a one-slot plan, weights = its gate)
 //   mb_moe_combine    out[t][r] = sum_j y[t*k+j][r] (+ y_shared[t][r]), j in order (with
 //                     MOE_ACCUMULATE: out[t][r] += that sum, a decode step's residual add).
@@ -422,13 +423,35 @@ static __device__ __forceinline__ void mb_moe_gate_up(const u8* __restrict__ gat
     if (p.flags & MOE_QUANT_ACT) mb_moe_quantize_act(plan, act, actq, sync, p);
 }
 
+// The combine, by the down launch of a layer without a shared expert (MOE_COMBINE): the last of
+// the used slots' blocks of these MOE_WARPS rows sums each token's choices for them, in choice
+// order as mb_moe_combine does (out[t][r] = sum_j y[t*k+j][r], or out += that with
+// MOE_ACCUMULATE). Not inlined, like mb_moe_quantize_act.
+static __device__ __noinline__ void mb_moe_combine_rows(const u32* __restrict__ plan,
+                                                        const float* __restrict__ y,
+                                                        float* __restrict__ out,
+                                                        u32* __restrict__ sync, const MoeParams& p) {
+    u32* count = sync + blockIdx.x;
+    if (!mb_last_of(count, mb_ld(plan))) return;
+    for (u32 v = threadIdx.x; v < p.tokens * MOE_WARPS; v += blockDim.x) {
+        const u32 t = v / MOE_WARPS, r = blockIdx.x * MOE_WARPS + v % MOE_WARPS;
+        if (r >= p.hidden) continue;
+        float acc = 0.0f;
+        for (u32 j = 0; j < p.top_k; ++j) acc += mb_ld_cg(y + ((u64)t * p.top_k + j) * p.hidden + r);
+        const u64 o = (u64)t * p.hidden + r;
+        out[o] = (p.flags & MOE_ACCUMULATE) ? mb_ld(out + o) + acc : acc;
+    }
+    if (threadIdx.x == 0) *count = 0u;
+}
+
 template <typename Q>
 static __device__ __forceinline__ void mb_moe_down(const u8* __restrict__ down,
                                                    const typename Q::X* __restrict__ a,
                                                    const u32* __restrict__ plan,
                                                    const float* __restrict__ w,
                                                    const float* __restrict__ down_b,
-                                                   float* __restrict__ y, const MoeParams& p) {
+                                                   float* __restrict__ y, float* __restrict__ out,
+                                                   u32* __restrict__ sync, const MoeParams& p) {
     u32 e, first, end;
     const u32* pairs;
     if (!mb_moe_slot(plan, e, first, end, pairs)) return;
@@ -446,6 +469,7 @@ static __device__ __forceinline__ void mb_moe_down(const u8* __restrict__ down,
             y[(u64)i * p.hidden + row] = mb_ld(w + i) * (d[0] + b);
         }
     }
+    if (p.flags & MOE_COMBINE) mb_moe_combine_rows(plan, y, out, sync, p);
 }
 
 // The expert kernels of each weight type (activations: Q8_1 blocks, or f32 for F16/BF16).
@@ -463,9 +487,10 @@ mb_moe_gate_up_q8_0(const u8* __restrict__ gate, const u8* __restrict__ up,
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
 mb_moe_down_q8_0(const u8* __restrict__ down, const block_q8_1* __restrict__ a,
                  const u32* __restrict__ plan, const float* __restrict__ w,
-                 const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+                 const float* __restrict__ down_b, float* __restrict__ y,
+                 float* __restrict__ out, u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_down<DotQ8_0>(down, a, plan, w, down_b, y, p);
+    mb_moe_down<DotQ8_0>(down, a, plan, w, down_b, y, out, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -481,9 +506,10 @@ mb_moe_gate_up_q4_k(const u8* __restrict__ gate, const u8* __restrict__ up,
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
 mb_moe_down_q4_k(const u8* __restrict__ down, const block_q8_1* __restrict__ a,
                  const u32* __restrict__ plan, const float* __restrict__ w,
-                 const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+                 const float* __restrict__ down_b, float* __restrict__ y,
+                 float* __restrict__ out, u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_down<DotQ4_K>(down, a, plan, w, down_b, y, p);
+    mb_moe_down<DotQ4_K>(down, a, plan, w, down_b, y, out, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -499,9 +525,10 @@ mb_moe_gate_up_q6_k(const u8* __restrict__ gate, const u8* __restrict__ up,
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
 mb_moe_down_q6_k(const u8* __restrict__ down, const block_q8_1* __restrict__ a,
                  const u32* __restrict__ plan, const float* __restrict__ w,
-                 const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+                 const float* __restrict__ down_b, float* __restrict__ y,
+                 float* __restrict__ out, u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_down<DotQ6_K>(down, a, plan, w, down_b, y, p);
+    mb_moe_down<DotQ6_K>(down, a, plan, w, down_b, y, out, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -517,9 +544,10 @@ mb_moe_gate_up_mxfp4(const u8* __restrict__ gate, const u8* __restrict__ up,
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
 mb_moe_down_mxfp4(const u8* __restrict__ down, const block_q8_1* __restrict__ a,
                   const u32* __restrict__ plan, const float* __restrict__ w,
-                  const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+                  const float* __restrict__ down_b, float* __restrict__ y,
+                  float* __restrict__ out, u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_down<DotMxfp4>(down, a, plan, w, down_b, y, p);
+    mb_moe_down<DotMxfp4>(down, a, plan, w, down_b, y, out, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -535,9 +563,10 @@ mb_moe_gate_up_f16(const u8* __restrict__ gate, const u8* __restrict__ up,
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
 mb_moe_down_f16(const u8* __restrict__ down, const float* __restrict__ a,
                 const u32* __restrict__ plan, const float* __restrict__ w,
-                const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+                const float* __restrict__ down_b, float* __restrict__ y,
+                float* __restrict__ out, u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_down<DotHalf<CvtF16>>(down, a, plan, w, down_b, y, p);
+    mb_moe_down<DotHalf<CvtF16>>(down, a, plan, w, down_b, y, out, sync, p);
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
@@ -553,9 +582,10 @@ mb_moe_gate_up_bf16(const u8* __restrict__ gate, const u8* __restrict__ up,
 extern "C" __global__ void __launch_bounds__(MOE_WARPS * MB_WARP_SIZE, MOE_MIN_BLOCKS)
 mb_moe_down_bf16(const u8* __restrict__ down, const float* __restrict__ a,
                  const u32* __restrict__ plan, const float* __restrict__ w,
-                 const float* __restrict__ down_b, float* __restrict__ y, MoeParams p) {
+                 const float* __restrict__ down_b, float* __restrict__ y,
+                 float* __restrict__ out, u32* __restrict__ sync, MoeParams p) {
     mb_grid_begin();
-    mb_moe_down<DotHalf<CvtBF16>>(down, a, plan, w, down_b, y, p);
+    mb_moe_down<DotHalf<CvtBF16>>(down, a, plan, w, down_b, y, out, sync, p);
 }
 
 // ---------------------------------------------------------------------------------------------

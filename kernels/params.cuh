@@ -66,6 +66,7 @@ struct MoeParams {
 #define MOE_ACCUMULATE 256u     // combine adds into out (the residual stream) instead of writing
 #define MOE_QUANT_X 512u        // router: also write x as Q8_1 (the gate/up input)
 #define MOE_QUANT_ACT 1024u     // gate/up: the last block of each 32 rows writes their Q8_1
+#define MOE_COMBINE 2048u       // down: the last block of each row group combines (no shared expert)
 
 static_assert(sizeof(MoeParams) == 64, "MoeParams must be 64 bytes");
 

@@ -1537,9 +1537,9 @@ impl Builder {
 /// 10: norm (writing the Q8_1 input too), the stacked Q/K/V product, [`qkv_heads`], the split,
 /// the reduction (writing the Q8_1 input of O), O adding into the residual stream, norm, the
 /// stacked gate/up product, the gated activation (writing the Q8_1 input of down), down adding
-/// into the stream. A Qwen3-30B-A3B layer (GQA with QK-norm, a MoE FFN) is 22 and 11: its FFN
+/// into the stream. A Qwen3-30B-A3B layer (GQA with QK-norm, a MoE FFN) is 21 and 10: its FFN
 /// is the norm, the router (routing in its last block), gate/up (quantizing the activations in
-/// its last blocks), down and the combine adding into the stream.
+/// its last blocks) and down (combining the choices into the stream in its last blocks).
 pub fn step_launches(d: &StepDesc, pos: usize) -> Result<Vec<StepLaunch>> {
     Ok(step_plan(d, pos)?.launches)
 }

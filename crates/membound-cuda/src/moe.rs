@@ -57,6 +57,10 @@ pub const MOE_QUANT_X: u32 = 512;
 /// `MoeParams::flags` of a gate/up pass: the last block of each 32 rows writes their Q8_1
 /// activations (the down product's input), so no quantization launch follows.
 pub const MOE_QUANT_ACT: u32 = 1024;
+/// `MoeParams::flags` of the routed down launch of a layer without a shared expert: the last
+/// block of each row group combines the choices into [`MoeBuf::Out`], so no combine launch
+/// follows.
+pub const MOE_COMBINE: u32 = 2048;
 
 /// The buffers of one MoE layer's launches (weights, inputs, intermediates, output).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,6 +126,8 @@ pub enum MoeBuf {
     ActSync,
     /// See [`MoeBuf::ActSync`].
     SharedSync,
+    /// The routed down launch's counters, one per row group (the last block combines it).
+    DownSync,
     /// A 16-byte stand-in for an argument a kernel does not read (its flag is off).
     Dummy,
 }
@@ -298,7 +304,8 @@ pub struct MoeFusion {
 /// The launch sequence of one layer for a batch of `tokens` (with per-token steering when
 /// `steer`): the router (logits, x to Q8_1 where a type needs it, and the routing and plan by
 /// its last block), the routed gate/up (with the activations' Q8_1 where down reads them) and
-/// down, the shared expert's, the combine: four launches for a layer without a shared expert.
+/// down; without a shared expert down's last blocks combine the choices (three launches in
+/// all), with one the shared expert's gate/up and down and the combine follow.
 pub fn moe_launches(layer: &MoeLayer, tokens: usize, steer: bool) -> Result<Vec<MoeLaunch>> {
     moe_launches_fused(layer, tokens, steer, MoeFusion::default())
 }
@@ -319,6 +326,7 @@ pub fn moe_launches_fused(
     let or_dummy = |on: bool, b: MoeBuf| In(if on { b } else { Dummy });
     let shared = layer.shared_ff > 0;
     let h = layer.hidden;
+    let accumulate = if fuse.accumulate { MOE_ACCUMULATE } else { 0 };
     // The router quantizes x too where gate/up reads Q8_1 and the norm before did not.
     let quant_x = (quant(t.gate_up) || (shared && quant(t.shared_gate_up))) && !fuse.x_quantized;
     let mut v = vec![MoeLaunch {
@@ -377,6 +385,8 @@ pub fn moe_launches_fused(
                     }),
                 ],
             });
+            // Without a shared expert the routed down launch combines too (its last blocks).
+            let combine = !shared && sync == ActSync;
             v.push(MoeLaunch {
                 kernel: down_k,
                 config: expert_config(pp.hidden, slots),
@@ -387,7 +397,12 @@ pub fn moe_launches_fused(
                     In(w),
                     bias_of(bias),
                     Out(y),
-                    MoeArg::Moe(pp),
+                    if combine { Out(MoeBuf::Out) } else { In(Dummy) },
+                    if combine { Out(DownSync) } else { In(Dummy) },
+                    MoeArg::Moe(MoeParams {
+                        flags: pp.flags | if combine { MOE_COMBINE | accumulate } else { 0 },
+                        ..pp
+                    }),
                 ],
             });
             Ok(())
@@ -419,6 +434,9 @@ pub fn moe_launches_fused(
             1,
         )?;
     }
+    if !shared {
+        return Ok(v);
+    }
     let n = (tokens * h) as u32;
     v.push(MoeLaunch {
         kernel: Kernel::MoeCombine,
@@ -429,10 +447,10 @@ pub fn moe_launches_fused(
         },
         args: vec![
             In(Y),
-            In(if shared { SharedY } else { Dummy }),
+            In(SharedY),
             Out(MoeBuf::Out),
             MoeArg::Moe(MoeParams {
-                flags: p.flags | if fuse.accumulate { MOE_ACCUMULATE } else { 0 },
+                flags: p.flags | accumulate,
                 ..p
             }),
         ],
@@ -500,6 +518,7 @@ pub fn buffer_bytes(layer: &MoeLayer, tokens: usize, b: MoeBuf) -> usize {
         RouteSync => 4,
         ActSync => 4 * max_slots(l, tokens) * f.div_ceil(32),
         SharedSync => if_shared(4 * sf.div_ceil(32)),
+        DownSync => 4 * h.div_ceil(MOE_WARPS as usize),
         Dummy => 16,
     }
 }
@@ -507,16 +526,19 @@ pub fn buffer_bytes(layer: &MoeLayer, tokens: usize, b: MoeBuf) -> usize {
 /// Whether buffer `b` must hold zeros before the first launch: the counters of the launches
 /// whose last block finishes the work (they leave them at zero again for the next launch).
 pub fn starts_zeroed(b: MoeBuf) -> bool {
-    matches!(b, MoeBuf::RouteSync | MoeBuf::ActSync | MoeBuf::SharedSync)
+    matches!(
+        b,
+        MoeBuf::RouteSync | MoeBuf::ActSync | MoeBuf::SharedSync | MoeBuf::DownSync
+    )
 }
 
 /// Every buffer of [`MoeBuf`], in order.
-pub const ALL_BUFS: [MoeBuf; 31] = {
+pub const ALL_BUFS: [MoeBuf; 32] = {
     use MoeBuf::*;
     [
         X, Xq, Router, RouterBias, Steer, Gate, Up, Down, GateBias, UpBias, DownBias, SharedGate,
         SharedUp, SharedDown, Logits, Ids, Weights, SharedW, Plan, SharedPlan, Act, ActQ, Y,
-        SharedAct, SharedActQ, SharedY, Out, RouteSync, ActSync, SharedSync, Dummy,
+        SharedAct, SharedActQ, SharedY, Out, RouteSync, ActSync, SharedSync, DownSync, Dummy,
     ]
 };
 
@@ -812,8 +834,7 @@ mod tests {
             [
                 Kernel::MoeRouter,
                 Kernel::MoeGateUpQ8_0,
-                Kernel::MoeDownQ8_0,
-                Kernel::MoeCombine
+                Kernel::MoeDownQ8_0
             ]
         );
         // 128 router rows, 8 per block; 768 rows of gate/up in blocks of 4 warps, one grid row

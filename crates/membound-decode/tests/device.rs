@@ -439,8 +439,8 @@ fn fused_steps_take_fewer_launches_and_compute_the_same() {
         ),
         ("qwen3-32b", Recipe::Q8_0, DType::F16, (24, 10), false),
         ("gemma-3-4b", Recipe::Q8_0, DType::F16, (26, 14), false),
-        ("qwen3-30b-a3b", Recipe::Q8_0, DType::Q8_0, (22, 11), true),
-        ("gpt-oss-20b", Recipe::Q8_0, DType::F16, (24, 13), false),
+        ("qwen3-30b-a3b", Recipe::Q8_0, DType::Q8_0, (21, 10), true),
+        ("gpt-oss-20b", Recipe::Q8_0, DType::F16, (23, 12), false),
         ("glm-4.7-flash", Recipe::Q8_0, DType::F16, (33, 28), false),
         (
             "qwen3-coder-next",

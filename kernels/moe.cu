@@ -423,6 +423,21 @@ static __device__ __forceinline__ void mb_moe_gate_up(const u8* __restrict__ gat
     if (p.flags & MOE_QUANT_ACT) mb_moe_quantize_act(plan, act, actq, sync, p);
 }
 
+// Token t's output value r: the sum of its choices' y in choice order (+ the shared expert's
+// with MOE_SHARED_OUT), written, or added to out with MOE_ACCUMULATE. The one definition of the
+// combine, for mb_moe_combine and the down launch's mb_moe_combine_rows (y is read from L2: there
+// other blocks of the same launch wrote it).
+static __device__ __forceinline__ void mb_moe_combine_at(const float* __restrict__ y,
+                                                         const float* __restrict__ y_shared,
+                                                         float* __restrict__ out, u64 t, u64 r,
+                                                         const MoeParams& p) {
+    float acc = 0.0f;
+    for (u32 j = 0; j < p.top_k; ++j) acc += mb_ld_cg(y + ((t * p.top_k + j) * p.hidden + r));
+    const u64 o = t * p.hidden + r;
+    if (p.flags & MOE_SHARED_OUT) acc += mb_ld(y_shared + o);
+    out[o] = (p.flags & MOE_ACCUMULATE) ? mb_ld(out + o) + acc : acc;
+}
+
 // The combine, by the down launch of a layer without a shared expert (MOE_COMBINE): the last of
 // the used slots' blocks of these MOE_WARPS rows sums each token's choices for them, in choice
 // order as mb_moe_combine does (out[t][r] = sum_j y[t*k+j][r], or out += that with
@@ -435,11 +450,7 @@ static __device__ __noinline__ void mb_moe_combine_rows(const u32* __restrict__ 
     if (!mb_last_of(count, mb_ld(plan))) return;
     for (u32 v = threadIdx.x; v < p.tokens * MOE_WARPS; v += blockDim.x) {
         const u32 t = v / MOE_WARPS, r = blockIdx.x * MOE_WARPS + v % MOE_WARPS;
-        if (r >= p.hidden) continue;
-        float acc = 0.0f;
-        for (u32 j = 0; j < p.top_k; ++j) acc += mb_ld_cg(y + ((u64)t * p.top_k + j) * p.hidden + r);
-        const u64 o = (u64)t * p.hidden + r;
-        out[o] = (p.flags & MOE_ACCUMULATE) ? mb_ld(out + o) + acc : acc;
+        if (r < p.hidden) mb_moe_combine_at(y, nullptr, out, t, r, p);
     }
     if (threadIdx.x == 0) *count = 0u;
 }
@@ -596,10 +607,6 @@ mb_moe_combine(const float* __restrict__ y, const float* __restrict__ y_shared,
     mb_grid_begin();
     const u64 n = (u64)p.tokens * p.hidden;
     for (u64 v = (u64)blockIdx.x * blockDim.x + threadIdx.x; v < n; v += (u64)gridDim.x * blockDim.x) {
-        const u64 t = v / p.hidden, r = v % p.hidden;
-        float acc = 0.0f;
-        for (u32 j = 0; j < p.top_k; ++j) acc += mb_ld(y + ((t * p.top_k + j) * p.hidden + r));
-        if (p.flags & MOE_SHARED_OUT) acc += mb_ld(y_shared + v);
-        out[v] = (p.flags & MOE_ACCUMULATE) ? mb_ld(out + v) + acc : acc;
+        mb_moe_combine_at(y, y_shared, out, v / p.hidden, v % p.hidden, p);
     }
 }

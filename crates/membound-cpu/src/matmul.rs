@@ -171,11 +171,19 @@ impl CpuGemv {
         let (rb, per_group) = (self.row_bytes, self.rows / groups);
         pool.install(|| {
             y.par_chunks_mut(per_task).enumerate().for_each(|(t, ys)| {
-                let first = t * per_task;
-                let w = &self.weights[first * rb..(first + ys.len()) * rb];
-                for (i, (yv, w_row)) in ys.iter_mut().zip(w.chunks_exact(rb)).enumerate() {
-                    let g = (first + i) / per_group;
-                    *yv = kernel.dot_unchecked(w_row, &acts[g * stride..(g + 1) * stride]);
+                // Runs of rows within one group, four rows per kernel call.
+                let (first, end) = (t * per_task, t * per_task + ys.len());
+                let mut r = first;
+                while r < end {
+                    let g = r / per_group;
+                    let run_end = end.min((g + 1) * per_group);
+                    kernel.dot_rows_unchecked(
+                        &self.weights[r * rb..run_end * rb],
+                        rb,
+                        &acts[g * stride..(g + 1) * stride],
+                        &mut ys[r - first..run_end - first],
+                    );
+                    r = run_end;
                 }
             })
         });

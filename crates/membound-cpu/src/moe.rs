@@ -15,7 +15,7 @@ use membound_spec::moe::MoeLayer;
 use rayon::ThreadPool;
 use rayon::prelude::*;
 
-use crate::dot::{DotKernel, check_len, row_bytes};
+use crate::dot::{DotKernel, RowGroup, check_len, quarter_rows, row_bytes};
 use crate::matmul::{OutPtr, act_rows};
 use crate::scratch::{Reuse, zeroed};
 use crate::{CpuError, CpuGemv, Isa};
@@ -661,19 +661,45 @@ impl Pass<'_> {
         pool.install(|| {
             b.tasks.par_iter().for_each(|&(s, r0, r1)| {
                 let (e, first, end) = plan.slots[s];
-                for r in r0..r1 {
-                    let (g_row, u_row) = (self.gate.row(e, r), self.up.row(e, r));
-                    let (bg, bu) = self
-                        .bias
-                        .map_or((0.0, 0.0), |b| (b.0[e * f + r], b.1[e * f + r]));
+                let bias = |r: usize| {
+                    self.bias
+                        .map_or((0.0, 0.0), |b| (b.0[e * f + r], b.1[e * f + r]))
+                };
+                // Gate and up of a row from each half of the run in one four-row call (four
+                // sequential streams; see `DotKernel::dot_rows_unchecked`), then the odd row.
+                let half = if gk.has_four_row_form() { (r1 - r0) / 2 } else { 0 };
+                let pairs = (0..half).map(|k| (r0 + k, Some(r0 + half + k)));
+                let rest = (r0 + 2 * half..r1).map(|r| (r, None));
+                for (a, b) in pairs.chain(rest) {
                     for &i in &plan.pairs[first..end] {
                         let t = i / pt;
                         let x = &xq[t * x_stride..(t + 1) * x_stride];
-                        let g = gk.dot_unchecked(g_row, x) + bg;
-                        let u = gk.dot_unchecked(u_row, x) + bu;
-                        // SAFETY: i < n and r < f index inside `act` (n · f values); each
-                        // (i, r) belongs to one task (one slot, one row run).
-                        unsafe { out.write(i * f + r, l.activation.apply(g, u)) };
+                        let put = |r: usize, g: f32, u: f32| {
+                            let (bg, bu) = bias(r);
+                            // SAFETY: i < n and r < r1 <= f index inside `act` (n · f values);
+                            // each (i, r) belongs to one task (one slot, one row run).
+                            unsafe { out.write(i * f + r, l.activation.apply(g + bg, u + bu)) };
+                        };
+                        match b {
+                            Some(b) => {
+                                let [ga, ua, gb, ub] = gk.dot4_unchecked(
+                                    [
+                                        self.gate.row(e, a),
+                                        self.up.row(e, a),
+                                        self.gate.row(e, b),
+                                        self.up.row(e, b),
+                                    ],
+                                    x,
+                                );
+                                put(a, ga, ua);
+                                put(b, gb, ub);
+                            }
+                            None => put(
+                                a,
+                                gk.dot_unchecked(self.gate.row(e, a), x),
+                                gk.dot_unchecked(self.up.row(e, a), x),
+                            ),
+                        }
                     }
                 }
             })
@@ -684,15 +710,26 @@ impl Pass<'_> {
         pool.install(|| {
             b.tasks.par_iter().for_each(|&(s, r0, r1)| {
                 let (e, first, end) = plan.slots[s];
-                for r in r0..r1 {
-                    let d_row = self.down.row(e, r);
-                    let bd = self.bias.map_or(0.0, |b| b.2[e * h + r]);
+                let bd = |r: usize| self.bias.map_or(0.0, |b| b.2[e * h + r]);
+                for rows in quarter_rows(r1 - r0, dk.has_four_row_form()) {
                     for &i in &plan.pairs[first..end] {
                         let a = &aq[i * a_stride..(i + 1) * a_stride];
-                        let v = weights[i] * (dk.dot_unchecked(d_row, a) + bd);
-                        // SAFETY: i < n and r < h index inside `y` (n · h values, checked by
-                        // the caller's allocation); each (i, r) belongs to one task.
-                        unsafe { out.write(i * h + r, v) };
+                        let put = |r: usize, d: f32| {
+                            // SAFETY: i < n and r < r1 <= h index inside `y` (n · h values,
+                            // checked by the caller's allocation); each (i, r) belongs to one
+                            // task.
+                            unsafe { out.write(i * h + r, weights[i] * (d + bd(r))) };
+                        };
+                        match rows {
+                            RowGroup::Four(four) => {
+                                let rs = four.map(|k| r0 + k);
+                                let d = dk.dot4_unchecked(rs.map(|r| self.down.row(e, r)), a);
+                                rs.into_iter().zip(d).for_each(|(r, d)| put(r, d));
+                            }
+                            RowGroup::One(k) => {
+                                put(r0 + k, dk.dot_unchecked(self.down.row(e, r0 + k), a))
+                            }
+                        }
                     }
                 }
             })

@@ -125,6 +125,32 @@ fn dot_kernel_rows_agree_on_every_isa() {
     }
 }
 
+/// The four-row kernels (`DotKernel::dot4`) give each row's single-row dot on every ISA, for
+/// four different rows of random block bytes, and the GEMV that calls them covers every row
+/// once (17 rows: four groups of four and one left over, checked in `check_gemv`).
+#[test]
+fn four_row_dots_equal_single_row_dots() {
+    for dtype in QUANT {
+        let cols = 8 * dtype.block_size() as usize;
+        let g = random_blocks(dtype, 4, cols, 21);
+        let x = normal_f32(8, cols, 1.0);
+        let act = ops::quantize(act_dtype(dtype).unwrap(), &x).unwrap();
+        let rows: [&[u8]; 4] =
+            std::array::from_fn(|r| &g.weights()[r * g.row_bytes()..(r + 1) * g.row_bytes()]);
+        for isa in Isa::available() {
+            let k = DotKernel::new(dtype, isa).unwrap();
+            let four = k.dot4(cols, rows, &act).unwrap();
+            for (r, (&got, row)) in four.iter().zip(rows).enumerate() {
+                let want = k.dot(cols, row, &act).unwrap();
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{dtype} {isa} row {r}: four-row {got} vs single {want}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn dot_kernel_checks_lengths_and_support() {
     let k = DotKernel::new(DType::Q8_0, Isa::Scalar).unwrap();
@@ -175,8 +201,10 @@ fn gemv_rejects_bad_shapes() {
 
 #[test]
 fn gemm_equals_gemv_per_activation() {
-    // Same kernel, same quantized activations: GEMM must equal GEMV bit for bit, across
+    // Same integer sums, same quantized activations: GEMM must equal GEMV bit for bit, across
     // several row and batch tiles (row tiles hold at most 64 rows, batch tiles 64 activations).
+    // GEMV's four-row kernels sum blocks in another order than GEMM's single-row ones, the
+    // same at two blocks per row, as here.
     let p = pool(3);
     for dtype in FLOAT.into_iter().chain(QUANT) {
         let cols = 2 * dtype.block_size().max(32) as usize;

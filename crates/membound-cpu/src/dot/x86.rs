@@ -390,3 +390,169 @@ static E8M0_HALF: [f32; 256] = {
     }
     t
 };
+
+// ---- four-row kernels: each activation block loaded (and its shared work done) once for
+// four weight rows ----
+
+/// The 8 six-bit scales (bytes 0..8) and 8 mins (bytes 8..16) of a Q4_K block whose 12 packed
+/// bytes start at `p`, unpacked in one register (the 32-bit mask form of
+/// [`q4k_scales_mins`]: lanes scales_lo, scales_hi, mins_lo, mins_hi). Reads 16 bytes at `p`.
+#[inline(always)]
+unsafe fn q4k_scales_mins_v(p: *const u8) -> __m128i {
+    unsafe {
+        let v = _mm_loadu_si128(p.cast());
+        // (u0, u2, u1, u2) and (u0, u0, u1, u1).
+        let a = _mm_shuffle_epi32(v, 0b10_01_10_00);
+        let b = _mm_shuffle_epi32(v, 0b01_01_00_00);
+        let (m1, m2, m3) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
+        let lo = _mm_and_si128(
+            _mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+            _mm_setr_epi32(m1, m2, m1, m2),
+        );
+        let hi = _mm_slli_epi32(
+            _mm_and_si128(_mm_srli_epi32(b, 6), _mm_setr_epi32(0, m3, 0, m3)),
+            4,
+        );
+        _mm_or_si128(lo, hi)
+    }
+}
+
+/// Horizontal sum of 4 floats.
+#[inline(always)]
+unsafe fn hsum_ps128(v: __m128) -> f32 {
+    unsafe {
+        let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
+
+/// Blocks every one of `rows` holds whole (of `wb` bytes), and `a` too (of `ab` bytes).
+#[inline(always)]
+fn common_blocks(rows: &[&[u8]; 4], a: &[u8], wb: usize, ab: usize) -> usize {
+    rows.iter()
+        .map(|r| r.len() / wb)
+        .fold(a.len() / ab, usize::min)
+}
+
+/// Four Q4_K rows · one Q8_K row, AVX-512 VNNI: [`dot_q4_k_vnni`]'s integer sums per row, the
+/// activation's 8 runs of 32 bytes, its `bsums` and scale loaded once per block for the four
+/// rows, and each row's scales and mins unpacked in registers ([`q4k_scales_mins_v`]).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn dot4_q4_k_vnni(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    let blocks = common_blocks(&w, a, Q4_K_BYTES, Q8_K_BYTES);
+    // SAFETY: block b < blocks lies inside every row and inside `a`; within a block the loads
+    // stay inside its 144 (weight) and 292 (activation) bytes; the features are enabled.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        // As dot_q4_k_vnni: pair j's scale pattern, scale 2j four times then 2j + 1.
+        let pick: [__m256i; 4] = std::array::from_fn(|j| {
+            let (a, b) = (4 * j as i8, 4 * j as i8 + 2);
+            let half = [
+                a,
+                a + 1,
+                a,
+                a + 1,
+                a,
+                a + 1,
+                a,
+                a + 1,
+                b,
+                b + 1,
+                b,
+                b + 1,
+                b,
+                b + 1,
+                b,
+                b + 1,
+            ];
+            _mm256_loadu_si256([half, half].as_ptr().cast())
+        });
+        let zero = _mm256_setzero_si256();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc_min = [_mm_setzero_ps(); 4];
+        for blk in 0..blocks {
+            let y = a.as_ptr().add(blk * Q8_K_BYTES);
+            let yd = _mm_set1_ps(y.cast::<f32>().read_unaligned());
+            let bsums = _mm_hadd_epi16(
+                _mm_loadu_si128(y.add(260).cast()),
+                _mm_loadu_si128(y.add(276).cast()),
+            );
+            let q8: [__m256i; 8] = std::array::from_fn(|i| load32(y.add(4 + 32 * i)));
+            for r in 0..4 {
+                let x = w[r].as_ptr().add(blk * Q4_K_BYTES);
+                let sm = q4k_scales_mins_v(x.add(4));
+                // (d · yd, dmin · yd) in lanes 0 and 1.
+                let dd = _mm_mul_ps(
+                    _mm_cvtph_ps(_mm_cvtsi32_si128(x.cast::<i32>().read_unaligned())),
+                    yd,
+                );
+                let mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+                acc_min[r] = _mm_fmadd_ps(
+                    _mm_permute_ps(dd, 0b01_01_01_01),
+                    _mm_cvtepi32_ps(_mm_madd_epi16(mins, bsums)),
+                    acc_min[r],
+                );
+                let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+                let q4 = x.add(16);
+                let mut sumi = zero;
+                for (j, pick) in pick.iter().enumerate() {
+                    let bits = load32(q4.add(32 * j));
+                    let lo = _mm256_and_si256(bits, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                    let p16 = _mm256_packs_epi32(
+                        _mm256_dpbusd_epi32(zero, lo, q8[2 * j]),
+                        _mm256_dpbusd_epi32(zero, hi, q8[2 * j + 1]),
+                    );
+                    sumi = _mm256_dpwssd_epi32(sumi, p16, _mm256_shuffle_epi8(scales, *pick));
+                }
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_broadcastss_ps(dd),
+                    _mm256_cvtepi32_ps(sumi),
+                    acc[r],
+                );
+            }
+        }
+        std::array::from_fn(|r| hsum_ps(acc[r]) - hsum_ps128(acc_min[r]))
+    }
+}
+
+/// Four MXFP4 rows · one Q8_0 row (scales appended, as [`dot_mxfp4_vnni`]), AVX-512 VNNI. Each
+/// weight block's 16 bytes are broadcast to both halves, one variable shift and mask give the
+/// low nibbles in one half and the high in the other, and one `pshufb` looks up E2M1 + 12 (so
+/// the weights are unsigned for `vpdpbusd`); the activation's 12 · Σy per lane, subtracted
+/// back, is computed once per block for the four rows.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn dot4_mxfp4_vnni(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
+    let blocks = common_blocks(&w, a, MXFP4_BYTES, Q8_0_BYTES + 4);
+    let scales = &a[blocks * Q8_0_BYTES..];
+    debug_assert!(scales.len() >= 4 * blocks, "activation scales appended");
+    // SAFETY: block b < blocks lies inside every row; activation block b and its f32 scale at
+    // 4b of `scales` lie inside `a` (blocks counts 38 bytes per block); the features are
+    // enabled.
+    unsafe {
+        let mut lut = [0i8; 16];
+        for (l, k) in lut.iter_mut().zip(KVALUES_MXFP4) {
+            *l = k + 12;
+        }
+        let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr().cast()));
+        let shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+        let m4 = _mm256_set1_epi8(0x0F);
+        let twelve = _mm256_set1_epi8(12);
+        let zero = _mm256_setzero_si256();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for blk in 0..blocks {
+            let yv = load32(a.as_ptr().add(blk * Q8_0_BYTES + 2));
+            let neg = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, twelve, yv));
+            let yd = _mm256_set1_ps(scales.as_ptr().add(4 * blk).cast::<f32>().read_unaligned());
+            for r in 0..4 {
+                let x = w[r].as_ptr().add(blk * MXFP4_BYTES);
+                let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(1).cast()));
+                let idx = _mm256_and_si256(_mm256_srlv_epi32(q, shift), m4);
+                let s = _mm256_dpbusd_epi32(neg, _mm256_shuffle_epi8(lut, idx), yv);
+                let d = _mm256_mul_ps(_mm256_set1_ps(E8M0_HALF[usize::from(*x)]), yd);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
+            }
+        }
+        std::array::from_fn(|r| hsum_ps(acc[r]))
+    }
+}

@@ -62,7 +62,9 @@ fn main() {
         let read_s = best(&pool, reps, || {
             std::hint::black_box(bandwidth::read(&pool, isa, &a).expect("read"));
         });
-        let read = (bandwidth::bytes_moved(StreamOp::Read, size_of_val(a.as_slice()) as u64) * reps as u64) as f64 / read_s;
+        let read = (bandwidth::bytes_moved(StreamOp::Read, size_of_val(a.as_slice()) as u64)
+            * reps as u64) as f64
+            / read_s;
         let s = best(&pool, reps, || {
             g.run_with(&pool, isa, &x, &mut y).expect("gemv")
         });

@@ -667,7 +667,11 @@ impl Pass<'_> {
                 };
                 // Gate and up of a row from each half of the run in one four-row call (four
                 // sequential streams; see `DotKernel::dot_rows_unchecked`), then the odd row.
-                let half = if gk.has_four_row_form() { (r1 - r0) / 2 } else { 0 };
+                let half = if gk.has_four_row_form() {
+                    (r1 - r0) / 2
+                } else {
+                    0
+                };
                 let pairs = (0..half).map(|k| (r0 + k, Some(r0 + half + k)));
                 let rest = (r0 + 2 * half..r1).map(|r| (r, None));
                 for (a, b) in pairs.chain(rest) {

@@ -125,9 +125,10 @@ fn dot_kernel_rows_agree_on_every_isa() {
     }
 }
 
-/// The four-row kernels (`DotKernel::dot4`) give each row's single-row dot on every ISA, for
-/// four different rows of random block bytes, and the GEMV that calls them covers every row
-/// once (17 rows: four groups of four and one left over, checked in `check_gemv`).
+/// The four-row kernels (`DotKernel::dot4`) give each row's single-row dot bit for bit on every
+/// ISA, for four different rows of random block bytes (so a GEMV's result does not depend on
+/// how its rows fall into groups of four, nor on the threads); the GEMV that calls them covers
+/// every row once (17 rows: four groups of four and one left over, checked in `check_gemv`).
 #[test]
 fn four_row_dots_equal_single_row_dots() {
     for dtype in QUANT {
@@ -142,8 +143,9 @@ fn four_row_dots_equal_single_row_dots() {
             let four = k.dot4(cols, rows, &act).unwrap();
             for (r, (&got, row)) in four.iter().zip(rows).enumerate() {
                 let want = k.dot(cols, row, &act).unwrap();
-                assert!(
-                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
                     "{dtype} {isa} row {r}: four-row {got} vs single {want}"
                 );
             }
@@ -201,10 +203,9 @@ fn gemv_rejects_bad_shapes() {
 
 #[test]
 fn gemm_equals_gemv_per_activation() {
-    // Same integer sums, same quantized activations: GEMM must equal GEMV bit for bit, across
+    // Same kernel, same quantized activations: GEMM must equal GEMV bit for bit, across
     // several row and batch tiles (row tiles hold at most 64 rows, batch tiles 64 activations).
-    // GEMV's four-row kernels sum blocks in another order than GEMM's single-row ones, the
-    // same at two blocks per row, as here.
+    // GEMV's four-row kernels give each row what the single-row kernels give.
     let p = pool(3);
     for dtype in FLOAT.into_iter().chain(QUANT) {
         let cols = 2 * dtype.block_size().max(32) as usize;

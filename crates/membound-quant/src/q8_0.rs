@@ -97,7 +97,12 @@ mod tests {
         // Every half-way point and its neighbours one ulp away, past the i8 range both sides.
         for k in -300..=300 {
             let h = k as f32 + 0.5;
-            for x in [h, f32::from_bits(h.to_bits() - 1), f32::from_bits(h.to_bits() + 1), k as f32] {
+            for x in [
+                h,
+                f32::from_bits(h.to_bits() - 1),
+                f32::from_bits(h.to_bits() + 1),
+                k as f32,
+            ] {
                 check(x);
             }
         }
@@ -106,7 +111,16 @@ mod tests {
             check(f32::from_bits(bits));
             check(-f32::from_bits(bits));
         }
-        for x in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 4.2e6, -4.2e6, 1e30, -0.0, f32::MIN_POSITIVE] {
+        for x in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            4.2e6,
+            -4.2e6,
+            1e30,
+            -0.0,
+            f32::MIN_POSITIVE,
+        ] {
             check(x);
         }
     }

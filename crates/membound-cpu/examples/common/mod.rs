@@ -32,4 +32,3 @@ pub fn weights(dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
     }
     b
 }
-

@@ -341,11 +341,14 @@ fn x86_fn(dtype: DType) -> DotFn {
     }
 }
 
-/// The AVX-512 VNNI path: its Q4_K and MXFP4 dots, the AVX2 kernel of every other type.
+/// The AVX-512 VNNI path: its Q8_0, Q4_K, Q6_K and MXFP4 dots (the single-row forms of the
+/// four-row kernels), the AVX2 kernel of every other type.
 #[cfg(target_arch = "x86_64")]
 fn x86_vnni_fn(dtype: DType) -> DotFn {
     match dtype {
+        DType::Q8_0 => x86::dot_q8_0_vnni,
         DType::Q4_K => x86::dot_q4_k_vnni,
+        DType::Q6_K => x86::dot_q6_k_vnni,
         DType::MXFP4 => x86::dot_mxfp4_vnni,
         other => x86_fn(other),
     }
@@ -355,7 +358,9 @@ fn x86_vnni_fn(dtype: DType) -> DotFn {
 #[cfg(target_arch = "x86_64")]
 fn x86_vnni_fn4(dtype: DType) -> Option<Dot4Fn> {
     match dtype {
+        DType::Q8_0 => Some(x86::dot4_q8_0_vnni),
         DType::Q4_K => Some(x86::dot4_q4_k_vnni),
+        DType::Q6_K => Some(x86::dot4_q6_k_vnni),
         DType::MXFP4 => Some(x86::dot4_mxfp4_vnni),
         _ => None,
     }

@@ -211,55 +211,6 @@ pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
     }
 }
 
-/// Q4_K · Q8_K with AVX-512 VNNI on 256-bit registers: `vpdpbusd` sums each sub-block's
-/// products four at a time (at most 4 · 15 · 128, so they pack to i16 without saturating) and
-/// `vpdpwssd` applies two sub-blocks' scales and accumulates — 5 vector operations per pair of
-/// sub-blocks where the AVX2 kernel takes 8. Same integer sums, same result.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn dot_q4_k_vnni(w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: as dot_q4_k; AVX-512 VNNI/VL are enabled.
-    unsafe {
-        let m4 = _mm256_set1_epi8(0x0F);
-        // packs(a, b) holds a's 4 lanes then b's in each 128-bit half: pair j's scale pattern
-        // is scale 2j four times, then scale 2j + 1 four times (as i16 byte pairs).
-        let pick: [__m256i; 4] = std::array::from_fn(|j| {
-            let (a, b) = (4 * j as i8, 4 * j as i8 + 2);
-            let half = [
-                a,
-                a + 1,
-                a,
-                a + 1,
-                a,
-                a + 1,
-                a,
-                a + 1,
-                b,
-                b + 1,
-                b,
-                b + 1,
-                b,
-                b + 1,
-                b,
-                b + 1,
-            ];
-            _mm256_loadu_si256([half, half].as_ptr().cast())
-        });
-        let zero = _mm256_setzero_si256();
-        q4_k_blocks(w, a, |mut sumi, q4, q8, scales| {
-            for (j, pick) in pick.iter().enumerate() {
-                let bits = load32(q4.add(32 * j));
-                let lo = _mm256_and_si256(bits, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                let p_lo = _mm256_dpbusd_epi32(zero, lo, load32(q8.add(64 * j)));
-                let p_hi = _mm256_dpbusd_epi32(zero, hi, load32(q8.add(64 * j + 32)));
-                let p16 = _mm256_packs_epi32(p_lo, p_hi);
-                sumi = _mm256_dpwssd_epi32(sumi, p16, _mm256_shuffle_epi8(scales, *pick));
-            }
-            sumi
-        })
-    }
-}
-
 /// Q6_K · Q8_K.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn dot_q6_k(w: &[u8], a: &[u8]) -> f32 {
@@ -325,8 +276,10 @@ pub(super) fn dot_q6_k(w: &[u8], a: &[u8]) -> f32 {
     }
 }
 
-/// MXFP4 · Q8_0: nibbles looked up in the doubled E2M1 table with `pshufb`; the scales as in
-/// [`dot_mxfp4_vnni`] (the weight's from [`E8M0_HALF`], the activation's appended as f32).
+/// MXFP4 · Q8_0: nibbles looked up in the doubled E2M1 table with `pshufb`; the scales looked
+/// up, not converted per block (the weight's from [`E8M0_HALF`], the activation's appended as
+/// f32): measured on one Zen 4 core in cache, the per-block scales, not the products, bound
+/// these kernels (with constant scales 1.5x faster).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn dot_mxfp4(w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: as mxfp4_blocks; AVX2/FMA/F16C are enabled.
@@ -364,22 +317,6 @@ unsafe fn mxfp4_blocks(w: &[u8], a: &[u8], sum: impl Fn(__m256i, __m256i) -> __m
     }
 }
 
-/// MXFP4 · Q8_0 with AVX-512 VNNI on 256-bit registers: each block's products summed by one
-/// `vpdpbusd` of |w| and y signed like w (the AVX2 kernel takes two `vpsignb`, `vpmaddubsw` and
-/// `vpmaddwd`). Measured on one Zen 4 core in cache: the per-block scales, not the products,
-/// bound these kernels (with constant scales 1.5x faster), so both scales are looked up
-/// (`mxfp4_blocks`) rather than converted per block.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn dot_mxfp4_vnni(w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: as mxfp4_blocks; AVX-512 VNNI/VL are enabled.
-    unsafe {
-        let zero = _mm256_setzero_si256();
-        mxfp4_blocks(w, a, |wv, yv| {
-            _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(wv), _mm256_sign_epi8(yv, wv))
-        })
-    }
-}
-
 /// [`e8m0_half`] of every exponent.
 static E8M0_HALF: [f32; 256] = {
     let mut t = [0f32; 256];
@@ -391,8 +328,32 @@ static E8M0_HALF: [f32; 256] = {
     t
 };
 
-// ---- four-row kernels: each activation block loaded (and its shared work done) once for
-// four weight rows ----
+// ---- AVX-512 VNNI kernels over N rows (1 or 4): each activation block loaded (and its shared
+// work done) once for the N weight rows, each row's arithmetic the same whatever N, so a row's
+// dot is bit-identical in the single-row and the four-row kernel (a GEMV's result does not
+// depend on how its rows were grouped) ----
+
+/// The single-row kernel `$one` and four-row kernel `$four` of the N-row kernel `$rows`.
+macro_rules! vnni_rows {
+    ($one:ident, $four:ident, $rows:ident) => {
+        #[doc = concat!("One row of [`", stringify!($rows), "`].")]
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub(super) fn $one(w: &[u8], a: &[u8]) -> f32 {
+            $rows::<1>([w], a)[0]
+        }
+
+        #[doc = concat!("Four rows of [`", stringify!($rows), "`].")]
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub(super) fn $four(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
+            $rows::<4>(w, a)
+        }
+    };
+}
+
+vnni_rows!(dot_q8_0_vnni, dot4_q8_0_vnni, q8_0_rows_vnni);
+vnni_rows!(dot_q4_k_vnni, dot4_q4_k_vnni, q4_k_rows_vnni);
+vnni_rows!(dot_q6_k_vnni, dot4_q6_k_vnni, q6_k_rows_vnni);
+vnni_rows!(dot_mxfp4_vnni, dot4_mxfp4_vnni, mxfp4_rows_vnni);
 
 /// The 8 six-bit scales (bytes 0..8) and 8 mins (bytes 8..16) of a Q4_K block whose 12 packed
 /// bytes start at `p`, unpacked in one register (the 32-bit mask form of
@@ -428,23 +389,27 @@ unsafe fn hsum_ps128(v: __m128) -> f32 {
 
 /// Blocks every one of `rows` holds whole (of `wb` bytes), and `a` too (of `ab` bytes).
 #[inline(always)]
-fn common_blocks(rows: &[&[u8]; 4], a: &[u8], wb: usize, ab: usize) -> usize {
+fn common_blocks<const N: usize>(rows: &[&[u8]; N], a: &[u8], wb: usize, ab: usize) -> usize {
     rows.iter()
         .map(|r| r.len() / wb)
         .fold(a.len() / ab, usize::min)
 }
 
-/// Four Q4_K rows · one Q8_K row, AVX-512 VNNI: [`dot_q4_k_vnni`]'s integer sums per row, the
-/// activation's 8 runs of 32 bytes, its `bsums` and scale loaded once per block for the four
-/// rows, and each row's scales and mins unpacked in registers ([`q4k_scales_mins_v`]).
+/// N Q4_K rows · one Q8_K row, AVX-512 VNNI: `vpdpbusd` sums each sub-block's products four at
+/// a time (at most 4 · 15 · 128, so they pack to i16 without saturating) and `vpdpwssd` applies
+/// two sub-blocks' scales and accumulates; the activation's 8 runs of 32 bytes, its `bsums` and
+/// scale loaded once per block for the N rows, and each row's scales and mins unpacked in
+/// registers ([`q4k_scales_mins_v`]).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn dot4_q4_k_vnni(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
+fn q4_k_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
     let blocks = common_blocks(&w, a, Q4_K_BYTES, Q8_K_BYTES);
     // SAFETY: block b < blocks lies inside every row and inside `a`; within a block the loads
     // stay inside its 144 (weight) and 292 (activation) bytes; the features are enabled.
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
-        // As dot_q4_k_vnni: pair j's scale pattern, scale 2j four times then 2j + 1.
+        // packs(a, b) holds a's 4 lanes then b's in each 128-bit half: pair j's scale pattern
+        // is scale 2j four times, then scale 2j + 1 four times (as i16 byte pairs).
         let pick: [__m256i; 4] = std::array::from_fn(|j| {
             let (a, b) = (4 * j as i8, 4 * j as i8 + 2);
             let half = [
@@ -468,8 +433,8 @@ pub(super) fn dot4_q4_k_vnni(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
             _mm256_loadu_si256([half, half].as_ptr().cast())
         });
         let zero = _mm256_setzero_si256();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut acc_min = [_mm_setzero_ps(); 4];
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut acc_min = [_mm_setzero_ps(); N];
         for blk in 0..blocks {
             let y = a.as_ptr().add(blk * Q8_K_BYTES);
             let yd = _mm_set1_ps(y.cast::<f32>().read_unaligned());
@@ -478,7 +443,7 @@ pub(super) fn dot4_q4_k_vnni(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
                 _mm_loadu_si128(y.add(276).cast()),
             );
             let q8: [__m256i; 8] = std::array::from_fn(|i| load32(y.add(4 + 32 * i)));
-            for r in 0..4 {
+            for r in 0..N {
                 let x = w[r].as_ptr().add(blk * Q4_K_BYTES);
                 let sm = q4k_scales_mins_v(x.add(4));
                 // (d · yd, dmin · yd) in lanes 0 and 1.
@@ -505,24 +470,23 @@ pub(super) fn dot4_q4_k_vnni(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
                     );
                     sumi = _mm256_dpwssd_epi32(sumi, p16, _mm256_shuffle_epi8(scales, *pick));
                 }
-                acc[r] = _mm256_fmadd_ps(
-                    _mm256_broadcastss_ps(dd),
-                    _mm256_cvtepi32_ps(sumi),
-                    acc[r],
-                );
+                acc[r] =
+                    _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc[r]);
             }
         }
         std::array::from_fn(|r| hsum_ps(acc[r]) - hsum_ps128(acc_min[r]))
     }
 }
 
-/// Four MXFP4 rows · one Q8_0 row (scales appended, as [`dot_mxfp4_vnni`]), AVX-512 VNNI. Each
+/// N MXFP4 rows · one Q8_0 row (its blocks' scales appended as f32, as [`dot_mxfp4`]), AVX-512
+/// VNNI. Each
 /// weight block's 16 bytes are broadcast to both halves, one variable shift and mask give the
 /// low nibbles in one half and the high in the other, and one `pshufb` looks up E2M1 + 12 (so
 /// the weights are unsigned for `vpdpbusd`); the activation's 12 · Σy per lane, subtracted
-/// back, is computed once per block for the four rows.
+/// back, is computed once per block for the N rows.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn dot4_mxfp4_vnni(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
+fn mxfp4_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
     let blocks = common_blocks(&w, a, MXFP4_BYTES, Q8_0_BYTES + 4);
     let scales = &a[blocks * Q8_0_BYTES..];
     debug_assert!(scales.len() >= 4 * blocks, "activation scales appended");
@@ -539,18 +503,133 @@ pub(super) fn dot4_mxfp4_vnni(w: [&[u8]; 4], a: &[u8]) -> [f32; 4] {
         let m4 = _mm256_set1_epi8(0x0F);
         let twelve = _mm256_set1_epi8(12);
         let zero = _mm256_setzero_si256();
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc = [_mm256_setzero_ps(); N];
         for blk in 0..blocks {
             let yv = load32(a.as_ptr().add(blk * Q8_0_BYTES + 2));
             let neg = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, twelve, yv));
             let yd = _mm256_set1_ps(scales.as_ptr().add(4 * blk).cast::<f32>().read_unaligned());
-            for r in 0..4 {
+            for r in 0..N {
                 let x = w[r].as_ptr().add(blk * MXFP4_BYTES);
                 let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(1).cast()));
                 let idx = _mm256_and_si256(_mm256_srlv_epi32(q, shift), m4);
                 let s = _mm256_dpbusd_epi32(neg, _mm256_shuffle_epi8(lut, idx), yv);
                 let d = _mm256_mul_ps(_mm256_set1_ps(E8M0_HALF[usize::from(*x)]), yd);
                 acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
+            }
+        }
+        std::array::from_fn(|r| hsum_ps(acc[r]))
+    }
+}
+
+/// N Q8_0 rows · one Q8_0 row, AVX-512 VNNI: each weight byte flipped to w + 128 (unsigned,
+/// for `vpdpbusd`) and the activation's 128 · Σy per lane, computed once per block for the N
+/// rows, subtracted back; the activation block's scale converted once for the N.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
+    let blocks = common_blocks(&w, a, Q8_0_BYTES, Q8_0_BYTES);
+    // SAFETY: block b < blocks lies inside every row and inside `a`, each 34 bytes (2 + 32);
+    // the features are enabled.
+    unsafe {
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let zero = _mm256_setzero_si256();
+        let mut acc = [_mm256_setzero_ps(); N];
+        for blk in 0..blocks {
+            let y = a.as_ptr().add(blk * Q8_0_BYTES);
+            let yv = load32(y.add(2));
+            let neg = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, flip, yv));
+            let yd = f16_ptr(y);
+            for r in 0..N {
+                let x = w[r].as_ptr().add(blk * Q8_0_BYTES);
+                let s = _mm256_dpbusd_epi32(neg, _mm256_xor_si256(load32(x.add(2)), flip), yv);
+                let d = _mm256_set1_ps(f16_ptr(x) * yd);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
+            }
+        }
+        std::array::from_fn(|r| hsum_ps(acc[r]))
+    }
+}
+
+/// N Q6_K rows · one Q8_K row, AVX-512 VNNI: `vpdpbusd` of the 6-bit values (0..64) with
+/// the activation, each pair of 32-value groups packed to i16 and scaled by `vpdpwssd` (as
+/// [`q4_k_rows_vnni`]); the -32 offset taken off once per block as 32 · Σ scale · `bsums` (the
+/// activation's 16-value sums), not per product. The activation's runs, `bsums` and scale are
+/// loaded once per block for the N rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6_k_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
+    let blocks = common_blocks(&w, a, Q6_K_BYTES, Q8_K_BYTES);
+    // SAFETY: block b < blocks lies inside every row and inside `a`; within a block the loads
+    // stay inside its 210 (weight: ql 0..128, qh 128..192, scales 192..208, d 208..210) and
+    // 292 (activation) bytes; the features are enabled.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m3 = _mm256_set1_epi8(0x03);
+        let m30 = _mm256_set1_epi8(0x30);
+        let zero = _mm256_setzero_si256();
+        // For groups (2p, 2p + 1) of a chunk, packed: the low half's i16 lanes take scales 4p
+        // and 4p + 2 four times each (the groups' first 16 values), the high half's 4p + 1
+        // and 4p + 3 (their last 16), from the chunk's 8 scales as i16 in both halves.
+        let pick: [__m256i; 2] = std::array::from_fn(|p| {
+            let word = |k: usize| [2 * k as i8, 2 * k as i8 + 1];
+            let half = |a: usize, b: usize| -> [i8; 16] {
+                let (a, b) = (word(a), word(b));
+                [
+                    a[0], a[1], a[0], a[1], a[0], a[1], a[0], a[1], b[0], b[1], b[0], b[1], b[0],
+                    b[1], b[0], b[1],
+                ]
+            };
+            let (lo, hi) = (half(4 * p, 4 * p + 2), half(4 * p + 1, 4 * p + 3));
+            _mm256_loadu_si256([lo, hi].as_ptr().cast())
+        });
+        let mut acc = [_mm256_setzero_ps(); N];
+        for blk in 0..blocks {
+            let y = a.as_ptr().add(blk * Q8_K_BYTES);
+            let yd = y.cast::<f32>().read_unaligned();
+            let bsums = load32(y.add(260));
+            let q8: [__m256i; 8] = std::array::from_fn(|i| load32(y.add(4 + 32 * i)));
+            for r in 0..N {
+                let x = w[r].as_ptr().add(blk * Q6_K_BYTES);
+                let sc = _mm_loadu_si128(x.add(192).cast());
+                // 32 · Σ_k scale_k · bsums_k, in 8 lanes.
+                let offset =
+                    _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bsums), 5);
+                let mut sumi = _mm256_sub_epi32(zero, offset);
+                let chunk_scales = [sc, _mm_srli_si128(sc, 8)];
+                for (c, sc) in chunk_scales.into_iter().enumerate() {
+                    let scales = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc));
+                    let l1 = load32(x.add(64 * c));
+                    let l2 = load32(x.add(64 * c + 32));
+                    let h = load32(x.add(128 + 32 * c));
+                    let h2 = _mm256_srli_epi16(h, 2);
+                    let groups = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(l1, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(h, m3), 4),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(l2, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(h2, m3), 4),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                            _mm256_and_si256(h, m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
+                            _mm256_and_si256(h2, m30),
+                        ),
+                    ];
+                    for (p, pick) in pick.iter().enumerate() {
+                        let p16 = _mm256_packs_epi32(
+                            _mm256_dpbusd_epi32(zero, groups[2 * p], q8[4 * c + 2 * p]),
+                            _mm256_dpbusd_epi32(zero, groups[2 * p + 1], q8[4 * c + 2 * p + 1]),
+                        );
+                        sumi = _mm256_dpwssd_epi32(sumi, p16, _mm256_shuffle_epi8(scales, *pick));
+                    }
+                }
+                let d = _mm256_set1_ps(yd * f16_ptr(x.add(208)));
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
             }
         }
         std::array::from_fn(|r| hsum_ps(acc[r]))

@@ -1,12 +1,12 @@
 //! GEMV speed per quantized weight type against a read of the same bytes measured just
 //! before it (not the benches; a profiling and A/B aid for the dot kernels).
 //!
-//! `cargo run --release -p membound-cpu --example dot_time [KiB] [reps] [threads]`: a matrix
-//! of about `KiB` (default 768: inside a Zen 4 core's 1 MiB L2, so it times the kernels'
-//! instruction rate; 1 GiB and more times the memory bus) × 4096 columns, `reps` GEMVs
-//! (default: about 1.5 GB of weights), best of five, on `threads` (default 1). Each GEMV also
-//! quantizes its 4096 inputs, as every decode GEMV does. All calls run inside the pool, so no
-//! call pays a hand-off between threads.
+//! `cargo run --release -p membound-cpu --example dot_time [KiB] [reps] [threads] [cols]`: a
+//! matrix of about `KiB` (default 768: inside a Zen 4 core's 1 MiB L2, so it times the kernels'
+//! instruction rate; 1 GiB and more times the memory bus) × `cols` columns (default 4096),
+//! `reps` GEMVs (default: about 1.5 GB of weights), best of five, on `threads` (default 1).
+//! Each GEMV also quantizes its inputs, as every decode GEMV does. All calls run inside the
+//! pool, so no call pays a hand-off between threads.
 
 mod common;
 
@@ -45,12 +45,12 @@ fn main() {
         .copied()
         .unwrap_or_else(|| (1_500_000 / kib).max(1));
     let threads = args.get(2).copied().unwrap_or(1);
+    let cols = args.get(3).copied().unwrap_or(4096);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .expect("pool");
     let isa = Isa::detect();
-    let cols = 4096;
     let a = normal_f32(1, (kib << 10) / 4, 1.0);
     println!("{threads} thread(s), {isa}, about {kib} KiB per matrix, {reps} calls, best of 5");
     for dtype in [DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::MXFP4] {

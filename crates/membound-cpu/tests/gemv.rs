@@ -153,6 +153,27 @@ fn four_row_dots_equal_single_row_dots() {
     }
 }
 
+/// A GEMV's output does not depend on the pool: its rows fall into other tasks and other
+/// groups of four with 1, 2 or 3 threads, and every row's dot is the same bits.
+#[test]
+fn gemv_is_the_same_on_any_number_of_threads() {
+    for dtype in FLOAT.into_iter().chain(QUANT) {
+        let cols = 3 * dtype.block_size().max(32) as usize;
+        let g = gemv(dtype, 61, cols, 33);
+        let x = normal_f32(9, cols, 1.0);
+        for isa in Isa::available() {
+            let runs: Vec<Vec<u32>> = (1..=3)
+                .map(|threads| {
+                    let mut y = vec![0f32; g.rows()];
+                    g.run_with(&pool(threads), isa, &x, &mut y).unwrap();
+                    y.iter().map(|v| v.to_bits()).collect()
+                })
+                .collect();
+            assert!(runs.windows(2).all(|w| w[0] == w[1]), "{dtype} {isa}");
+        }
+    }
+}
+
 #[test]
 fn dot_kernel_checks_lengths_and_support() {
     let k = DotKernel::new(DType::Q8_0, Isa::Scalar).unwrap();

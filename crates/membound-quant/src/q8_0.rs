@@ -40,7 +40,7 @@ fn round_small(x: f32) -> i8 {
 /// and NaN take `f32::round`.
 #[inline]
 fn round_i8(x: f32) -> i8 {
-    if !(x.abs() < 4_194_304.0) {
+    if x.is_nan() || x.abs() >= 4_194_304.0 {
         return x.round() as i8;
     }
     round_small(x)

@@ -12,38 +12,22 @@ pub(crate) fn scale_and_quants(x: &[f32]) -> (f32, [i8; QK32]) {
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut qs = [0i8; QK32];
-    if amax.is_finite() && id.is_finite() {
-        // |v · id| <= 127 (plus rounding): the branch-free rounding, which vectorises.
-        for (q, &v) in qs.iter_mut().zip(x) {
-            *q = round_small(v * id);
-        }
-    } else {
-        for (q, &v) in qs.iter_mut().zip(x) {
-            *q = round_i8(v * id);
-        }
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = round_i8(v * id);
     }
     (d, qs)
 }
 
-/// [`round_i8`] of a value whose magnitude is below 2^22 (NaN gives 0, as `f32::round`'s cast).
-#[inline(always)]
-fn round_small(x: f32) -> i8 {
-    let t = x as i32;
-    // Exact: below 2^23 every float's fraction is representable.
-    let frac = x - t as f32;
-    (t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)).clamp(-128, 127) as i8
-}
-
-/// `x.round() as i8` (half away from zero, as C's `roundf`, saturating) without the libm call
-/// `f32::round` makes on baseline x86-64 (3 ns a value, most of a decode step's activation
-/// quantization): truncate, then step by the exact fraction. Values beyond ±2^22, infinities
-/// and NaN take `f32::round`.
+/// `x.round() as i8` (half away from zero, as C's `roundf`, saturating; NaN gives 0) without
+/// the libm call `f32::round` makes on baseline x86-64: clamp to the i8 range (where the
+/// saturation lands anyway), truncate, then step by the exact fraction (every float below 2^23
+/// has a representable fraction). Branch-free, so the block's loop vectorises.
 #[inline]
 fn round_i8(x: f32) -> i8 {
-    if x.is_nan() || x.abs() >= 4_194_304.0 {
-        return x.round() as i8;
-    }
-    round_small(x)
+    let x = x.clamp(-128.0, 127.0);
+    let t = x as i32;
+    let frac = x - t as f32;
+    (t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)) as i8
 }
 
 fn quantize_block(x: &[f32], y: &mut BlockQ8_0) {

@@ -10,27 +10,21 @@
 
 mod common;
 
-use std::time::Instant;
-
-use common::weights;
+use common::{best, weights};
 
 use membound_cpu::bandwidth::{self, StreamOp};
 use membound_cpu::{CpuGemv, Isa};
 use membound_quant::data::normal_f32;
 use membound_spec::DType;
 
-/// Best of five runs of `reps` calls of `f`, in seconds.
-fn best(pool: &rayon::ThreadPool, reps: usize, mut f: impl FnMut() + Send) -> f64 {
+/// Best of five runs (after one untimed) of `reps` calls of `f` inside `pool`, in seconds.
+fn best_in(pool: &rayon::ThreadPool, reps: usize, mut f: impl FnMut() + Send) -> f64 {
     pool.install(|| {
-        (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                for _ in 0..reps {
-                    f();
-                }
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min)
+        best(5, || {
+            for _ in 0..reps {
+                f();
+            }
+        })
     })
 }
 
@@ -59,13 +53,13 @@ fn main() {
         let g = CpuGemv::new(dtype, rows, cols, weights(dtype, rows, cols)).expect("gemv");
         let x = normal_f32(4, cols, 1.0);
         let mut y = vec![0f32; rows];
-        let read_s = best(&pool, reps, || {
+        let read_s = best_in(&pool, reps, || {
             std::hint::black_box(bandwidth::read(&pool, isa, &a).expect("read"));
         });
         let read = (bandwidth::bytes_moved(StreamOp::Read, size_of_val(a.as_slice()) as u64)
             * reps as u64) as f64
             / read_s;
-        let s = best(&pool, reps, || {
+        let s = best_in(&pool, reps, || {
             g.run_with(&pool, isa, &x, &mut y).expect("gemv")
         });
         let gbs = (rows * row * reps) as f64 / s / 1e9;

@@ -5,26 +5,12 @@
 
 mod common;
 
-use std::time::Instant;
-
-use common::weights;
+use common::{best, weights};
 
 use membound_cpu::bandwidth::{self, StreamOp};
 use membound_cpu::{CpuGemv, Isa};
 use membound_quant::data::normal_f32;
 use membound_spec::DType;
-
-/// Best time of `reps` runs of `f`, in seconds.
-fn best(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn main() {
     let args: Vec<usize> = std::env::args()

@@ -1,7 +1,21 @@
-//! What the examples share: generated weight bytes.
+//! What the examples share: generated weight bytes and a best-of timer.
+
+use std::time::Instant;
 
 use membound_quant::data::SplitMix64;
 use membound_spec::DType;
+
+/// Best time of `runs` timed runs of `f` after one untimed, in seconds.
+pub fn best(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
 
 /// Random weight bytes with small, finite scales (quantizing this much data would be slow).
 pub fn weights(dtype: DType, rows: usize, cols: usize) -> Vec<u8> {

@@ -165,6 +165,18 @@ impl DotKernel {
 
     /// The dot of one weight row with one activation row of `cols` values, lengths checked.
     pub fn dot(&self, cols: usize, w_row: &[u8], act_row: &[u8]) -> Result<f32, CpuError> {
+        let act = self.checked_act(cols, &[w_row], act_row)?;
+        Ok(self.dot_unchecked(w_row, &act))
+    }
+
+    /// `act_row` for the kernels after checking it and `w_rows` against `cols` values: itself,
+    /// or a copy with its blocks' scales appended for a kernel with [`DotKernel::act_scales`].
+    fn checked_act<'a>(
+        &self,
+        cols: usize,
+        w_rows: &[&[u8]],
+        act_row: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, CpuError> {
         let w_bytes = self
             .weight_row_bytes(cols)
             .ok_or(CpuError::NotBlockMultiple {
@@ -175,14 +187,17 @@ impl DotKernel {
             dtype: self.act,
             cols,
         })?;
-        check_len("weight row", w_bytes, w_row.len())?;
+        for w in w_rows {
+            check_len("weight row", w_bytes, w.len())?;
+        }
         check_len("activation row", a_bytes, act_row.len())?;
-        if self.act_scales {
+        Ok(if self.act_scales {
             let mut ext = act_row.to_vec();
             Self::extend_act(&mut ext, 0);
-            return Ok(self.dot_unchecked(w_row, &ext));
-        }
-        Ok(self.dot_unchecked(w_row, act_row))
+            ext.into()
+        } else {
+            act_row.into()
+        })
     }
 
     /// The dot without length checks: rows of the wrong length give a wrong value (the kernels
@@ -251,26 +266,8 @@ impl DotKernel {
         w_rows: [&[u8]; 4],
         act_row: &[u8],
     ) -> Result<[f32; 4], CpuError> {
-        let w_bytes = self
-            .weight_row_bytes(cols)
-            .ok_or(CpuError::NotBlockMultiple {
-                dtype: self.dtype,
-                cols,
-            })?;
-        for w in w_rows {
-            check_len("weight row", w_bytes, w.len())?;
-        }
-        let a_bytes = self.act_row_bytes(cols).ok_or(CpuError::NotBlockMultiple {
-            dtype: self.act,
-            cols,
-        })?;
-        check_len("activation row", a_bytes, act_row.len())?;
-        if self.act_scales {
-            let mut ext = act_row.to_vec();
-            Self::extend_act(&mut ext, 0);
-            return Ok(self.dot4_unchecked(w_rows, &ext));
-        }
-        Ok(self.dot4_unchecked(w_rows, act_row))
+        let act = self.checked_act(cols, &w_rows, act_row)?;
+        Ok(self.dot4_unchecked(w_rows, &act))
     }
 }
 

@@ -378,6 +378,18 @@ unsafe fn q4k_scales_mins_v(p: *const u8) -> __m128i {
     }
 }
 
+/// A `pshufb` pattern that fills a 128-bit half's eight i16 lanes with word `lo[0]` four times
+/// then `lo[1]` four times (the high half: `hi`), picking from a vector whose halves each hold
+/// eight i16 scales.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn word_pattern(lo: [usize; 2], hi: [usize; 2]) -> __m256i {
+    let half =
+        |w: [usize; 2]| -> [u8; 16] { std::array::from_fn(|i| (2 * w[i / 8] + i % 2) as u8) };
+    // SAFETY: an unaligned load of the 32 bytes of a local array.
+    unsafe { _mm256_loadu_si256([half(lo), half(hi)].as_ptr().cast()) }
+}
+
 /// Horizontal sum of 4 floats.
 #[inline(always)]
 unsafe fn hsum_ps128(v: __m128) -> f32 {
@@ -410,28 +422,8 @@ fn q4_k_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
         let m4 = _mm256_set1_epi8(0x0F);
         // packs(a, b) holds a's 4 lanes then b's in each 128-bit half: pair j's scale pattern
         // is scale 2j four times, then scale 2j + 1 four times (as i16 byte pairs).
-        let pick: [__m256i; 4] = std::array::from_fn(|j| {
-            let (a, b) = (4 * j as i8, 4 * j as i8 + 2);
-            let half = [
-                a,
-                a + 1,
-                a,
-                a + 1,
-                a,
-                a + 1,
-                a,
-                a + 1,
-                b,
-                b + 1,
-                b,
-                b + 1,
-                b,
-                b + 1,
-                b,
-                b + 1,
-            ];
-            _mm256_loadu_si256([half, half].as_ptr().cast())
-        });
+        let pick: [__m256i; 4] =
+            std::array::from_fn(|j| word_pattern([2 * j, 2 * j + 1], [2 * j, 2 * j + 1]));
         let zero = _mm256_setzero_si256();
         let mut acc = [_mm256_setzero_ps(); N];
         let mut acc_min = [_mm_setzero_ps(); N];
@@ -478,52 +470,86 @@ fn q4_k_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
     }
 }
 
-/// N MXFP4 rows · one Q8_0 row (its blocks' scales appended as f32, as [`dot_mxfp4`]), AVX-512
-/// VNNI. Each
-/// weight block's 16 bytes are broadcast to both halves, one variable shift and mask give the
-/// low nibbles in one half and the high in the other, and one `pshufb` looks up E2M1 + 12 (so
-/// the weights are unsigned for `vpdpbusd`); the activation's 12 · Σy per lane, subtracted
-/// back, is computed once per block for the N rows.
+/// The block loop of the N-row kernels whose weights become unsigned bytes `u = w + c` for
+/// `vpdpbusd`: `act(b)` gives activation block b's 32 bytes and scale, `weights(x)` the
+/// unsigned bytes and scale of the weight block at `x` (blocks of `wb` bytes). Each block's
+/// Σ w·y is `vpdpbusd(u, y)` less c · Σy per lane, computed once per block for the N rows.
+///
+/// # Safety
+/// The features must be available; `act` and `weights` must read inside block b < `blocks` of
+/// the activation and of every row.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn mxfp4_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
-    let blocks = common_blocks(&w, a, MXFP4_BYTES, Q8_0_BYTES + 4);
-    let scales = &a[blocks * Q8_0_BYTES..];
-    debug_assert!(scales.len() >= 4 * blocks, "activation scales appended");
-    // SAFETY: block b < blocks lies inside every row; activation block b and its f32 scale at
-    // 4b of `scales` lie inside `a` (blocks counts 38 bytes per block); the features are
-    // enabled.
+unsafe fn offset_rows<const N: usize>(
+    w: [&[u8]; N],
+    blocks: usize,
+    wb: usize,
+    c: u8,
+    act: impl Fn(usize) -> (__m256i, f32),
+    weights: impl Fn(*const u8) -> (__m256i, f32),
+) -> [f32; N] {
+    // SAFETY: the caller's contract.
     unsafe {
-        let mut lut = [0i8; 16];
-        for (l, k) in lut.iter_mut().zip(KVALUES_MXFP4) {
-            *l = k + 12;
-        }
-        let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr().cast()));
-        let shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-        let m4 = _mm256_set1_epi8(0x0F);
-        let twelve = _mm256_set1_epi8(12);
+        let cv = _mm256_set1_epi8(c as i8);
         let zero = _mm256_setzero_si256();
         let mut acc = [_mm256_setzero_ps(); N];
         for blk in 0..blocks {
-            let yv = load32(a.as_ptr().add(blk * Q8_0_BYTES + 2));
-            let neg = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, twelve, yv));
-            let yd = _mm256_set1_ps(scales.as_ptr().add(4 * blk).cast::<f32>().read_unaligned());
+            let (yv, yd) = act(blk);
+            let neg = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, cv, yv));
             for r in 0..N {
-                let x = w[r].as_ptr().add(blk * MXFP4_BYTES);
-                let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(1).cast()));
-                let idx = _mm256_and_si256(_mm256_srlv_epi32(q, shift), m4);
-                let s = _mm256_dpbusd_epi32(neg, _mm256_shuffle_epi8(lut, idx), yv);
-                let d = _mm256_mul_ps(_mm256_set1_ps(E8M0_HALF[usize::from(*x)]), yd);
-                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
+                let (u, wd) = weights(w[r].as_ptr().add(blk * wb));
+                let s = _mm256_dpbusd_epi32(neg, u, yv);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(wd * yd), _mm256_cvtepi32_ps(s), acc[r]);
             }
         }
         std::array::from_fn(|r| hsum_ps(acc[r]))
     }
 }
 
-/// N Q8_0 rows · one Q8_0 row, AVX-512 VNNI: each weight byte flipped to w + 128 (unsigned,
-/// for `vpdpbusd`) and the activation's 128 · Σy per lane, computed once per block for the N
-/// rows, subtracted back; the activation block's scale converted once for the N.
+/// N MXFP4 rows · one Q8_0 row (its blocks' scales appended as f32, as [`dot_mxfp4`]), AVX-512
+/// VNNI ([`offset_rows`] with c = 12). Each weight block's 16 bytes are broadcast to both
+/// halves, one variable shift and mask give the low nibbles in one half and the high in the
+/// other, and one `pshufb` looks up E2M1 + 12.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn mxfp4_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
+    let blocks = common_blocks(&w, a, MXFP4_BYTES, Q8_0_BYTES + 4);
+    let scales = &a[blocks * Q8_0_BYTES..];
+    debug_assert!(scales.len() >= 4 * blocks, "activation scales appended");
+    let mut lut = [0i8; 16];
+    for (l, k) in lut.iter_mut().zip(KVALUES_MXFP4) {
+        *l = k + 12;
+    }
+    // SAFETY: block b < blocks lies inside every row (17 bytes); activation block b (34
+    // bytes) and its f32 scale at 4b of `scales` lie inside `a` (blocks counts 38 bytes per
+    // block); the features are enabled.
+    unsafe {
+        let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr().cast()));
+        let shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+        let m4 = _mm256_set1_epi8(0x0F);
+        let (ap, sp) = (a.as_ptr(), scales.as_ptr());
+        offset_rows(
+            w,
+            blocks,
+            MXFP4_BYTES,
+            12,
+            |b| {
+                (
+                    load32(ap.add(b * Q8_0_BYTES + 2)),
+                    sp.add(4 * b).cast::<f32>().read_unaligned(),
+                )
+            },
+            |x| {
+                let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(1).cast()));
+                let idx = _mm256_and_si256(_mm256_srlv_epi32(q, shift), m4);
+                (_mm256_shuffle_epi8(lut, idx), E8M0_HALF[usize::from(*x)])
+            },
+        )
+    }
+}
+
+/// N Q8_0 rows · one Q8_0 row, AVX-512 VNNI ([`offset_rows`] with c = 128: each weight byte
+/// flipped to w + 128).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q8_0_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
@@ -532,21 +558,18 @@ fn q8_0_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
     // the features are enabled.
     unsafe {
         let flip = _mm256_set1_epi8(i8::MIN);
-        let zero = _mm256_setzero_si256();
-        let mut acc = [_mm256_setzero_ps(); N];
-        for blk in 0..blocks {
-            let y = a.as_ptr().add(blk * Q8_0_BYTES);
-            let yv = load32(y.add(2));
-            let neg = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, flip, yv));
-            let yd = f16_ptr(y);
-            for r in 0..N {
-                let x = w[r].as_ptr().add(blk * Q8_0_BYTES);
-                let s = _mm256_dpbusd_epi32(neg, _mm256_xor_si256(load32(x.add(2)), flip), yv);
-                let d = _mm256_set1_ps(f16_ptr(x) * yd);
-                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
-            }
-        }
-        std::array::from_fn(|r| hsum_ps(acc[r]))
+        let ap = a.as_ptr();
+        offset_rows(
+            w,
+            blocks,
+            Q8_0_BYTES,
+            128,
+            |b| {
+                let y = ap.add(b * Q8_0_BYTES);
+                (load32(y.add(2)), f16_ptr(y))
+            },
+            |x| (_mm256_xor_si256(load32(x.add(2)), flip), f16_ptr(x)),
+        )
     }
 }
 
@@ -570,18 +593,8 @@ fn q6_k_rows_vnni<const N: usize>(w: [&[u8]; N], a: &[u8]) -> [f32; N] {
         // For groups (2p, 2p + 1) of a chunk, packed: the low half's i16 lanes take scales 4p
         // and 4p + 2 four times each (the groups' first 16 values), the high half's 4p + 1
         // and 4p + 3 (their last 16), from the chunk's 8 scales as i16 in both halves.
-        let pick: [__m256i; 2] = std::array::from_fn(|p| {
-            let word = |k: usize| [2 * k as i8, 2 * k as i8 + 1];
-            let half = |a: usize, b: usize| -> [i8; 16] {
-                let (a, b) = (word(a), word(b));
-                [
-                    a[0], a[1], a[0], a[1], a[0], a[1], a[0], a[1], b[0], b[1], b[0], b[1], b[0],
-                    b[1], b[0], b[1],
-                ]
-            };
-            let (lo, hi) = (half(4 * p, 4 * p + 2), half(4 * p + 1, 4 * p + 3));
-            _mm256_loadu_si256([lo, hi].as_ptr().cast())
-        });
+        let pick: [__m256i; 2] =
+            std::array::from_fn(|p| word_pattern([4 * p, 4 * p + 2], [4 * p + 1, 4 * p + 3]));
         let mut acc = [_mm256_setzero_ps(); N];
         for blk in 0..blocks {
             let y = a.as_ptr().add(blk * Q8_K_BYTES);

@@ -224,8 +224,8 @@ impl DotKernel {
         }
     }
 
-    /// Whether this kernel has a four-row form (else [`DotKernel::dot4_unchecked`] makes four
-    /// single dots).
+    /// Whether this kernel has a four-row form (else [`DotKernel::dot4`] makes four single
+    /// dots).
     pub fn has_four_row_form(&self) -> bool {
         self.f4.is_some()
     }

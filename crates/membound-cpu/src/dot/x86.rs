@@ -9,7 +9,6 @@ use std::arch::x86_64::*;
 
 use super::{
     KVALUES_MXFP4, MXFP4_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, Q8_K_BYTES, e8m0_half,
-    q4k_scales_mins,
 };
 
 /// Horizontal sum of 8 floats.
@@ -20,6 +19,38 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
+    }
+}
+
+/// Horizontal sum of 4 floats.
+#[inline(always)]
+unsafe fn hsum_ps128(v: __m128) -> f32 {
+    unsafe {
+        let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
+
+/// The 8 six-bit scales (bytes 0..8) and 8 mins (bytes 8..16) of a Q4_K block whose 12 packed
+/// bytes start at `p`, unpacked in one register (the 32-bit mask form of
+/// [`super::q4k_scales_mins`]: lanes scales_lo, scales_hi, mins_lo, mins_hi). Reads 16 bytes at `p`.
+#[inline(always)]
+unsafe fn q4k_scales_mins_v(p: *const u8) -> __m128i {
+    unsafe {
+        let v = _mm_loadu_si128(p.cast());
+        // (u0, u2, u1, u2) and (u0, u0, u1, u1).
+        let a = _mm_shuffle_epi32(v, 0b10_01_10_00);
+        let b = _mm_shuffle_epi32(v, 0b01_01_00_00);
+        let (m1, m2, m3) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
+        let lo = _mm_and_si128(
+            _mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+            _mm_setr_epi32(m1, m2, m1, m2),
+        );
+        let hi = _mm_slli_epi32(
+            _mm_and_si128(_mm_srli_epi32(b, 6), _mm_setr_epi32(0, m3, 0, m3)),
+            4,
+        );
+        _mm_or_si128(lo, hi)
     }
 }
 
@@ -143,27 +174,24 @@ pub(super) fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
     }
 }
 
-/// Q4_K · Q8_K over paired blocks: the min correction and the f32 accumulation of every
-/// block, `sub_blocks(acc, qs, q8, scales)` adding the block's scaled integer sums over its 8
-/// sub-blocks (`scales`: the 8 six-bit scales as i16, in both 128-bit halves) to `acc`.
-/// (Its own target features: a closure takes those of the function it is written in, and
-/// one compiled without AVX2 calls every intrinsic instead of inlining it — 2.5x slower.)
-#[inline]
+/// Q4_K · Q8_K: per block, the min correction Σ_i mins[i] · (bsums[2i] + bsums[2i + 1]) and
+/// the 8 sub-blocks' integer sums, each scaled by its six-bit scale (both unpacked in registers,
+/// [`q4k_scales_mins_v`]).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_blocks(
-    w: &[u8],
-    a: &[u8],
-    sub_blocks: impl Fn(__m256i, *const u8, *const u8, __m256i) -> __m256i,
-) -> f32 {
-    // SAFETY: loads stay within the 144-byte weight and 292-byte activation blocks; the
-    // callers enable AVX2/FMA/F16C.
+pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
+    // SAFETY: loads stay within the 144-byte weight and 292-byte activation blocks: each
+    // 32-byte run of qs and its two 32-byte runs of q8 lie inside them; AVX2/FMA/F16C are
+    // enabled.
     unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        // Shuffles that broadcast 16-bit scale k to every lane: bytes (2k, 2k + 1) repeated.
+        let pick: [__m256i; 8] =
+            std::array::from_fn(|k| _mm256_set1_epi16((((2 * k + 1) << 8) | (2 * k)) as i16));
         let mut acc_min = _mm_setzero_ps();
         let acc = fold_blocks(w, a, Q4_K_BYTES, Q8_K_BYTES, |acc, x, y| {
             let yd = y.cast::<f32>().read_unaligned();
-            let sm = q4k_scales_mins(std::slice::from_raw_parts(x.add(4), 12));
-            // Min correction: Σ_i mins[i] · (bsums[2i] + bsums[2i + 1]).
-            let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8).cast()));
+            let sm = q4k_scales_mins_v(x.add(4));
+            let mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
             let bsums = _mm_hadd_epi16(
                 _mm_loadu_si128(y.add(260).cast()),
                 _mm_loadu_si128(y.add(276).cast()),
@@ -174,28 +202,9 @@ unsafe fn q4_k_blocks(
                 _mm_cvtepi32_ps(prod),
                 acc_min,
             );
-            let scales =
-                _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
-            let sumi = sub_blocks(_mm256_setzero_si256(), x.add(16), y.add(4), scales);
-            let d = _mm256_set1_ps(yd * f16_ptr(x));
-            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc)
-        });
-        let m = _mm_add_ps(acc_min, _mm_movehl_ps(acc_min, acc_min));
-        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        hsum_ps(acc) - _mm_cvtss_f32(m)
-    }
-}
-
-/// Q4_K · Q8_K.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: each 32-byte run of qs and its two 32-byte runs of q8 lie inside the blocks.
-    unsafe {
-        let m4 = _mm256_set1_epi8(0x0F);
-        // Shuffles that broadcast 16-bit scale k to every lane: bytes (2k, 2k + 1) repeated.
-        let pick: [__m256i; 8] =
-            std::array::from_fn(|k| _mm256_set1_epi16((((2 * k + 1) << 8) | (2 * k)) as i16));
-        q4_k_blocks(w, a, |mut sumi, q4, q8, scales| {
+            let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+            let (q4, q8) = (x.add(16), y.add(4));
+            let mut sumi = _mm256_setzero_si256();
             for j in 0..4 {
                 let bits = load32(q4.add(32 * j));
                 let lo = _mm256_and_si256(bits, m4);
@@ -206,8 +215,10 @@ pub(super) fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
                 let p_hi = _mm256_madd_epi16(p_hi, _mm256_shuffle_epi8(scales, pick[2 * j + 1]));
                 sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
             }
-            sumi
-        })
+            let d = _mm256_set1_ps(yd * f16_ptr(x));
+            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc)
+        });
+        hsum_ps(acc) - hsum_ps128(acc_min)
     }
 }
 
@@ -278,27 +289,16 @@ pub(super) fn dot_q6_k(w: &[u8], a: &[u8]) -> f32 {
 
 /// MXFP4 · Q8_0: nibbles looked up in the doubled E2M1 table with `pshufb`; the scales looked
 /// up, not converted per block (the weight's from [`E8M0_HALF`], the activation's appended as
-/// f32): measured on one Zen 4 core in cache, the per-block scales, not the products, bound
-/// these kernels (with constant scales 1.5x faster).
+/// f32 after its Q8_0 blocks by `DotKernel::extend_act`): measured on one Zen 4 core in cache,
+/// the per-block scales, not the products, bound these kernels (with constant scales 1.5x
+/// faster).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn dot_mxfp4(w: &[u8], a: &[u8]) -> f32 {
-    // SAFETY: as mxfp4_blocks; AVX2/FMA/F16C are enabled.
-    unsafe { mxfp4_blocks(w, a, |wv, yv| mul_sum_i8(wv, yv)) }
-}
-
-/// The MXFP4 · Q8_0 block loop: `sum(w, y)` gives a block's eight partial integer sums of its
-/// 32 looked-up weights `w` and activations `y`; each block's scale is the weight's
-/// [`E8M0_HALF`] times the activation's f32 appended after the Q8_0 blocks of `a`
-/// (`DotKernel::extend_act`). Its own target features, as `q4_k_blocks`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mxfp4_blocks(w: &[u8], a: &[u8], sum: impl Fn(__m256i, __m256i) -> __m256i) -> f32 {
     let blocks = w.len() / MXFP4_BYTES;
     let (qa, scales) = a.split_at(blocks * Q8_0_BYTES);
     debug_assert!(scales.len() >= 4 * blocks, "activation scales appended");
     // SAFETY: loads stay within the 17-byte weight (1 + 16) and 34-byte activation blocks, and
-    // the scale of activation block b at 4b of `scales` (appended by DotKernel::extend_act);
-    // the callers enable AVX2/FMA/F16C.
+    // the scale of activation block b at 4b of `scales`; AVX2/FMA/F16C are enabled.
     unsafe {
         let lut = _mm_loadu_si128(KVALUES_MXFP4.as_ptr().cast());
         let m4 = _mm_set1_epi8(0x0F);
@@ -307,7 +307,7 @@ unsafe fn mxfp4_blocks(w: &[u8], a: &[u8], sum: impl Fn(__m256i, __m256i) -> __m
             let q = _mm_loadu_si128(x.add(1).cast());
             let lo = _mm_shuffle_epi8(lut, _mm_and_si128(q, m4));
             let hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
-            let s = sum(_mm256_set_m128i(hi, lo), load32(y.add(2)));
+            let s = mul_sum_i8(_mm256_set_m128i(hi, lo), load32(y.add(2)));
             let b = (y.offset_from(base) as usize) / Q8_0_BYTES;
             let yd = sp.add(4 * b).cast::<f32>().read_unaligned();
             let d = _mm256_set1_ps(E8M0_HALF[usize::from(*x)] * yd);
@@ -355,29 +355,6 @@ vnni_rows!(dot_q4_k_vnni, dot4_q4_k_vnni, q4_k_rows_vnni);
 vnni_rows!(dot_q6_k_vnni, dot4_q6_k_vnni, q6_k_rows_vnni);
 vnni_rows!(dot_mxfp4_vnni, dot4_mxfp4_vnni, mxfp4_rows_vnni);
 
-/// The 8 six-bit scales (bytes 0..8) and 8 mins (bytes 8..16) of a Q4_K block whose 12 packed
-/// bytes start at `p`, unpacked in one register (the 32-bit mask form of
-/// [`q4k_scales_mins`]: lanes scales_lo, scales_hi, mins_lo, mins_hi). Reads 16 bytes at `p`.
-#[inline(always)]
-unsafe fn q4k_scales_mins_v(p: *const u8) -> __m128i {
-    unsafe {
-        let v = _mm_loadu_si128(p.cast());
-        // (u0, u2, u1, u2) and (u0, u0, u1, u1).
-        let a = _mm_shuffle_epi32(v, 0b10_01_10_00);
-        let b = _mm_shuffle_epi32(v, 0b01_01_00_00);
-        let (m1, m2, m3) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
-        let lo = _mm_and_si128(
-            _mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
-            _mm_setr_epi32(m1, m2, m1, m2),
-        );
-        let hi = _mm_slli_epi32(
-            _mm_and_si128(_mm_srli_epi32(b, 6), _mm_setr_epi32(0, m3, 0, m3)),
-            4,
-        );
-        _mm_or_si128(lo, hi)
-    }
-}
-
 /// A `pshufb` pattern that fills a 128-bit half's eight i16 lanes with word `lo[0]` four times
 /// then `lo[1]` four times (the high half: `hi`), picking from a vector whose halves each hold
 /// eight i16 scales.
@@ -388,15 +365,6 @@ fn word_pattern(lo: [usize; 2], hi: [usize; 2]) -> __m256i {
         |w: [usize; 2]| -> [u8; 16] { std::array::from_fn(|i| (2 * w[i / 8] + i % 2) as u8) };
     // SAFETY: an unaligned load of the 32 bytes of a local array.
     unsafe { _mm256_loadu_si256([half(lo), half(hi)].as_ptr().cast()) }
-}
-
-/// Horizontal sum of 4 floats.
-#[inline(always)]
-unsafe fn hsum_ps128(v: __m128) -> f32 {
-    unsafe {
-        let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    }
 }
 
 /// Blocks every one of `rows` holds whole (of `wb` bytes), and `a` too (of `ab` bytes).

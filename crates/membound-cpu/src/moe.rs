@@ -15,7 +15,7 @@ use membound_spec::moe::MoeLayer;
 use rayon::ThreadPool;
 use rayon::prelude::*;
 
-use crate::dot::{DotKernel, RowGroup, check_len, quarter_rows, row_bytes};
+use crate::dot::{DotKernel, RowGroup, check_len, row_bytes, spread_rows};
 use crate::matmul::{OutPtr, act_rows};
 use crate::scratch::{Reuse, zeroed};
 use crate::{CpuError, CpuGemv, Isa};
@@ -667,14 +667,7 @@ impl Pass<'_> {
                 };
                 // Gate and up of a row from each half of the run in one four-row call (four
                 // sequential streams; see `DotKernel::dot_rows_unchecked`), then the odd row.
-                let half = if gk.has_four_row_form() {
-                    (r1 - r0) / 2
-                } else {
-                    0
-                };
-                let pairs = (0..half).map(|k| (r0 + k, Some(r0 + half + k)));
-                let rest = (r0 + 2 * half..r1).map(|r| (r, None));
-                for (a, b) in pairs.chain(rest) {
+                for rows in spread_rows::<2>(r1 - r0, gk.has_four_row_form()) {
                     for &i in &plan.pairs[first..end] {
                         let t = i / pt;
                         let x = &xq[t * x_stride..(t + 1) * x_stride];
@@ -684,8 +677,9 @@ impl Pass<'_> {
                             // each (i, r) belongs to one task (one slot, one row run).
                             unsafe { out.write(i * f + r, l.activation.apply(g + bg, u + bu)) };
                         };
-                        match b {
-                            Some(b) => {
+                        match rows {
+                            RowGroup::Spread(two) => {
+                                let [a, b] = two.map(|k| r0 + k);
                                 let [ga, ua, gb, ub] = gk.dot4_unchecked(
                                     [
                                         self.gate.row(e, a),
@@ -698,10 +692,10 @@ impl Pass<'_> {
                                 put(a, ga, ua);
                                 put(b, gb, ub);
                             }
-                            None => put(
-                                a,
-                                gk.dot_unchecked(self.gate.row(e, a), x),
-                                gk.dot_unchecked(self.up.row(e, a), x),
+                            RowGroup::One(k) => put(
+                                r0 + k,
+                                gk.dot_unchecked(self.gate.row(e, r0 + k), x),
+                                gk.dot_unchecked(self.up.row(e, r0 + k), x),
                             ),
                         }
                     }
@@ -715,7 +709,7 @@ impl Pass<'_> {
             b.tasks.par_iter().for_each(|&(s, r0, r1)| {
                 let (e, first, end) = plan.slots[s];
                 let bd = |r: usize| self.bias.map_or(0.0, |b| b.2[e * h + r]);
-                for rows in quarter_rows(r1 - r0, dk.has_four_row_form()) {
+                for rows in spread_rows::<4>(r1 - r0, dk.has_four_row_form()) {
                     for &i in &plan.pairs[first..end] {
                         let a = &aq[i * a_stride..(i + 1) * a_stride];
                         let put = |r: usize, d: f32| {
@@ -725,7 +719,7 @@ impl Pass<'_> {
                             unsafe { out.write(i * h + r, weights[i] * (d + bd(r))) };
                         };
                         match rows {
-                            RowGroup::Four(four) => {
+                            RowGroup::Spread(four) => {
                                 let rs = four.map(|k| r0 + k);
                                 let d = dk.dot4_unchecked(rs.map(|r| self.down.row(e, r)), a);
                                 rs.into_iter().zip(d).for_each(|(r, d)| put(r, d));

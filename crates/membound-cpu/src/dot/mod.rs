@@ -245,9 +245,9 @@ impl DotKernel {
     ) {
         let rb = row_bytes.max(1);
         let row = |i: usize| w.get(i * rb..(i + 1) * rb).unwrap_or(&[]);
-        for rows in quarter_rows(out.len(), self.f4.is_some()) {
+        for rows in spread_rows::<4>(out.len(), self.f4.is_some()) {
             match rows {
-                RowGroup::Four(four) => {
+                RowGroup::Spread(four) => {
                     let d = self.dot4_unchecked(four.map(row), act_row);
                     for (i, v) in four.into_iter().zip(d) {
                         out[i] = v;
@@ -271,23 +271,27 @@ impl DotKernel {
     }
 }
 
-/// Rows for one kernel call ([`quarter_rows`]).
+/// Rows for one kernel call ([`spread_rows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RowGroup {
-    /// Four rows for the four-row kernel.
-    Four([usize; 4]),
-    /// One row for the single-row kernel.
+pub(crate) enum RowGroup<const K: usize> {
+    /// One row from each of the run's K parts.
+    Spread([usize; K]),
+    /// One row alone.
     One(usize),
 }
 
-/// Rows `0..n` in the order a four-row kernel takes them ([`DotKernel::dot_rows_unchecked`]):
-/// with `four`, groups of one row from each quarter of the run, then the rows left over one by
-/// one; without, every row alone.
-pub(crate) fn quarter_rows(n: usize, four: bool) -> impl Iterator<Item = RowGroup> {
-    let q = if four { n / 4 } else { 0 };
+/// Rows `0..n` in the order the four-row kernels take them: with `spread`, groups of one row
+/// from each of K equal parts of the run (K sequential streams; see
+/// [`DotKernel::dot_rows_unchecked`]), then the rows left over one by one; without, every row
+/// alone.
+pub(crate) fn spread_rows<const K: usize>(
+    n: usize,
+    spread: bool,
+) -> impl Iterator<Item = RowGroup<K>> {
+    let q = if spread { n / K } else { 0 };
     (0..q)
-        .map(move |i| RowGroup::Four([i, q + i, 2 * q + i, 3 * q + i]))
-        .chain((4 * q..n).map(RowGroup::One))
+        .map(move |i| RowGroup::Spread(std::array::from_fn(|k| k * q + i)))
+        .chain((K * q..n).map(RowGroup::One))
 }
 
 /// Bytes of `cols` values of `dtype`, `None` when not a whole number of blocks.
@@ -488,33 +492,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn quarter_rows_visit_every_row_once_in_four_streams() {
+    /// Every row once; each position of a group walks its part in order, one row per call.
+    fn check_spread<const K: usize>() {
         for n in 0..40 {
-            for four in [false, true] {
+            for spread in [false, true] {
                 let mut seen = vec![0; n];
-                let groups: Vec<RowGroup> = quarter_rows(n, four).collect();
+                let groups: Vec<RowGroup<K>> = spread_rows::<K>(n, spread).collect();
                 for g in &groups {
                     match *g {
-                        RowGroup::Four(rows) => rows.iter().for_each(|&r| seen[r] += 1),
+                        RowGroup::Spread(rows) => rows.iter().for_each(|&r| seen[r] += 1),
                         RowGroup::One(r) => seen[r] += 1,
                     }
                 }
-                assert!(seen.iter().all(|&c| c == 1), "n={n} four={four}: {seen:?}");
-                let fours: Vec<[usize; 4]> = groups
+                assert!(seen.iter().all(|&c| c == 1), "K={K} n={n}: {seen:?}");
+                let spreads: Vec<[usize; K]> = groups
                     .iter()
                     .filter_map(|g| match g {
-                        RowGroup::Four(r) => Some(*r),
+                        RowGroup::Spread(r) => Some(*r),
                         RowGroup::One(_) => None,
                     })
                     .collect();
-                assert_eq!(fours.len(), if four { n / 4 } else { 0 });
-                // Each of the four positions walks its quarter in order, one row per call.
-                for w in fours.windows(2) {
-                    assert!((0..4).all(|k| w[1][k] == w[0][k] + 1), "n={n}: {w:?}");
+                assert_eq!(spreads.len(), if spread { n / K } else { 0 });
+                for w in spreads.windows(2) {
+                    assert!((0..K).all(|k| w[1][k] == w[0][k] + 1), "K={K} n={n}: {w:?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn spread_rows_visit_every_row_once_in_k_streams() {
+        check_spread::<2>();
+        check_spread::<4>();
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! or ggml Q8_0). [`attend`] splits the attended tokens of each cached head into chunks across
 //! the rayon pool (flash-decoding's split-K): a chunk converts each K row once for all the query
 //! heads of its group, keeps an online softmax per head, and the chunks' partial results are
-//! merged in order. Within a chunk, tiles of 16 tokens: on AVX2 the scores eight tokens at a time
-//! and V 64 accumulator values at a time in registers (intrinsics), elsewhere through a
-//! transposed K tile (groups of four heads or more) or one dot product per token; the softmax's
-//! exp vectorised (`exp_tile`). [`reference_attend`] is the naive f64 softmax(q·Kᵀ·scale)·V.
+//! merged in order. On the AVX-512 path (`avx512`) a chunk is three passes: every score straight
+//! from the cache rows (converted in registers, 16 accumulators of heads × tokens), one softmax
+//! per head over the chunk, then V. Elsewhere, tiles of 16 tokens converted to f32 with an
+//! online softmax per tile: on AVX2 the scores eight tokens at a time and V 64 accumulator values
+//! at a time in registers (intrinsics), else through a transposed K tile (groups of four heads
+//! or more) or one dot product per token; the softmax's exp vectorised (`exp_tile`).
+//! [`reference_attend`] is the naive f64 softmax(q·Kᵀ·scale)·V.
 
 use half::{bf16, f16};
 use membound_quant::ops;
@@ -20,6 +23,9 @@ use rayon::prelude::*;
 
 use crate::CpuError;
 use crate::scratch::{Reuse, zeroed};
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Distinct rows a generated cache cycles through (a prime).
 pub const GENERATED_ROWS: usize = 1021;
@@ -50,7 +56,8 @@ struct ScratchBufs {
     row: Vec<u8>,
 }
 
-/// A chunk's working rows: K (and V) rows as f32, and the group's scores, of one tile.
+/// A chunk's working rows: K (and V) rows as f32 of one tile, and the group's scores (of one
+/// tile, or of the whole chunk on the AVX-512 path).
 #[derive(Debug, Default)]
 struct Tiles {
     kt: Vec<f32>,
@@ -668,10 +675,24 @@ fn chunk_avx2(c: Chunk<'_>, tiles: &mut Tiles, out: &mut [f32]) {
     chunk_body::<true>(c, tiles, out)
 }
 
-/// [`chunk_body`] on the instruction set's kernels: AVX2 with FMA on x86-64 where `isa` is
-/// AVX2 (checked by [`crate::Isa::detect`]), NEON's fused multiply-add on aarch64, else
-/// portable.
+/// One chunk on the instruction set's kernels: the AVX-512 passes (`avx512::chunk`) where `isa`
+/// is `avx512vnni` and the rows are whole 16-value words of F32, F16, BF16 or Q8_0, else
+/// [`chunk_body`]: AVX2 with FMA on x86-64 where `isa` is AVX2 or `avx512vnni` (checked by
+/// [`crate::Isa::detect`]), NEON's fused multiply-add on aarch64, else portable.
 fn chunk_partials(isa: crate::Isa, c: Chunk<'_>, tiles: &mut Tiles, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == crate::Isa::Avx512Vnni {
+        let s = &c.cache.shape;
+        if avx512::fits(s.dtype, s.d_k, s.d_v) {
+            let need = s.group() * CHUNK_TOKENS;
+            if tiles.scores.len() < need {
+                tiles.scores.resize(need, 0.0);
+            }
+            // SAFETY: the path is only detected (or accepted) where the CPU has AVX-512F/BW/VL,
+            // AVX2, FMA and F16C; `fits` holds.
+            return unsafe { avx512::chunk(c, &mut tiles.scores[..need], out) };
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, crate::Isa::Avx2 | crate::Isa::Avx512Vnni) {
         // SAFETY: both paths are only detected (or accepted) where the CPU has AVX2, FMA and
@@ -696,6 +717,25 @@ pub fn attend(
     depth: usize,
     out: &mut [f32],
 ) -> Result<(), CpuError> {
+    attend_on(crate::Isa::detect(), pool, cache, q, sinks, depth, out)
+}
+
+/// [`attend`] on the kernels of `isa` (which must be available here, else the portable path
+/// runs): for tests and A/B runs of one path against another in one process.
+pub fn attend_on(
+    isa: crate::Isa,
+    pool: &ThreadPool,
+    cache: &KvCacheBuf,
+    q: &[f32],
+    sinks: &[f32],
+    depth: usize,
+    out: &mut [f32],
+) -> Result<(), CpuError> {
+    let isa = if isa.is_available() {
+        isa
+    } else {
+        crate::Isa::Scalar
+    };
     let s = &cache.shape;
     let (nh, dk, dv, g) = (s.n_heads, s.d_k, s.d_v, s.group());
     crate::dot::check_len("queries", nh * dk, q.len())?;
@@ -712,7 +752,6 @@ pub fn attend(
     let first = depth - s.attended(depth);
     let n = depth - first;
     let chunks = n.div_ceil(CHUNK_TOKENS);
-    let isa = crate::Isa::detect();
     let per_task = g * partial_len(dv);
     let mut guard = cache.scratch.lock();
     let scratch = &mut *guard;
@@ -728,7 +767,7 @@ pub fn attend(
         grow(&mut t.kt, TILE_TOKENS * dk);
         grow(&mut t.ktt, TILE_TOKENS * dk);
         grow(&mut t.vt, vt);
-        grow(&mut t.scores, g * TILE_TOKENS);
+        grow(&mut t.scores, g * CHUNK_TOKENS);
     }
     let tiles = &scratch.tiles;
     let partials = zeroed(&mut scratch.partials, s.kv_heads * chunks * per_task);

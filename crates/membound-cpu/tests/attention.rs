@@ -257,3 +257,40 @@ fn bad_inputs_are_refused() {
     bad.n_heads = 5;
     assert!(KvCacheBuf::generate(&bad, 10, 1).is_err());
 }
+
+/// Every SIMD path of this CPU against the reference, with group sizes that take every block of
+/// heads of the AVX-512 kernels (8, 4, 2 and 1, and their remainders: 20 = 8 + 8 + 4, 7 = 4 +
+/// 2 + 1), rows of 16-value words that are not whole 32- or 64-value blocks, and depths below
+/// one block of tokens and past a chunk.
+#[test]
+fn every_simd_path_matches_the_f64_softmax() {
+    use membound_cpu::Isa;
+    use membound_cpu::attention::attend_on;
+    let shapes = [
+        AttnShape::new(KvLayout::MlaLatent, 20, 1, 576, 512, DType::F16),
+        AttnShape::new(KvLayout::Gqa, 14, 2, 64, 64, DType::BF16),
+        AttnShape::new(KvLayout::Gqa, 6, 2, 48, 80, DType::F16),
+        AttnShape::new(KvLayout::Gqa, 16, 2, 128, 128, DType::Q8_0),
+        AttnShape::new(KvLayout::ExpandedMha, 2, 2, 160, 144, DType::F32),
+    ];
+    for isa in Isa::available() {
+        for s in &shapes {
+            for depth in [1, 5, CHUNK_TOKENS + 37] {
+                let cache = KvCacheBuf::generate(s, depth, 11).unwrap();
+                let q = normal_f32(12, s.n_heads * s.d_k, 1.0);
+                let mut out = vec![f32::NAN; s.n_heads * s.d_v];
+                attend_on(isa, &pool(), &cache, &q, &[], depth, &mut out).unwrap();
+                let want = reference_attend(&cache, &q, &[], depth).unwrap();
+                let e = max_err(&out, &want);
+                assert!(
+                    e <= 1e-4,
+                    "{isa} {:?} {} {}/{} depth {depth}: error {e}",
+                    s.layout,
+                    s.dtype,
+                    s.n_heads,
+                    s.kv_heads
+                );
+            }
+        }
+    }
+}

@@ -1,5 +1,8 @@
 //! What the examples share: generated weight bytes and a best-of timer.
 
+// Each example uses part of this module.
+#![allow(dead_code)]
+
 use std::time::Instant;
 
 use membound_quant::data::SplitMix64;

@@ -1,11 +1,12 @@
 //! Times `membound_cpu::attention::attend_on` on one generated cache on every SIMD path this CPU
 //! has, each against a read of the same bytes measured just before it (a profiling and A/B aid
-//! for the CPU attention kernels, not the attention suite): `cargo run --release -p
-//! membound-cpu --example attend_time -- [gqa|mla|mha] [depth] [reps] [rounds]` prints, per
-//! round and path, milliseconds per call (best of five runs of `reps` calls), GB/s of cache and
-//! the % of the read; the paths alternate, so a busy neighbour slows both alike. The shapes are
-//! Llama-3.1-70B's GQA, GLM-4.7-Flash's MLA latent rows or its expanded MHA, F16 (or `dtype`
-//! from `MEMBOUND_KV_DTYPE`: f32, f16, bf16, q8_0).
+//! for the CPU attention kernels, not the attention suite):
+//! `cargo run --release -p membound-cpu --example attend_time -- [kind] [depth] [reps] [rounds]`
+//! prints, per round and path, milliseconds per call (best of five runs of `reps` calls), GB/s
+//! of cache and the % of the read; the paths alternate, so a busy neighbour slows both alike.
+//! Kinds: `gqa` (Llama-3.1-70B, groups of 8), `gqa3` (Llama-3.2-3B), `gqa7` (Qwen2.5-7B), `mla`
+//! (GLM-4.7-Flash's latent rows), `mha` (its expanded MHA); F16 rows, or `MEMBOUND_KV_DTYPE`
+//! (f32, f16, bf16, q8_0).
 
 mod common;
 
@@ -32,6 +33,8 @@ fn main() {
     let shape = match kind {
         "mla" => AttnShape::new(KvLayout::MlaLatent, 20, 1, 576, 512, dtype),
         "mha" => AttnShape::new(KvLayout::ExpandedMha, 20, 20, 256, 256, dtype),
+        "gqa3" => AttnShape::new(KvLayout::Gqa, 24, 8, 128, 128, dtype),
+        "gqa7" => AttnShape::new(KvLayout::Gqa, 28, 4, 128, 128, dtype),
         _ => AttnShape::new(KvLayout::Gqa, 64, 8, 128, 128, dtype),
     };
     let cache = KvCacheBuf::generate(&shape, depth, 1).expect("cache");

@@ -4,17 +4,13 @@
 //!
 //! [`KvCacheBuf`] holds the cache head-major (`[kv_heads][tokens][row]`, rows in F32, F16, BF16
 //! or ggml Q8_0). [`attend`] splits the attended tokens of each cached head into chunks across
-//! the rayon pool (flash-decoding's split-K): a chunk converts each K row once for all the query
-//! heads of its group, keeps an online softmax per head, and the chunks' partial results are
-//! merged in order. On the AVX-512 path (`avx512`) a chunk is three passes: every score straight
-//! from the cache rows (converted in registers, 16 accumulators of heads × tokens), one softmax
-//! per head over the chunk, then V. Elsewhere, tiles of 16 tokens converted to f32 with an
-//! online softmax per tile: on AVX2 the scores eight tokens at a time and V 64 accumulator values
-//! at a time in registers (intrinsics), else through a transposed K tile (groups of four heads
-//! or more) or one dot product per token; the softmax's exp vectorised (`exp_tile`).
-//! [`reference_attend`] is the naive f64 softmax(q·Kᵀ·scale)·V.
+//! the rayon pool (flash-decoding's split-K), and the chunks' partial results (a maximum, a sum
+//! and an accumulator per query head) are merged in order. A chunk is three passes (`passes`),
+//! written once over the vector operations of each instruction set (`lanes`: AVX-512, AVX2,
+//! NEON, one portable lane): every score straight from the cache rows, each row converted in
+//! registers once for all the query heads of its group; one softmax per head over the chunk;
+//! then V. [`reference_attend`] is the naive f64 softmax(q·Kᵀ·scale)·V.
 
-use half::{bf16, f16};
 use membound_quant::ops;
 use membound_spec::DType;
 use membound_spec::attention::AttnShape;
@@ -24,8 +20,8 @@ use rayon::prelude::*;
 use crate::CpuError;
 use crate::scratch::{Reuse, zeroed};
 
-#[cfg(target_arch = "x86_64")]
-mod avx512;
+mod lanes;
+mod passes;
 
 /// Distinct rows a generated cache cycles through (a prime).
 pub const GENERATED_ROWS: usize = 1021;
@@ -42,30 +38,19 @@ pub struct KvCacheBuf {
 }
 
 /// What [`attend`] and [`KvCacheBuf::write_token`] reuse from step to step, so a warm decode
-/// step allocates nothing: the chunks' partial results, each pool thread's tile of f32 rows,
+/// step allocates nothing: the chunks' partial results, each pool thread's scores of a chunk,
 /// the merge's accumulator and one encoded row.
 #[derive(Debug, Default)]
 struct ScratchBufs {
     /// Per task (cached head, chunk), per query head of the group: m, l, then d_v values.
     partials: Vec<f32>,
-    /// One per pool thread (a task never runs inside another on its thread).
-    tiles: Vec<std::sync::Mutex<Tiles>>,
+    /// A chunk's scores (`group ×` a chunk and a little), one per pool thread (a task never runs
+    /// inside another on its thread).
+    scores: Vec<std::sync::Mutex<Vec<f32>>>,
     /// One head's merged accumulator.
     total: Vec<f32>,
     /// An encoded row of `write_token`.
     row: Vec<u8>,
-}
-
-/// A chunk's working rows: K (and V) rows as f32 of one tile, and the group's scores (of one
-/// tile, or of the whole chunk on the AVX-512 path).
-#[derive(Debug, Default)]
-struct Tiles {
-    kt: Vec<f32>,
-    /// The K tile transposed: value `d` of the tile's tokens, then value `d + 1`, ...
-    /// ([`TILE_TOKENS`] floats each, zeros past the tile's last token).
-    ktt: Vec<f32>,
-    vt: Vec<f32>,
-    scores: Vec<f32>,
 }
 
 fn err(s: String) -> CpuError {
@@ -219,36 +204,6 @@ impl KvCacheBuf {
     }
 }
 
-/// Row bytes as f32 values into `out` (its length is the row's values).
-fn decode_row(dtype: DType, row: &[u8], out: &mut [f32]) {
-    match dtype {
-        DType::F32 => {
-            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        DType::F16 => {
-            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
-                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        DType::BF16 => {
-            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
-                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        _ => {
-            // Q8_0: 34-byte blocks, an f16 scale then 32 int8.
-            for (o, b) in out.chunks_exact_mut(32).zip(row.chunks_exact(34)) {
-                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                for (v, &q) in o.iter_mut().zip(&b[2..]) {
-                    *v = d * f32::from(q as i8);
-                }
-            }
-        }
-    }
-}
-
 /// Floats of one query head's partial result in a chunk's output: its running max `m`, its
 /// sum `l`, then its `d_v` accumulator values.
 fn partial_len(d_v: usize) -> usize {
@@ -273,391 +228,23 @@ fn merge(tm: &mut f32, tl: &mut f32, tacc: &mut [f32], m: f32, l: f32, acc: &[f3
     *tm = mx;
 }
 
-/// Tokens per tile of a chunk: their K (and V) rows are converted to f32 once, scored for
-/// every query head of the group, then accumulated head by head (the accumulator stays in L1).
-const TILE_TOKENS: usize = 16;
-
-/// `Σ a·b` with sixteen independent accumulators; fused multiply-adds where `FMA`.
+/// `e^x` in arithmetic that vectorises (libm's `expf` is a call per value): `2^k · e^r` with
+/// `k = round(x / ln 2)`, `r = x - k ln 2` (ln 2 in two parts) and Cephes' polynomial for `e^r`,
+/// within 1e-7 of `exp` relative (8e-8 measured); `x` is clamped to [-87, 88] (e^-87 ≈ 1.6e-38
+/// stands for anything smaller: the softmax arguments here are `score - max ≤ 0`). The SIMD
+/// [`passes::Lanes`] compute the same.
 #[inline(always)]
-fn dot_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let mut tail = 0f32;
-    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
-        tail += x * y;
-    }
-    for (x, y) in ac.zip(bc) {
-        for i in 0..16 {
-            acc[i] = if FMA {
-                x[i].mul_add(y[i], acc[i])
-            } else {
-                acc[i] + x[i] * y[i]
-            };
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// The scores of `H` query heads (`q[j]`, `dk` values each) against a tile's K rows held
-/// transposed (`ktt`: [`TILE_TOKENS`] values per dimension), unscaled: one accumulator per
-/// head and token summing its products in dimension order, so a tile of tokens is scored as
-/// broadcast-multiply-adds across the tokens with no reduction across lanes, and each K value
-/// loaded serves all `H` heads.
-#[inline(always)]
-fn score_tile<const H: usize, const FMA: bool>(
-    q: [&[f32]; H],
-    ktt: &[f32],
-    out: &mut [[f32; TILE_TOKENS]; H],
-) {
-    let mut acc = [[0f32; TILE_TOKENS]; H];
-    for (d, k) in ktt.chunks_exact(TILE_TOKENS).enumerate() {
-        for j in 0..H {
-            let qd = q[j][d];
-            for (a, &kv) in acc[j].iter_mut().zip(k) {
-                *a = if FMA {
-                    qd.mul_add(kv, *a)
-                } else {
-                    *a + qd * kv
-                };
-            }
-        }
-    }
-    *out = acc;
-}
-
-/// `x = exp(x)` for a tile's values, in arithmetic the compiler vectorises (libm's `expf` is
-/// one call per value): `2^k · e^r` with `k = round(x / ln 2)`, `r = x - k ln 2` (ln 2 in two
-/// parts) and Cephes' polynomial for `e^r`, within 1e-7 of `exp` relative (8e-8 measured); `x` is
-/// clamped to [-87, 88] (e^-87 ≈ 1.6e-38 stands for anything smaller: the softmax arguments here
-/// are `score - max ≤ 0`).
-#[inline(always)]
-fn exp_tile(x: &mut [f32; TILE_TOKENS]) {
+fn exp_scalar(v: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    for v in x.iter_mut() {
-        let xc = v.clamp(-87.0, 88.0);
-        let k = (xc * LOG2E).round();
-        let r = k.mul_add(-LN2_LO, k.mul_add(-LN2_HI, xc));
-        let mut p = 1.987_569_1e-4f32;
-        p = p.mul_add(r, 1.398_199_9e-3);
-        p = p.mul_add(r, 8.333_452e-3);
-        p = p.mul_add(r, 4.166_579_6e-2);
-        p = p.mul_add(r, 1.666_666_5e-1);
-        p = p.mul_add(r, 0.5);
-        let e = (p * r).mul_add(r, r) + 1.0;
-        *v = e * f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let xc = v.clamp(-87.0, 88.0);
+    let k = (xc * LOG2E).round();
+    let r = xc - k * lanes::LN2_HI - k * lanes::LN2_LO;
+    let mut p = lanes::EXP_POLY[0];
+    for c in &lanes::EXP_POLY[1..] {
+        p = p * r + c;
     }
-}
-
-/// `acc += Σ_i p[i] · v_i` over a tile's V rows (`vstride` apart), sixteen accumulator values
-/// at a time kept in registers across the tile's tokens (rather than loaded and stored once per
-/// token); each value's sum in token order, as one `axpy_body` per token would give. Measured
-/// on the 2-core Zen 4 VM at 32k (F16): GLM MLA latent -16 %, GQA -7 to -12 % per layer; for
-/// one query head per row (expanded MHA) it was ~10 % slower, so that case stays row by row.
-#[inline(always)]
-fn accumulate_tile<const FMA: bool>(acc: &mut [f32], p: &[f32], vrows: &[f32], vstride: usize) {
-    let dv = acc.len();
-    let full = dv / 16 * 16;
-    for c in (0..full).step_by(16) {
-        let mut o = [0f32; 16];
-        o.copy_from_slice(&acc[c..c + 16]);
-        for (i, &pi) in p.iter().enumerate() {
-            let v = &vrows[i * vstride + c..i * vstride + c + 16];
-            for (o, &x) in o.iter_mut().zip(v) {
-                *o = if FMA { pi.mul_add(x, *o) } else { *o + pi * x };
-            }
-        }
-        acc[c..c + 16].copy_from_slice(&o);
-    }
-    for (i, &pi) in p.iter().enumerate() {
-        let v = &vrows[i * vstride + full..i * vstride + dv];
-        axpy_body::<FMA>(&mut acc[full..], pi, v);
-    }
-}
-
-/// `acc += p · v`.
-#[inline(always)]
-fn axpy_body<const FMA: bool>(acc: &mut [f32], p: f32, v: &[f32]) {
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a = if FMA { p.mul_add(*x, *a) } else { *a + p * x };
-    }
-}
-
-/// The partial softmax of each query head of cached head `h` over tokens `[t0, t1)` into `out`
-/// (the group's heads one after the other, [`partial_len`] floats each), through `tiles`.
-#[inline(always)]
-fn chunk_body<const FMA: bool>(c: Chunk<'_>, tiles: &mut Tiles, out: &mut [f32]) {
-    let Chunk {
-        cache,
-        q,
-        h,
-        span: (t0, t1),
-    } = c;
-    let s = &cache.shape;
-    let (dk, dv, g) = (s.d_k, s.d_v, s.group());
-    for st in out.chunks_exact_mut(partial_len(dv)) {
-        st[0] = f32::NEG_INFINITY;
-        st[1..].fill(0.0);
-    }
-    let kt = zeroed(&mut tiles.kt, TILE_TOKENS * dk);
-    let ktt = zeroed(&mut tiles.ktt, TILE_TOKENS * dk);
-    let vt = zeroed(&mut tiles.vt, if s.v_in_k { 0 } else { TILE_TOKENS * dv });
-    let scores = zeroed(&mut tiles.scores, g * TILE_TOKENS);
-    // This head's rows, sliced once (not per token: row_bytes is a call per row otherwise).
-    let (kb, vb) = s.row_bytes();
-    let head_rows = |bytes: &'_ [u8], b: usize| -> std::ops::Range<usize> {
-        (h * cache.tokens * b).min(bytes.len())..((h + 1) * cache.tokens * b).min(bytes.len())
-    };
-    let (krows, vrows_b) = (
-        &cache.k[head_rows(&cache.k, kb)],
-        &cache.v[head_rows(&cache.v, vb)],
-    );
-    let mut t = t0;
-    while t < t1 {
-        let n = (t1 - t).min(TILE_TOKENS);
-        for i in 0..n {
-            let r = t + i;
-            decode_row_simd::<FMA>(
-                s.dtype,
-                &krows[r * kb..(r + 1) * kb],
-                &mut kt[i * dk..(i + 1) * dk],
-            );
-            if !s.v_in_k {
-                decode_row_simd::<FMA>(
-                    s.dtype,
-                    &vrows_b[r * vb..(r + 1) * vb],
-                    &mut vt[i * dv..(i + 1) * dv],
-                );
-            }
-        }
-        let (vrows, vstride): (&[f32], usize) = if s.v_in_k { (kt, dk) } else { (vt, dv) };
-        // AVX2 (the only x86-64 instantiation with FMA): eight tokens' dot products at once
-        // from the row-major tile, their sums gathered across lanes once per eight.
-        #[cfg(target_arch = "x86_64")]
-        let simd = FMA && avx2::fits(dk, dv);
-        #[cfg(not(target_arch = "x86_64"))]
-        let simd = false;
-        if simd {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: FMA is only instantiated on x86-64 inside `chunk_avx2`, compiled with
-            // AVX2, FMA and F16C (detected before it is called); `fits` checked the widths.
-            unsafe {
-                avx2::score_group(&q[h * g * dk..(h + 1) * g * dk], kt, dk, scores)
-            };
-        } else if g >= 4 {
-            transpose_tile(kt, n, dk, ktt);
-            score_group::<FMA>(q, h, g, dk, ktt, scores);
-        } else {
-            // Few heads per row: the transposition would cost more than it saves.
-            for j in 0..g {
-                let qh = &q[(h * g + j) * dk..(h * g + j + 1) * dk];
-                for i in 0..n {
-                    scores[j * TILE_TOKENS + i] = dot_body::<FMA>(qh, &kt[i * dk..(i + 1) * dk]);
-                }
-            }
-        }
-        for (j, st) in out.chunks_exact_mut(partial_len(dv)).enumerate() {
-            let (ml, acc) = st.split_at_mut(2);
-            let mut p = [0f32; TILE_TOKENS];
-            p[..n].copy_from_slice(&scores[j * TILE_TOKENS..j * TILE_TOKENS + n]);
-            p[..n].iter_mut().for_each(|v| *v *= s.scale);
-            let m = p[..n].iter().fold(ml[0], |a, &b| if b > a { b } else { a });
-            let a = (ml[0] - m).exp();
-            if a != 1.0 {
-                acc.iter_mut().for_each(|x| *x *= a);
-            }
-            ml[1] *= a;
-            ml[0] = m;
-            p.iter_mut().for_each(|v| *v -= m);
-            exp_tile(&mut p);
-            ml[1] += p[..n].iter().sum::<f32>();
-            if simd {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as for the scores above.
-                unsafe {
-                    avx2::accumulate(acc, &p[..n], vrows, vstride)
-                };
-            } else if g > 1 {
-                accumulate_tile::<FMA>(acc, &p[..n], vrows, vstride);
-            } else {
-                // One head per row (expanded MHA): row by row measured faster (Zen 4, 32k).
-                for (i, &p) in p[..n].iter().enumerate() {
-                    axpy_body::<FMA>(acc, p, &vrows[i * vstride..i * vstride + dv]);
-                }
-            }
-        }
-        t += n;
-    }
-}
-
-/// The attention tile's inner loops in AVX2 intrinsics (x86-64): the group's scores eight
-/// tokens at a time from the row-major K tile, and the V accumulation 64 values at a time in
-/// registers, without the bounds checks the portable loops pay per token.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::TILE_TOKENS;
-    use std::arch::x86_64::*;
-
-    /// Whether rows of `dk` (K) and `dv` (V) values take these kernels: whole 8-value words.
-    pub(super) fn fits(dk: usize, dv: usize) -> bool {
-        dk.is_multiple_of(8) && dv.is_multiple_of(8) && dk > 0 && dv > 0
-    }
-
-    /// The unscaled scores of each query head in `q` (heads of `dk` values) against the
-    /// [`TILE_TOKENS`] rows of `kt` (`dk` values each; rows past the tile's tokens hold old
-    /// values, whose scores are not used) into `scores` ([`TILE_TOKENS`] per head): for eight
-    /// tokens at a time, eight accumulators of eight lanes over the row, then one horizontal
-    /// gather of the eight sums. Each score sums its products in lane order (products `c`, `c +
-    /// 8`, ... per lane, then the lanes pairwise).
-    ///
-    /// # Safety
-    /// AVX2 and FMA must be available; `kt` holds `TILE_TOKENS * dk` values, `q` a multiple of
-    /// `dk`, `scores` `TILE_TOKENS` per head of `q`, and `dk` is a multiple of 8 ([`fits`]).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn score_group(q: &[f32], kt: &[f32], dk: usize, scores: &mut [f32]) {
-        let heads = q.len() / dk;
-        assert!(kt.len() >= TILE_TOKENS * dk && scores.len() >= heads * TILE_TOKENS);
-        let (qp, kp, sp) = (q.as_ptr(), kt.as_ptr(), scores.as_mut_ptr());
-        for j in 0..heads {
-            for b in 0..TILE_TOKENS / 8 {
-                // SAFETY: every load is inside q (head j's dk values) or kt (rows b*8..b*8+8
-                // of dk values), every store inside scores (checked above).
-                unsafe {
-                    let mut acc = [_mm256_setzero_ps(); 8];
-                    let rows = kp.add(b * 8 * dk);
-                    let mut c = 0;
-                    while c < dk {
-                        let qv = _mm256_loadu_ps(qp.add(j * dk + c));
-                        for (t, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(rows.add(t * dk + c)), *a);
-                        }
-                        c += 8;
-                    }
-                    let s01 = _mm256_hadd_ps(acc[0], acc[1]);
-                    let s23 = _mm256_hadd_ps(acc[2], acc[3]);
-                    let s45 = _mm256_hadd_ps(acc[4], acc[5]);
-                    let s67 = _mm256_hadd_ps(acc[6], acc[7]);
-                    let s0123 = _mm256_hadd_ps(s01, s23);
-                    let s4567 = _mm256_hadd_ps(s45, s67);
-                    let lo = _mm256_permute2f128_ps(s0123, s4567, 0x20);
-                    let hi = _mm256_permute2f128_ps(s0123, s4567, 0x31);
-                    _mm256_storeu_ps(sp.add(j * TILE_TOKENS + b * 8), _mm256_add_ps(lo, hi));
-                }
-            }
-        }
-    }
-
-    /// `acc += Σ_i p[i] · v_i` over the V rows `vstride` apart in `vrows`, 64 accumulator
-    /// values at a time held in registers across the tokens (then 8 at a time); each value's
-    /// sum in token order.
-    ///
-    /// # Safety
-    /// AVX2 and FMA must be available; `vrows` holds `p.len()` rows `vstride` apart of at least
-    /// `acc.len()` values, a multiple of 8 ([`fits`]).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn accumulate(acc: &mut [f32], p: &[f32], vrows: &[f32], vstride: usize) {
-        let dv = acc.len();
-        assert!(
-            p.is_empty() || vrows.len() >= (p.len() - 1) * vstride + dv,
-            "V rows of {dv} values"
-        );
-        let (ap, vp) = (acc.as_mut_ptr(), vrows.as_ptr());
-        let mut c = 0;
-        // SAFETY: every access is inside acc (c + 64 <= dv, then c + 8 <= dv) or inside
-        // row i of vrows at the same offsets (checked above).
-        unsafe {
-            while c + 64 <= dv {
-                let mut o = [_mm256_setzero_ps(); 8];
-                for (k, o) in o.iter_mut().enumerate() {
-                    *o = _mm256_loadu_ps(ap.add(c + 8 * k));
-                }
-                for (i, &pi) in p.iter().enumerate() {
-                    let pv = _mm256_set1_ps(pi);
-                    let row = vp.add(i * vstride + c);
-                    for (k, o) in o.iter_mut().enumerate() {
-                        *o = _mm256_fmadd_ps(pv, _mm256_loadu_ps(row.add(8 * k)), *o);
-                    }
-                }
-                for (k, o) in o.iter().enumerate() {
-                    _mm256_storeu_ps(ap.add(c + 8 * k), *o);
-                }
-                c += 64;
-            }
-            while c < dv {
-                let mut o = _mm256_loadu_ps(ap.add(c));
-                for (i, &pi) in p.iter().enumerate() {
-                    o = _mm256_fmadd_ps(
-                        _mm256_set1_ps(pi),
-                        _mm256_loadu_ps(vp.add(i * vstride + c)),
-                        o,
-                    );
-                }
-                _mm256_storeu_ps(ap.add(c), o);
-                c += 8;
-            }
-        }
-    }
-}
-
-/// `kt`'s first `n` rows of `dk` values into `ktt` transposed ([`TILE_TOKENS`] values per
-/// dimension, zeros past row `n`).
-#[inline(always)]
-fn transpose_tile(kt: &[f32], n: usize, dk: usize, ktt: &mut [f32]) {
-    for (d, col) in ktt.chunks_exact_mut(TILE_TOKENS).enumerate() {
-        for (i, c) in col.iter_mut().enumerate() {
-            *c = if i < n { kt[i * dk + d] } else { 0.0 };
-        }
-    }
-}
-
-/// The unscaled scores of the `g` query heads of cached head `h` over a transposed K tile
-/// into `scores` ([`TILE_TOKENS`] per head), four heads at a time.
-#[inline(always)]
-fn score_group<const FMA: bool>(
-    q: &[f32],
-    h: usize,
-    g: usize,
-    dk: usize,
-    ktt: &[f32],
-    scores: &mut [f32],
-) {
-    let qh = |j: usize| &q[(h * g + j) * dk..(h * g + j + 1) * dk];
-    let mut j = 0;
-    while j + 4 <= g {
-        let mut o = [[0f32; TILE_TOKENS]; 4];
-        score_tile::<4, FMA>([qh(j), qh(j + 1), qh(j + 2), qh(j + 3)], ktt, &mut o);
-        for (r, row) in o.iter().enumerate() {
-            scores[(j + r) * TILE_TOKENS..(j + r + 1) * TILE_TOKENS].copy_from_slice(row);
-        }
-        j += 4;
-    }
-    while j < g {
-        let mut o = [[0f32; TILE_TOKENS]; 1];
-        score_tile::<1, FMA>([qh(j)], ktt, &mut o);
-        scores[j * TILE_TOKENS..(j + 1) * TILE_TOKENS].copy_from_slice(&o[0]);
-        j += 1;
-    }
-}
-
-/// [`decode_row`], with F16 rows converted eight at a time by F16C where `SIMD` on x86-64
-/// (instantiated with `SIMD` only inside [`chunk_avx2`]).
-#[inline(always)]
-fn decode_row_simd<const SIMD: bool>(dtype: DType, row: &[u8], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if SIMD && dtype == DType::F16 && row.len() == 2 * out.len() && out.len().is_multiple_of(8) {
-        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
-        for (o, c) in out.chunks_exact_mut(8).zip(row.chunks_exact(16)) {
-            // SAFETY: `c` holds 16 bytes and `o` 8 floats (chunks_exact); unaligned loads and
-            // stores; F16C and AVX are enabled in the only caller that sets SIMD on x86-64.
-            unsafe {
-                let h = _mm_loadu_si128(c.as_ptr().cast::<__m128i>());
-                _mm256_storeu_ps(o.as_mut_ptr(), _mm256_cvtph_ps(h));
-            }
-        }
-        return;
-    }
-    decode_row(dtype, row, out)
+    let e = (p * r) * r + r + 1.0;
+    e * f32::from_bits(((k as i32 + 127) as u32) << 23)
 }
 
 /// One task of [`attend`]: cached head `h` over the tokens `span` of `cache`, queries `q`.
@@ -669,38 +256,40 @@ struct Chunk<'a> {
     span: (usize, usize),
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn chunk_avx2(c: Chunk<'_>, tiles: &mut Tiles, out: &mut [f32]) {
-    chunk_body::<true>(c, tiles, out)
-}
-
-/// One chunk on the instruction set's kernels: the AVX-512 passes (`avx512::chunk`) where `isa`
-/// is `avx512vnni` and the rows are whole 16-value words of F32, F16, BF16 or Q8_0, else
-/// [`chunk_body`]: AVX2 with FMA on x86-64 where `isa` is AVX2 or `avx512vnni` (checked by
-/// [`crate::Isa::detect`]), NEON's fused multiply-add on aarch64, else portable.
-fn chunk_partials(isa: crate::Isa, c: Chunk<'_>, tiles: &mut Tiles, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if isa == crate::Isa::Avx512Vnni {
-        let s = &c.cache.shape;
-        if avx512::fits(s.dtype, s.d_k, s.d_v) {
-            let need = s.group() * CHUNK_TOKENS;
-            if tiles.scores.len() < need {
-                tiles.scores.resize(need, 0.0);
-            }
+/// One chunk's partial results on the instruction set's [`passes`]: AVX-512 where `isa` is
+/// `avx512vnni`, AVX2 where it is `avx2`, NEON on aarch64 (both NEON paths), and the portable
+/// lane for `scalar` or rows that are not whole vectors of the path's width. `scores` is the
+/// thread's buffer.
+fn chunk_partials(isa: crate::Isa, c: Chunk<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let s = &c.cache.shape;
+    let need = s.group() * passes::SCORE_STRIDE;
+    if scores.len() < need {
+        scores.resize(need, 0.0);
+    }
+    let scores = &mut scores[..need];
+    let (dk, dv) = (s.d_k, s.d_v);
+    use crate::Isa;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if passes::fits::<lanes::Avx512>(dk, dv) => {
             // SAFETY: the path is only detected (or accepted) where the CPU has AVX-512F/BW/VL,
             // AVX2, FMA and F16C; `fits` holds.
-            return unsafe { avx512::chunk(c, &mut tiles.scores[..need], out) };
+            unsafe { lanes::chunk_avx512(c, scores, out) }
         }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni if passes::fits::<lanes::Avx2>(dk, dv) => {
+            // SAFETY: both paths are only detected (or accepted) where the CPU has AVX2, FMA and
+            // F16C; `fits` holds.
+            unsafe { lanes::chunk_avx2(c, scores, out) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDotprod if passes::fits::<lanes::Neon>(dk, dv) => {
+            // SAFETY: both paths are only detected (or accepted) where the CPU has NEON; `fits`
+            // holds.
+            unsafe { lanes::chunk_neon(c, scores, out) }
+        }
+        _ => lanes::chunk_scalar(c, scores, out),
     }
-    #[cfg(target_arch = "x86_64")]
-    if matches!(isa, crate::Isa::Avx2 | crate::Isa::Avx512Vnni) {
-        // SAFETY: both paths are only detected (or accepted) where the CPU has AVX2, FMA and
-        // F16C.
-        return unsafe { chunk_avx2(c, tiles, out) };
-    }
-    let _ = isa;
-    chunk_body::<{ cfg!(target_arch = "aarch64") }>(c, tiles, out)
 }
 
 /// Tokens per chunk (one rayon task per cached head and chunk) of [`attend`].
@@ -756,20 +345,16 @@ pub fn attend_on(
     let mut guard = cache.scratch.lock();
     let scratch = &mut *guard;
     let threads = pool.current_num_threads().max(1);
-    if scratch.tiles.len() < threads {
-        scratch.tiles.resize_with(threads, Default::default);
+    if scratch.scores.len() < threads {
+        scratch.scores.resize_with(threads, Default::default);
     }
-    // Every thread's tile sized now: which thread runs a task changes from step to step.
-    let vt = if s.v_in_k { 0 } else { TILE_TOKENS * dv };
-    for t in &scratch.tiles {
+    // Every thread's scores sized now: which thread runs a task changes from step to step.
+    for t in &scratch.scores {
         let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let grow = |v: &mut Vec<f32>, n: usize| v.reserve(n.saturating_sub(v.len()));
-        grow(&mut t.kt, TILE_TOKENS * dk);
-        grow(&mut t.ktt, TILE_TOKENS * dk);
-        grow(&mut t.vt, vt);
-        grow(&mut t.scores, g * CHUNK_TOKENS);
+        let more = (g * passes::SCORE_STRIDE).saturating_sub(t.len());
+        t.reserve(more);
     }
-    let tiles = &scratch.tiles;
+    let scores = &scratch.scores;
     let partials = zeroed(&mut scratch.partials, s.kv_heads * chunks * per_task);
     pool.install(|| {
         partials
@@ -778,12 +363,12 @@ pub fn attend_on(
             .for_each(|(task, part)| {
                 let (h, c) = (task / chunks, task % chunks);
                 let t0 = first + c * CHUNK_TOKENS;
-                let slot = rayon::current_thread_index().unwrap_or(0) % tiles.len();
-                let mut tile = tiles[slot]
+                let slot = rayon::current_thread_index().unwrap_or(0) % scores.len();
+                let mut mine = scores[slot]
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let span = (t0, (t0 + CHUNK_TOKENS).min(depth));
-                chunk_partials(isa, Chunk { cache, q, h, span }, &mut tile, part);
+                chunk_partials(isa, Chunk { cache, q, h, span }, &mut mine, part);
             })
     });
     let total = zeroed(&mut scratch.total, dv);
@@ -871,31 +456,4 @@ pub fn reference_attend_heads(
         out.extend(acc.iter().map(|a| (a / den) as f32));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The softmax's vectorisable exp against f64's over the arguments it gets (scores minus
-    /// their maximum: 0 down to the clamp), and at the clamp.
-    #[test]
-    fn the_tile_exp_is_within_1e_7_of_exp() {
-        let mut worst = 0f64;
-        for k in 0..4000 {
-            let mut x = [0f32; TILE_TOKENS];
-            for (i, v) in x.iter_mut().enumerate() {
-                *v = -((k * TILE_TOKENS + i) as f32) * 87.0 / (4000.0 * TILE_TOKENS as f32);
-            }
-            let want = x.map(|v| f64::from(v).exp());
-            exp_tile(&mut x);
-            for (g, w) in x.iter().zip(want) {
-                worst = worst.max((f64::from(*g) - w).abs() / w);
-            }
-        }
-        assert!(worst < 1e-7, "relative error {worst}");
-        let mut x = [-1000f32; TILE_TOKENS];
-        exp_tile(&mut x);
-        assert!(x.iter().all(|v| *v > 0.0 && *v < 2e-38), "{x:?}");
-    }
 }

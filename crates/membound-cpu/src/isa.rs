@@ -18,9 +18,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX2 with AVX-512 VNNI on 256-bit registers (`vpdpbusd`, `vpdpwssd`): the Q8_0,
-    /// Q4_K, Q6_K and MXFP4 dots, four rows at a time in a GEMV; every other type takes the
-    /// AVX2 kernel.
+    /// x86-64 AVX2 with AVX-512 (F, BW, VL, VNNI): the Q8_0, Q4_K, Q6_K and MXFP4 dots in
+    /// VNNI on 256-bit registers (`vpdpbusd`, `vpdpwssd`), four rows at a time in a GEMV, every
+    /// other type on the AVX2 kernel; decode attention on 512-bit registers.
     Avx512Vnni,
     /// aarch64 NEON with widening multiplies.
     Neon,

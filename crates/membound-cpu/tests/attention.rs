@@ -258,10 +258,9 @@ fn bad_inputs_are_refused() {
     assert!(KvCacheBuf::generate(&bad, 10, 1).is_err());
 }
 
-/// Every SIMD path of this CPU against the reference, with group sizes that take every block of
-/// heads of the AVX-512 kernels (8, 4, 2 and 1, and their remainders: 20 = 8 + 8 + 4, 7 = 4 +
-/// 2 + 1), rows of 16-value words that are not whole 32- or 64-value blocks, and depths below
-/// one block of tokens and past a chunk.
+/// Every SIMD path of this CPU against the reference, with every group size from 1 to 8 (each a
+/// block of heads of its own) and 20 (8 + 8 + 4), rows of whole vectors that are not whole 32-
+/// or 64-value blocks, and depths below one block of tokens and past a chunk.
 #[test]
 fn every_simd_path_matches_the_f64_softmax() {
     use membound_cpu::Isa;
@@ -272,6 +271,10 @@ fn every_simd_path_matches_the_f64_softmax() {
         AttnShape::new(KvLayout::Gqa, 6, 2, 48, 80, DType::F16),
         AttnShape::new(KvLayout::Gqa, 16, 2, 128, 128, DType::Q8_0),
         AttnShape::new(KvLayout::ExpandedMha, 2, 2, 160, 144, DType::F32),
+        AttnShape::new(KvLayout::Gqa, 4, 2, 96, 96, DType::Q8_0),
+        AttnShape::new(KvLayout::Gqa, 10, 2, 64, 64, DType::F16),
+        AttnShape::new(KvLayout::Gqa, 12, 2, 32, 32, DType::BF16),
+        AttnShape::new(KvLayout::Gqa, 8, 2, 64, 64, DType::F16),
     ];
     for isa in Isa::available() {
         for s in &shapes {

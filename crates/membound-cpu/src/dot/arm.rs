@@ -44,7 +44,7 @@ unsafe fn ld_s8(p: *const u8) -> int8x16_t {
 /// 4 f16 bit patterns as f32, exactly (subnormals, infinities and NaNs included), with integer
 /// NEON only: move the exponent/mantissa field into place and rescale by 2^112.
 #[inline(always)]
-unsafe fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
+pub(crate) unsafe fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
     unsafe {
         let h = vmovl_u16(h);
         let sign = vshlq_n_u32(vandq_u32(h, vdupq_n_u32(0x8000)), 16);

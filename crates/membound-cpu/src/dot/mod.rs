@@ -19,7 +19,7 @@ mod scalar;
 mod x86;
 
 #[cfg(target_arch = "aarch64")]
-mod arm;
+pub(crate) mod arm;
 
 /// The storage types the GEMV/GEMM kernels accept as weights.
 pub const SUPPORTED_DTYPES: &[DType] = &[

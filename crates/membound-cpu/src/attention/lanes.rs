@@ -32,6 +32,69 @@ unsafe fn q8_block(p: *const u8, c: usize) -> (u16, *const u8) {
     }
 }
 
+/// The element-wise operations of a [`Lanes`] implementation, from its intrinsics (each is
+/// `unsafe` only for the instruction set, which the trait's contract makes the caller's).
+macro_rules! elementwise {
+    (
+        $v:ty,
+        zero: $zero:expr,
+        splat: $splat:path,
+        load: $load:path,
+        store: $store:path,
+        fma: |$a:ident, $b:ident, $c:ident| $fma:expr,
+        add: $add:path,
+        sub: $sub:path,
+        mul: $mul:path,
+        max: $max:path $(,)?
+    ) => {
+        #[inline(always)]
+        unsafe fn zero() -> $v {
+            // SAFETY: the instruction set (the trait's contract).
+            unsafe { $zero }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> $v {
+            // SAFETY: as above.
+            unsafe { $splat(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> $v {
+            // SAFETY: as above; W values at p.
+            unsafe { $load(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: $v) {
+            // SAFETY: as above.
+            unsafe { $store(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma($a: $v, $b: $v, $c: $v) -> $v {
+            // SAFETY: as above.
+            unsafe { $fma }
+        }
+        #[inline(always)]
+        unsafe fn add(a: $v, b: $v) -> $v {
+            // SAFETY: as above.
+            unsafe { $add(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn sub(a: $v, b: $v) -> $v {
+            // SAFETY: as above.
+            unsafe { $sub(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: $v, b: $v) -> $v {
+            // SAFETY: as above.
+            unsafe { $mul(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn max(a: $v, b: $v) -> $v {
+            // SAFETY: as above.
+            unsafe { $max(a, b) }
+        }
+    };
+}
+
 /// One lane, portable Rust: the path of `scalar` and of rows that are not whole vectors of the
 /// SIMD path.
 pub(super) struct Scalar;
@@ -116,51 +179,18 @@ mod x86 {
         type V = __m512;
         const W: usize = 16;
         const ACC: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> __m512 {
-            // SAFETY: AVX-512F (the trait's contract).
-            unsafe { _mm512_setzero_ps() }
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m512 {
-            // SAFETY: as above.
-            unsafe { _mm512_set1_ps(x) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m512 {
-            // SAFETY: as above; 16 values at p.
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            // SAFETY: as above.
-            unsafe { _mm512_fmadd_ps(a, b, c) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            // SAFETY: as above.
-            unsafe { _mm512_add_ps(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn sub(a: __m512, b: __m512) -> __m512 {
-            // SAFETY: as above.
-            unsafe { _mm512_sub_ps(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-            // SAFETY: as above.
-            unsafe { _mm512_mul_ps(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn max(a: __m512, b: __m512) -> __m512 {
-            // SAFETY: as above.
-            unsafe { _mm512_max_ps(a, b) }
-        }
+        elementwise!(
+            __m512,
+            zero: _mm512_setzero_ps(),
+            splat: _mm512_set1_ps,
+            load: _mm512_loadu_ps,
+            store: _mm512_storeu_ps,
+            fma: |a, b, c| _mm512_fmadd_ps(a, b, c),
+            add: _mm512_add_ps,
+            sub: _mm512_sub_ps,
+            mul: _mm512_mul_ps,
+            max: _mm512_max_ps,
+        );
         /// The power of two applied by `vscalefps`.
         #[inline(always)]
         unsafe fn exp(x: __m512) -> __m512 {
@@ -274,51 +304,18 @@ mod x86 {
         type V = __m256;
         const W: usize = 8;
         const ACC: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> __m256 {
-            // SAFETY: AVX (the trait's contract).
-            unsafe { _mm256_setzero_ps() }
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> __m256 {
-            // SAFETY: as above.
-            unsafe { _mm256_set1_ps(x) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> __m256 {
-            // SAFETY: as above; 8 values at p.
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            // SAFETY: as above.
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-            // SAFETY: FMA (the trait's contract).
-            unsafe { _mm256_fmadd_ps(a, b, c) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            // SAFETY: as above.
-            unsafe { _mm256_add_ps(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-            // SAFETY: as above.
-            unsafe { _mm256_sub_ps(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-            // SAFETY: as above.
-            unsafe { _mm256_mul_ps(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn max(a: __m256, b: __m256) -> __m256 {
-            // SAFETY: as above.
-            unsafe { _mm256_max_ps(a, b) }
-        }
+        elementwise!(
+            __m256,
+            zero: _mm256_setzero_ps(),
+            splat: _mm256_set1_ps,
+            load: _mm256_loadu_ps,
+            store: _mm256_storeu_ps,
+            fma: |a, b, c| _mm256_fmadd_ps(a, b, c),
+            add: _mm256_add_ps,
+            sub: _mm256_sub_ps,
+            mul: _mm256_mul_ps,
+            max: _mm256_max_ps,
+        );
         /// The power of two built in the exponent field (`k` is within [-126, 127] after the
         /// clamp).
         #[inline(always)]
@@ -427,51 +424,18 @@ mod arm {
         type V = float32x4_t;
         const W: usize = 4;
         const ACC: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> float32x4_t {
-            // SAFETY: NEON (the trait's contract).
-            unsafe { vdupq_n_f32(0.0) }
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> float32x4_t {
-            // SAFETY: as above.
-            unsafe { vdupq_n_f32(x) }
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> float32x4_t {
-            // SAFETY: as above; 4 values at p.
-            unsafe { vld1q_f32(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: float32x4_t) {
-            // SAFETY: as above.
-            unsafe { vst1q_f32(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
-            // SAFETY: as above.
-            unsafe { vfmaq_f32(c, a, b) }
-        }
-        #[inline(always)]
-        unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-            // SAFETY: as above.
-            unsafe { vaddq_f32(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-            // SAFETY: as above.
-            unsafe { vsubq_f32(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-            // SAFETY: as above.
-            unsafe { vmulq_f32(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
-            // SAFETY: as above.
-            unsafe { vmaxq_f32(a, b) }
-        }
+        elementwise!(
+            float32x4_t,
+            zero: vdupq_n_f32(0.0),
+            splat: vdupq_n_f32,
+            load: vld1q_f32,
+            store: vst1q_f32,
+            fma: |a, b, c| vfmaq_f32(c, a, b),
+            add: vaddq_f32,
+            sub: vsubq_f32,
+            mul: vmulq_f32,
+            max: vmaxq_f32,
+        );
         /// The power of two built in the exponent field (`k` is within [-126, 127] after the
         /// clamp).
         #[inline(always)]

@@ -252,8 +252,9 @@ unsafe fn accumulate_heads<L: Lanes, const D: u8, const HB: usize, const CB: usi
 }
 
 /// Scales the first `n` scores of `s` by `scale` and turns them into softmax weights
-/// `e^(x - m)`, zeros up to the next whole vector; returns `m` (the largest scaled score) and
-/// the weights' sum.
+/// `e^(x - m)`; returns `m` (the largest scaled score) and the weights' sum. The rest of the
+/// last vector is set to -∞ first, so it takes no part in the maximum and its weights are e^-87
+/// (the exp's clamp), about 1.6e-38 each: less than the sum (at least 1) can show.
 ///
 /// # Safety
 /// `L`'s instruction set.
@@ -261,7 +262,6 @@ unsafe fn accumulate_heads<L: Lanes, const D: u8, const HB: usize, const CB: usi
 unsafe fn softmax_weights<L: Lanes>(s: &mut [f32], n: usize, scale: f32) -> (f32, f32) {
     let end = n.div_ceil(L::W) * L::W;
     assert!(n >= 1 && end <= s.len(), "{n} scores");
-    // The tail of the last vector takes no part in the maximum.
     s[n..end].fill(f32::NEG_INFINITY);
     let p = s.as_mut_ptr();
     let mut lanes = [0f32; 16];
@@ -282,15 +282,7 @@ unsafe fn softmax_weights<L: Lanes>(s: &mut [f32], n: usize, scale: f32) -> (f32
         for w in (0..end).step_by(L::W) {
             let e = L::exp(L::sub(L::load(p.add(w)), mv));
             L::store(p.add(w), e);
-            if w + L::W > n {
-                // The tail's weights are zero.
-                for i in n..end {
-                    *p.add(i) = 0.0;
-                }
-                sum = L::add(sum, L::load(p.add(w)));
-            } else {
-                sum = L::add(sum, e);
-            }
+            sum = L::add(sum, e);
         }
         L::store(lanes.as_mut_ptr(), sum);
         (m, lanes[..L::W].iter().sum())

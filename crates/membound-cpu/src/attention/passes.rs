@@ -6,8 +6,8 @@
 //!    [`Lanes::ACC`] independent (head, token) accumulators, whose sums are then folded across
 //!    lanes all at once ([`Lanes::sums`]), not one horizontal sum each;
 //! 2. one softmax per head over the whole chunk (one maximum, no rescaling of an accumulator);
-//! 3. the V rows, again converted in registers, multiplied into eight independent accumulators
-//!    (heads × words) held in registers across a tile of tokens.
+//! 3. the V rows, again converted in registers, multiplied into up to eight independent
+//!    accumulators (heads × words) held in registers across a tile of tokens.
 //!
 //! No f32 copy of a row is stored: the only memory traffic besides the cache rows is the chunk's
 //! scores (a few KB, in L1). The partial result has the layout [`super::attend`] merges.
@@ -17,7 +17,7 @@ use membound_spec::DType;
 
 /// Tokens whose K rows one scoring tile takes (converted once per block of heads while they
 /// sit in L1).
-pub(super) const K_TILE: usize = 16;
+const K_TILE: usize = 16;
 /// Tokens per pass of the V accumulation: the accumulators are loaded and stored once per tile.
 const V_TILE: usize = 32;
 /// Floats of a head's scores in the chunk's scratch: a chunk's tokens and room for the scores of

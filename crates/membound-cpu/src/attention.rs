@@ -228,25 +228,6 @@ fn merge(tm: &mut f32, tl: &mut f32, tacc: &mut [f32], m: f32, l: f32, acc: &[f3
     *tm = mx;
 }
 
-/// `e^x` in arithmetic that vectorises (libm's `expf` is a call per value): `2^k · e^r` with
-/// `k = round(x / ln 2)`, `r = x - k ln 2` (ln 2 in two parts) and Cephes' polynomial for `e^r`,
-/// within 1e-7 of `exp` relative (8e-8 measured); `x` is clamped to [-87, 88] (e^-87 ≈ 1.6e-38
-/// stands for anything smaller: the softmax arguments here are `score - max ≤ 0`). The SIMD
-/// [`passes::Lanes`] compute the same.
-#[inline(always)]
-fn exp_scalar(v: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    let xc = v.clamp(-87.0, 88.0);
-    let k = (xc * LOG2E).round();
-    let r = xc - k * lanes::LN2_HI - k * lanes::LN2_LO;
-    let mut p = lanes::EXP_POLY[0];
-    for c in &lanes::EXP_POLY[1..] {
-        p = p * r + c;
-    }
-    let e = (p * r) * r + r + 1.0;
-    e * f32::from_bits(((k as i32 + 127) as u32) << 23)
-}
-
 /// One task of [`attend`]: cached head `h` over the tokens `span` of `cache`, queries `q`.
 #[derive(Clone, Copy)]
 struct Chunk<'a> {

@@ -2,21 +2,8 @@
 //! registers), AVX2 (8 lanes, 16 registers), NEON (4 lanes, 32 registers) and one portable
 //! lane. Each `chunk_*` entry point compiles [`passes::chunk`] with its instruction set enabled.
 
+use super::Chunk;
 use super::passes::{self, Lanes, row};
-use super::{Chunk, exp_scalar};
-
-/// The exp polynomial's constants ([`exp_scalar`]): ln 2 in two parts, then Cephes' coefficients
-/// of `e^r`, highest first.
-pub(super) const LN2_HI: f32 = 0.693_359_4;
-pub(super) const LN2_LO: f32 = -2.121_944_4e-4;
-pub(super) const EXP_POLY: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    0.5,
-];
 
 /// The scale (f16 bits) of the Q8_0 block holding value `c` of the row at `p`, and a pointer
 /// to value `c`.
@@ -45,7 +32,8 @@ macro_rules! elementwise {
         add: $add:path,
         sub: $sub:path,
         mul: $mul:path,
-        max: $max:path $(,)?
+        max: $max:path,
+        min: $min:path $(,)?
     ) => {
         #[inline(always)]
         unsafe fn zero() -> $v {
@@ -92,6 +80,11 @@ macro_rules! elementwise {
             // SAFETY: as above.
             unsafe { $max(a, b) }
         }
+        #[inline(always)]
+        unsafe fn min(a: $v, b: $v) -> $v {
+            // SAFETY: as above.
+            unsafe { $min(a, b) }
+        }
     };
 }
 
@@ -129,11 +122,20 @@ impl Lanes for Scalar {
     unsafe fn mul(a: f32, b: f32) -> f32 {
         a * b
     }
+    /// A NaN in either operand is the result (as `f32::clamp` keeps a NaN), so a NaN score
+    /// reaches the output here too.
     unsafe fn max(a: f32, b: f32) -> f32 {
-        a.max(b)
+        if a.is_nan() || a >= b { a } else { b }
     }
-    unsafe fn exp(x: f32) -> f32 {
-        exp_scalar(x)
+    /// A NaN in either operand is the result, as [`Scalar::max`].
+    unsafe fn min(a: f32, b: f32) -> f32 {
+        if a.is_nan() || a <= b { a } else { b }
+    }
+    unsafe fn round(x: f32) -> f32 {
+        x.round()
+    }
+    unsafe fn ldexp(e: f32, k: f32) -> f32 {
+        e * f32::from_bits(((k as i32 + 127) as u32) << 23)
     }
     unsafe fn row<const D: u8>(p: *const u8, c: usize) -> f32 {
         // SAFETY: the trait's contract: value c of the row is inside it.
@@ -169,7 +171,7 @@ pub(super) use x86::{Avx2, Avx512, chunk_avx2, chunk_avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Chunk, EXP_POLY, LN2_HI, LN2_LO, Lanes, passes, q8_block, row};
+    use super::{Chunk, Lanes, passes, q8_block, row};
     use std::arch::x86_64::*;
 
     /// AVX-512F: 16 lanes, 32 registers (the `avx512vnni` path).
@@ -190,25 +192,18 @@ mod x86 {
             sub: _mm512_sub_ps,
             mul: _mm512_mul_ps,
             max: _mm512_max_ps,
+            min: _mm512_min_ps,
         );
-        /// The power of two applied by `vscalefps`.
         #[inline(always)]
-        unsafe fn exp(x: __m512) -> __m512 {
+        unsafe fn round(x: __m512) -> __m512 {
+            // SAFETY: AVX-512F (the trait's contract).
+            unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x) }
+        }
+        /// By `vscalefps`.
+        #[inline(always)]
+        unsafe fn ldexp(e: __m512, k: __m512) -> __m512 {
             // SAFETY: as above.
-            unsafe {
-                let set = _mm512_set1_ps;
-                let x = _mm512_max_ps(_mm512_min_ps(x, set(88.0)), set(-87.0));
-                let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                    _mm512_mul_ps(x, set(std::f32::consts::LOG2_E)),
-                );
-                let r = _mm512_fnmadd_ps(k, set(LN2_LO), _mm512_fnmadd_ps(k, set(LN2_HI), x));
-                let mut p = set(EXP_POLY[0]);
-                for c in &EXP_POLY[1..] {
-                    p = _mm512_fmadd_ps(p, r, set(*c));
-                }
-                let e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), set(1.0));
-                _mm512_scalef_ps(e, k)
-            }
+            unsafe { _mm512_scalef_ps(e, k) }
         }
         #[inline(always)]
         unsafe fn row<const D: u8>(p: *const u8, c: usize) -> __m512 {
@@ -315,24 +310,18 @@ mod x86 {
             sub: _mm256_sub_ps,
             mul: _mm256_mul_ps,
             max: _mm256_max_ps,
+            min: _mm256_min_ps,
         );
-        /// The power of two built in the exponent field (`k` is within [-126, 127] after the
-        /// clamp).
         #[inline(always)]
-        unsafe fn exp(x: __m256) -> __m256 {
-            // SAFETY: AVX2 and FMA (the trait's contract).
+        unsafe fn round(x: __m256) -> __m256 {
+            // SAFETY: AVX (the trait's contract).
+            unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x) }
+        }
+        /// The power of two built in the exponent field.
+        #[inline(always)]
+        unsafe fn ldexp(e: __m256, k: __m256) -> __m256 {
+            // SAFETY: AVX2 (the trait's contract).
             unsafe {
-                let set = _mm256_set1_ps;
-                let x = _mm256_max_ps(_mm256_min_ps(x, set(88.0)), set(-87.0));
-                let k = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                    _mm256_mul_ps(x, set(std::f32::consts::LOG2_E)),
-                );
-                let r = _mm256_fnmadd_ps(k, set(LN2_LO), _mm256_fnmadd_ps(k, set(LN2_HI), x));
-                let mut p = set(EXP_POLY[0]);
-                for c in &EXP_POLY[1..] {
-                    p = _mm256_fmadd_ps(p, r, set(*c));
-                }
-                let e = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), set(1.0));
                 let bits = _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127));
                 _mm256_mul_ps(e, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits)))
             }
@@ -413,7 +402,7 @@ pub(super) use arm::{Neon, chunk_neon};
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
-    use super::{Chunk, EXP_POLY, LN2_HI, LN2_LO, Lanes, passes, q8_block, row};
+    use super::{Chunk, Lanes, passes, q8_block, row};
     use crate::dot::arm::f16x4_to_f32;
     use std::arch::aarch64::*;
 
@@ -435,24 +424,19 @@ mod arm {
             sub: vsubq_f32,
             mul: vmulq_f32,
             max: vmaxq_f32,
+            min: vminq_f32,
         );
-        /// The power of two built in the exponent field (`k` is within [-126, 127] after the
-        /// clamp).
         #[inline(always)]
-        unsafe fn exp(x: float32x4_t) -> float32x4_t {
+        unsafe fn round(x: float32x4_t) -> float32x4_t {
+            // SAFETY: NEON (the trait's contract).
+            unsafe { vrndnq_f32(x) }
+        }
+        /// The power of two built in the exponent field.
+        #[inline(always)]
+        unsafe fn ldexp(e: float32x4_t, k: float32x4_t) -> float32x4_t {
             // SAFETY: as above.
             unsafe {
-                let set = vdupq_n_f32;
-                let x = vmaxq_f32(vminq_f32(x, set(88.0)), set(-87.0));
-                let ki = vcvtnq_s32_f32(vmulq_f32(x, set(std::f32::consts::LOG2_E)));
-                let k = vcvtq_f32_s32(ki);
-                let r = vfmsq_f32(vfmsq_f32(x, k, set(LN2_HI)), k, set(LN2_LO));
-                let mut p = set(EXP_POLY[0]);
-                for c in &EXP_POLY[1..] {
-                    p = vfmaq_f32(set(*c), p, r);
-                }
-                let e = vaddq_f32(vfmaq_f32(r, vmulq_f32(p, r), r), set(1.0));
-                let two_k = vshlq_n_s32::<23>(vaddq_s32(ki, vdupq_n_s32(127)));
+                let two_k = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(k), vdupq_n_s32(127)));
                 vmulq_f32(e, vreinterpretq_f32_s32(two_k))
             }
         }

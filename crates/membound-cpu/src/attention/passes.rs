@@ -65,9 +65,44 @@ pub(super) trait Lanes {
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     /// The larger of `a` and `b`, lane by lane.
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
-    /// `e^x` within 1e-7 relative for `x ≤ 0` ([`super::exp_scalar`]'s arithmetic); arguments
-    /// below -87 give about 1.6e-38.
-    unsafe fn exp(x: Self::V) -> Self::V;
+    /// The smaller of `a` and `b`, lane by lane.
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    /// Each lane rounded to an integer, a tie either way (as the instruction set rounds).
+    unsafe fn round(x: Self::V) -> Self::V;
+    /// `e · 2^k`, for `k` whole numbers in [-126, 127].
+    unsafe fn ldexp(e: Self::V, k: Self::V) -> Self::V;
+    /// `e^x` in these operations (libm's `expf` is a call per value): `2^k · e^r` with
+    /// `k = round(x / ln 2)`, `r = x - k ln 2` (ln 2 in two parts) and Cephes' polynomial for
+    /// `e^r`, within 1e-7 of `exp` relative (8e-8 measured); `x` is clamped to [-87, 88]
+    /// (e^-87 ≈ 1.6e-38 stands for anything smaller: the softmax's arguments are
+    /// `score - max ≤ 0`).
+    #[inline(always)]
+    unsafe fn exp(x: Self::V) -> Self::V {
+        /// ln 2 in two parts, then Cephes' coefficients of `e^r`, highest first.
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        const POLY: [f32; 6] = [
+            1.987_569_1e-4,
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ];
+        // SAFETY: the instruction set (the trait's contract).
+        unsafe {
+            let x = Self::max(Self::min(x, Self::splat(88.0)), Self::splat(-87.0));
+            let k = Self::round(Self::mul(x, Self::splat(std::f32::consts::LOG2_E)));
+            let r = Self::fma(k, Self::splat(-LN2_HI), x);
+            let r = Self::fma(k, Self::splat(-LN2_LO), r);
+            let mut p = Self::splat(POLY[0]);
+            for c in &POLY[1..] {
+                p = Self::fma(p, r, Self::splat(*c));
+            }
+            let e = Self::add(Self::fma(Self::mul(p, r), r, r), Self::splat(1.0));
+            Self::ldexp(e, k)
+        }
+    }
     /// Values `c..c + W` (`c` a multiple of `W`) of the row of type `D` ([`row`]) at `p`.
     unsafe fn row<const D: u8>(p: *const u8, c: usize) -> Self::V;
     /// The lane sums of `acc[..ACC]` into `sums[..ACC]`.

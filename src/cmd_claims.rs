@@ -39,20 +39,20 @@ struct ClaimsFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Claim {
-    id: String,
+    pub(crate) id: String,
     statement: String,
     source: String,
     #[serde(default)]
-    figure: Option<f64>,
+    pub(crate) figure: Option<f64>,
     #[serde(default)]
     unit: Option<String>,
-    test: Test,
+    pub(crate) test: Test,
     #[serde(default)]
     device: Option<String>,
     #[serde(default)]
     threshold: Option<f64>,
     #[serde(default)]
-    model: Option<String>,
+    pub(crate) model: Option<String>,
     #[serde(default)]
     layout: Option<String>,
     #[serde(default)]
@@ -62,18 +62,28 @@ pub struct Claim {
     #[serde(default)]
     ctx: Option<u64>,
     #[serde(default)]
-    tolerance: Option<f64>,
+    pub(crate) tolerance: Option<f64>,
+    /// The recipe of the rows a decode claim takes (`Q8_0`); any where absent.
+    #[serde(default)]
+    pub(crate) quant: Option<String>,
+    /// Layers a `decode_offload` claim keeps on the CPU (default 4).
+    #[serde(default)]
+    pub(crate) layers: Option<u32>,
+    /// The GPUs of a `decode_split` claim (`hardware` ids: `4090`, `5070ti`).
+    #[serde(default)]
+    pub(crate) devices: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Test {
+pub(crate) enum Test {
     ReadBandwidth,
     MoeActive,
     KvRatio,
     DecodeFraction,
     DecodeDepth,
-    Decode,
+    DecodeOffload,
+    DecodeSplit,
 }
 
 /// A verdict on one claim for one machine (or for all: accounting, predictions).
@@ -91,7 +101,13 @@ pub struct Verdict {
     pub detail: String,
 }
 
-fn verdict(claim: &Claim, machine: &str, v: &str, figure: Option<f64>, detail: String) -> Verdict {
+pub(crate) fn verdict(
+    claim: &Claim,
+    machine: &str,
+    v: &str,
+    figure: Option<f64>,
+    detail: String,
+) -> Verdict {
     Verdict {
         claim: claim.id.clone(),
         machine: machine.to_owned(),
@@ -153,7 +169,7 @@ fn gpu_reads(r: &Results) -> Vec<(String, f64, Option<f64>)> {
     v
 }
 
-fn label(r: &Results) -> String {
+pub(crate) fn label(r: &Results) -> String {
     r.dir.display().to_string()
 }
 
@@ -287,97 +303,8 @@ pub(crate) fn judge(claims: &[Claim], results: &[Results]) -> Result<Vec<Verdict
                     ),
                 ));
             }
-            Test::DecodeFraction | Test::DecodeDepth => {
-                let model = c
-                    .model
-                    .clone()
-                    .with_context(|| format!("claim {}: needs `model`", c.id))?;
-                let fig = c
-                    .figure
-                    .with_context(|| format!("claim {}: needs `figure`", c.id))?;
-                let tol = c.tolerance.unwrap_or(0.05);
-                let mut any = false;
-                for r in results {
-                    let Some(v) = r.derived("decode-table.json")? else {
-                        continue;
-                    };
-                    let rows: Vec<&serde_json::Value> =
-                        v["decode"].as_array().into_iter().flatten().collect();
-                    // `decode/{model}-{recipe}-d{depth}/{backend}` (sampled estimates included).
-                    let at = |depth: usize| {
-                        rows.iter().find(|row| {
-                            let id = row["id"].as_str().unwrap_or("");
-                            id.starts_with(&format!("decode/{model}-"))
-                                && id.contains(&format!("-d{depth}/"))
-                                && row[if c.test == Test::DecodeDepth {
-                                    "tokens_per_s"
-                                } else {
-                                    "fraction_of_roofline"
-                                }]
-                                .is_number()
-                        })
-                    };
-                    let found = match c.test {
-                        Test::DecodeFraction => at(0).map(|row| {
-                            let f = row["fraction_of_roofline"].as_f64().unwrap_or(f64::NAN);
-                            (
-                                f,
-                                format!(
-                                    "{}: {:.1} % of the paired read ÷ bytes per token",
-                                    row["id"].as_str().unwrap_or("?"),
-                                    100.0 * f
-                                ),
-                            )
-                        }),
-                        _ => at(0).zip(at(4096)).map(|(a, b)| {
-                            let (ta, tb) = (
-                                a["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
-                                b["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
-                            );
-                            let slow = 1.0 - tb / ta;
-                            (
-                                slow,
-                                format!(
-                                    "{ta:.2} t/s at depth 0, {tb:.2} at 4096: {:.1} % slower",
-                                    100.0 * slow
-                                ),
-                            )
-                        }),
-                    };
-                    if let Some((f, detail)) = found {
-                        any = true;
-                        let v = if (f - fig).abs() <= tol {
-                            "confirmed"
-                        } else {
-                            "refuted"
-                        };
-                        out.push(verdict(
-                            c,
-                            &label(r),
-                            v,
-                            Some(f),
-                            format!("{detail} (claim {fig} ± {tol})"),
-                        ));
-                    }
-                }
-                if !any {
-                    out.push(verdict(
-                        c,
-                        "all",
-                        "not measured",
-                        None,
-                        format!("no results folder holds decode-table.json rows of {model} (cargo bench --bench decode)"),
-                    ));
-                }
-            }
-            Test::Decode => {
-                out.push(verdict(
-                    c,
-                    "all",
-                    "not measured",
-                    c.figure,
-                    "needs a GPU decode step, CPU offload or a two-GPU split, which membound does not measure yet".into(),
-                ));
+            Test::DecodeFraction | Test::DecodeDepth | Test::DecodeOffload | Test::DecodeSplit => {
+                crate::claims_decode::judge_decode(c, results, &mut out)?
             }
         }
     }

@@ -10,6 +10,7 @@ macro_rules! outln {
     }};
 }
 
+mod claims_decode;
 mod cmd_claims;
 mod cmd_compare;
 mod cmd_devices;

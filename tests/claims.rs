@@ -136,3 +136,89 @@ fn decode_claims_are_judged_from_the_decode_table() {
     // Placements membound does not measure stay "not measured".
     assert_eq!(find(&v, "split-109-tps")["verdict"], "not measured");
 }
+
+/// A results folder holding only `machine.json` (GPUs named `gpus`) and a decode table.
+fn decode_folder(name: &str, gpus: &[&str], rows: serde_json::Value) -> std::path::PathBuf {
+    let dir = temp_dir(name);
+    let gpus: Vec<serde_json::Value> = gpus
+        .iter()
+        .enumerate()
+        .map(|(i, n)| serde_json::json!({"id": format!("gpu{i}"), "info": {"name": n}}))
+        .collect();
+    std::fs::write(
+        dir.join("machine.json"),
+        serde_json::json!({"cpu": "test", "gpus": gpus}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("decode-table.json"),
+        serde_json::json!({ "decode": rows }).to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+fn row(id: &str, tps: f64, fraction: Option<f64>) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "tokens_per_s": tps, "fraction_of_roofline": fraction,
+        "weight_bytes": 3_000_000_000u64, "kv_bytes": 0,
+    })
+}
+
+/// The placement claims from the decode suite's `-cpu4` and `-split` rows, by hand:
+/// - offload: 100 t/s whole against 30 with 4 layers on the CPU is 3.33x, within 3.4 ± 0.5;
+/// - split on one H200 at 40 % of its roofline, predicted for a 4090 (24 GiB, 1008 GB/s) and a
+///   5070 Ti (16 GiB, 896 GB/s) split 0.6 / 0.4 by memory: 3 GB x (0.6 / 1008 + 0.4 / 896) per
+///   GB/s = 3.125 ms, 320 t/s at spec bandwidth, x 0.4 = 128 t/s;
+/// - split on the claim's own two GPUs at 105 t/s: within 15 % of 108.83, confirmed.
+#[test]
+fn placement_claims_are_judged_from_the_placement_rows() {
+    let h200 = decode_folder(
+        "claims-placed-h200",
+        &["NVIDIA H200"],
+        serde_json::json!([
+            row("decode/glm-4.7-flash-q8_0-d0/cpu", 5.0, Some(0.8)),
+            row("decode/glm-4.7-flash-q8_0-d0/gpu0", 100.0, Some(0.5)),
+            row("decode/glm-4.7-flash-q8_0-d0-cpu4/gpu0", 30.0, None),
+            row(
+                "decode/glm-4.7-flash-q8_0-d0-split23-one-gpu/gpu0",
+                95.0,
+                Some(0.4)
+            ),
+            // Another recipe's rows are not the claim's.
+            row("decode/glm-4.7-flash-q4_k_m-d0-cpu4/gpu0", 1.0, None),
+        ]),
+    );
+    let desktop = decode_folder(
+        "claims-placed-desktop",
+        &["NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 5070 Ti"],
+        serde_json::json!([row(
+            "decode/glm-4.7-flash-q8_0-d0-split23/gpu0",
+            105.0,
+            Some(0.3)
+        )]),
+    );
+    let v = verdicts(&[
+        "claims",
+        h200.to_str().unwrap(),
+        desktop.to_str().unwrap(),
+        "--json",
+    ]);
+    let of = |claim: &str| -> Vec<&serde_json::Value> {
+        v.iter().filter(|x| x["claim"] == claim).collect()
+    };
+    let off = of("cpu-offload-3.4x");
+    assert_eq!(off.len(), 1, "{off:?}");
+    assert_eq!(off[0]["verdict"], "confirmed");
+    assert!((off[0]["figure"].as_f64().unwrap() - 100.0 / 30.0).abs() < 1e-9);
+    assert!(off[0]["machine"].as_str().unwrap().ends_with("(gpu0)"));
+    let split = of("split-109-tps");
+    assert_eq!(split.len(), 2, "{split:?}");
+    assert_eq!(split[0]["verdict"], "prediction");
+    let p = split[0]["figure"].as_f64().unwrap();
+    assert!((p - 128.0).abs() < 1e-6, "{p}");
+    assert_eq!(split[1]["verdict"], "confirmed");
+    assert_eq!(split[1]["figure"].as_f64().unwrap(), 105.0);
+    // The dense claim is Llama's: no rows here, so "not measured".
+    assert_eq!(of("dense-50-60")[0]["verdict"], "not measured");
+}

@@ -537,10 +537,12 @@ pub fn decode_gpu(run: &mut Run, b: &GpuBackend, models: &[ModelSpec]) -> Vec<De
     paired_cases(run, b, &plan, &mut decode_gpu_case)
 }
 
-/// Models and recipes of the placement cases: the two GPU goal models.
-const PLACED_MODELS: [(&str, Recipe); 2] = [
+/// Models and recipes of the placement cases: the two GPU goal models, and the seed's
+/// split and offload model (GLM-4.7-Flash Q8_0, claims `split-109-tps` and `cpu-offload-3.4x`).
+const PLACED_MODELS: [(&str, Recipe); 3] = [
     ("llama-3.1-8b", Recipe::Q4_K_M),
     ("qwen3-30b-a3b", Recipe::Q8_0),
+    ("glm-4.7-flash", Recipe::Q8_0),
 ];
 
 /// Layers the offload cases keep on the CPU (the seed's Ollama run: 4).
@@ -549,10 +551,10 @@ pub const OFFLOAD_LAYERS: u32 = 4;
 /// The placement cases of `models` on a machine with `gpus` GPUs: each model split in half
 /// across two GPUs (`-split{at}`; `-split{at}-one-gpu` where there is one GPU, which then
 /// holds both halves) and with its first [`OFFLOAD_LAYERS`] layers on the CPU (`-cpu{n}`), at
-/// depth 0 (and 32768 at `full`).
+/// depth 0 (and 32768 and the seed's 112k at `full`, within the model's context).
 pub fn placement_plan(models: &[ModelSpec], scale: Scale, gpus: usize) -> Vec<DecodeCase> {
     let depths: &[usize] = if scale == Scale::Full {
-        &[0, 32768]
+        &[0, 32768, 112 << 10]
     } else {
         &[0]
     };
@@ -561,7 +563,7 @@ pub fn placement_plan(models: &[ModelSpec], scale: Scale, gpus: usize) -> Vec<De
         let Some(m) = models.iter().find(|m| m.name == name) else {
             continue;
         };
-        for &depth in depths {
+        for &depth in depths.iter().filter(|&&d| (d as u64) < m.max_context) {
             let base = format!("{name}-{}-d{depth}", recipe.name().to_lowercase());
             let at = m.n_layers / 2;
             for (placement, suffix) in [
@@ -1234,13 +1236,16 @@ mod tests {
                 "llama-3.1-8b-q4_k_m-d0-cpu4",
                 "qwen3-30b-a3b-q8_0-d0-split24-one-gpu",
                 "qwen3-30b-a3b-q8_0-d0-cpu4",
+                "glm-4.7-flash-q8_0-d0-split23-one-gpu",
+                "glm-4.7-flash-q8_0-d0-cpu4",
             ]
         );
-        let two = placement_plan(&models, Scale::Full, 2);
-        assert!(
-            two.iter()
-                .any(|c| c.case == "qwen3-30b-a3b-q8_0-d32768-split24")
-        );
+        let two: Vec<DecodeCase> = placement_plan(&models, Scale::Full, 2);
+        let has = |case: &str| two.iter().any(|c| c.case == case);
+        assert!(has("qwen3-30b-a3b-q8_0-d32768-split24"));
+        assert!(has("glm-4.7-flash-q8_0-d114688-cpu4"));
+        // Qwen3-30B-A3B's context is 40,960 tokens: no 112k case.
+        assert!(!has("qwen3-30b-a3b-q8_0-d114688-cpu4"));
         for c in &two {
             assert!(c.placement.check(&c.model).is_ok(), "{}", c.case);
         }

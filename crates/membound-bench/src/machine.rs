@@ -74,6 +74,9 @@ pub fn write(backends: &Backends, scale: Scale, suite: &str) {
 
 /// Writes a suite's derived results (`value` under `key`, with the machine's facts and the
 /// suite's name) as `file` into [`criterion_home`] and says where; a failure is reported.
+/// Rows (objects with an `id`) of an earlier run of the same suite, build and host in that
+/// folder are kept where this run has no row of their id, as Criterion keeps the cases a run
+/// filtered out: runs one file or filter at a time add up to one table.
 pub fn write_extra<T: serde::Serialize>(
     file: &str,
     suite: &str,
@@ -86,10 +89,79 @@ pub fn write_extra<T: serde::Serialize>(
     m[key] = serde_json::to_value(value).unwrap_or_default();
     let dir = criterion_home();
     let path = dir.join(file);
+    if let Some(old) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    {
+        merge_rows(&mut m, &old, key);
+    }
     match std::fs::create_dir_all(&dir)
         .and_then(|_| std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap_or_default()))
     {
         Ok(()) => println!("{suite}: {}", path.display()),
         Err(e) => eprintln!("membound: cannot write {}: {e}", path.display()),
+    }
+}
+
+/// Puts `old`'s rows under `key` whose `id` `new` lacks before `new`'s rows, where both were
+/// written by the same suite, commit and host (another build's or machine's rows are dropped).
+fn merge_rows(new: &mut serde_json::Value, old: &serde_json::Value, key: &str) {
+    let same = ["suite", "commit", "hostname"]
+        .iter()
+        .all(|k| old[k] == new[k] && !new[k].is_null());
+    let (Some(rows), Some(old_rows)) = (new[key].as_array(), old[key].as_array()) else {
+        return;
+    };
+    let id = |r: &serde_json::Value| r["id"].as_str().map(str::to_owned);
+    if !same || !rows.iter().chain(old_rows).all(|r| id(r).is_some()) {
+        return;
+    }
+    let mut merged: Vec<serde_json::Value> = old_rows
+        .iter()
+        .filter(|o| !rows.iter().any(|r| id(r) == id(o)))
+        .cloned()
+        .collect();
+    merged.extend(rows.iter().cloned());
+    new[key] = serde_json::Value::Array(merged);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_rows_replace_their_ids_and_keep_the_others() {
+        let table = |commit: &str, ids: &[(&str, f64)]| {
+            json!({
+                "suite": "decode", "commit": commit, "hostname": "h",
+                "decode": ids.iter().map(|(i, t)| json!({"id": i, "t": t})).collect::<Vec<_>>(),
+            })
+        };
+        let old = table("c1", &[("a", 1.0), ("b", 2.0)]);
+        let mut new = table("c1", &[("b", 3.0), ("c", 4.0)]);
+        merge_rows(&mut new, &old, "decode");
+        let got: Vec<(String, f64)> = new["decode"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_owned(),
+                    r["t"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [("a".into(), 1.0), ("b".into(), 3.0), ("c".into(), 4.0)]
+        );
+        // Another build's rows are not kept.
+        let mut other = table("c2", &[("c", 4.0)]);
+        merge_rows(&mut other, &old, "decode");
+        assert_eq!(other["decode"].as_array().unwrap().len(), 1);
+        // Rows without ids (the MoE verdicts) are replaced whole.
+        let mut verdicts = json!({"suite": "decode", "commit": "c1", "hostname": "h", "decode": [{"backend": "cpu"}]});
+        merge_rows(&mut verdicts, &old, "decode");
+        assert_eq!(verdicts["decode"].as_array().unwrap().len(), 1);
     }
 }

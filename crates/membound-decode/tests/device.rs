@@ -187,7 +187,7 @@ fn compare_placed<E: StepExec>(
 }
 
 /// Every placement case: (model, recipe, placement).
-const PLACED: [(&str, Recipe, Placement); 4] = [
+const PLACED: [(&str, Recipe, Placement); 5] = [
     ("llama-3.1-8b", Recipe::F16, Placement::Split { at: 1 }),
     (
         "llama-3.1-8b",
@@ -200,6 +200,13 @@ const PLACED: [(&str, Recipe, Placement); 4] = [
         Placement::Offload { cpu_layers: 1 },
     ),
     ("gpt-oss-20b", Recipe::MXFP4_MOE, Placement::Split { at: 3 }),
+    // GLM-4.7-Flash (the seed's offload case): its dense first layer and an MLA MoE layer on
+    // the CPU.
+    (
+        "glm-4.7-flash",
+        Recipe::Q8_0,
+        Placement::Offload { cpu_layers: 2 },
+    ),
 ];
 
 fn check_placed<E: StepExec>(exec: &mut dyn FnMut(usize, &DeviceStep) -> Result<E, DecodeError>) {

@@ -8,7 +8,9 @@
 #   bench-SUITE.log  each suite of $SUITES (default: bandwidth dense moe attention decode) on the
 #                    GPU backends, each within SUITE_S seconds (criterion.tgz beside them); decode
 #                    only the cases of DECODE_FILTER (a few models that fit one GPU whole, one
-#                    forced sample beside its whole model, Qwen3-Coder-Next's Gated DeltaNet)
+#                    forced sample beside its whole model, Qwen3-Coder-Next's Gated DeltaNet, the
+#                    split and 4-layer CPU offload of Llama-3.1-8B and of GLM-4.7-Flash Q8_0,
+#                    which `membound claims` judges the seed's split and offload claims by)
 #   bench-{dense,attention,decode}-ab.log  the large GEMVs again with MEMBOUND_TILE_PIPE=0
 #                    (single-buffered tiles), attention's F16 cases at 32k with
 #                    MEMBOUND_ATTN_MMA=1 (the tensor-core kernels where a shape takes them), and
@@ -72,7 +74,7 @@ for suite in ${SUITES:-bandwidth dense moe attention decode}; do
   filter=()
   custom="SUITE_FILTER_$suite"
   if [ -n "${!custom:-}" ]; then filter=("${!custom}")
-  elif [ "$suite" = decode ]; then filter=("${DECODE_FILTER:-llama-3.1-8b-q4_k_m-d(0|4096)/|qwen3-coder-30b-a3b-q8_0-d(0|4096)/|gpt-oss-20b-mxfp4_moe-d(0|4096)/|glm-4.7-flash-q8_0-d(0|4096)/|llama-3.2-3b-q4_k_m-d4096(-sampled)?/|qwen3-coder-next-q4_k_m-d0/|llama-3.1-8b-q4_k_m-d0-(split|cpu)}"); fi
+  elif [ "$suite" = decode ]; then filter=("${DECODE_FILTER:-llama-3.1-8b-q4_k_m-d(0|4096)/|qwen3-coder-30b-a3b-q8_0-d(0|4096)/|gpt-oss-20b-mxfp4_moe-d(0|4096)/|glm-4.7-flash-q8_0-d(0|4096)/|llama-3.2-3b-q4_k_m-d4096(-sampled)?/|qwen3-coder-next-q4_k_m-d0/|(llama-3.1-8b-q4_k_m|glm-4.7-flash-q8_0)-d0-(split|cpu)}"); fi
   MEMBOUND_BACKENDS=${MEMBOUND_BACKENDS:-gpu0} timeout "${SUITE_S:-150}" .gpu/run exec "$exe" --bench --noplot "${filter[@]}" > "$log" 2>&1
   echo "$suite rc=$?"
   # The single-buffered tile loops beside the pipelined default (MEMBOUND_TILE_PIPE=0), same

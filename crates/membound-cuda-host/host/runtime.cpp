@@ -1,9 +1,19 @@
 // runtime.cpp: launches kernels/*.cu kernels on the CPU (see cuda_host.h for the model).
 // One launch at a time per process (a mutex; __shared__ storage is process-wide), blocks one
-// after another, the threads of a block as ucontext fibers on the calling OS thread.
+// after another, the threads of a block as fibers on the calling OS thread.
+//
+// Fibers: each thread's stack and first entry come from makecontext/swapcontext, every later
+// switch (a barrier, a warp collective, a return) is _setjmp/_longjmp between the fiber and
+// the scheduler. glibc's swapcontext saves and restores the signal mask with a system call on
+// every switch, which was most of the time of the host-executed tests. The fortified longjmp
+// refuses to jump to another stack, so fortification is off in this file.
+#ifdef _FORTIFY_SOURCE
+#undef _FORTIFY_SOURCE
+#endif
 #include "cuda_host.h"
 #include "runtime.h"
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -43,7 +53,9 @@ struct PendingCopy {
 };
 
 struct Thread {
-    ucontext_t ctx;
+    ucontext_t ctx;     // the first entry only
+    jmp_buf resume;     // where the fiber continues once it has run
+    bool started = false;
     dim3 tid;
     unsigned linear = 0;
     State state = State::Ready;
@@ -73,7 +85,8 @@ struct Launch {
     unsigned block_arrived = 0, block_alive = 0;
     uint64_t block_gen = 0;
     Thread* cur = nullptr;
-    ucontext_t sched;
+    ucontext_t sched;  // written by a fiber's first entry, never resumed
+    jmp_buf sched_jb;  // where every fiber switch returns to the scheduler
     std::string error;
     mb_host_stats stats{};
 };
@@ -83,7 +96,9 @@ Launch* L = nullptr;
 void (*entry_fn)(void**) = nullptr;
 void** entry_args = nullptr;
 
-void yield_to_scheduler() { swapcontext(&L->cur->ctx, &L->sched); }
+void yield_to_scheduler() {
+    if (_setjmp(L->cur->resume) == 0) _longjmp(L->sched_jb, 1);
+}
 
 // Closes the current thread's stretch of loads at a synchronisation (or its end): what it
 // loaded since the last one is all it could have had in flight at once, an upper bound.
@@ -110,8 +125,7 @@ void fiber_main() {
         L->block_arrived = 0;
         ++L->block_gen;
     }
-    swapcontext(&t->ctx, &L->sched);
-    std::abort();  // a finished fiber is never resumed
+    _longjmp(L->sched_jb, 1);  // a finished fiber is never resumed
 }
 
 // Sectors of the warp's loads: the k-th load of every lane is one request.
@@ -174,6 +188,7 @@ bool run_block() {
         t.since_sync = 0;
         t.copies.clear();
         t.committed = 0;
+        t.started = false;
         getcontext(&t.ctx);
         t.ctx.uc_stack.ss_sp = L->stacks[i];
         t.ctx.uc_stack.ss_size = STACK_BYTES;
@@ -204,7 +219,12 @@ bool run_block() {
         }
         next->state = State::Ready;
         L->cur = next;
-        swapcontext(&L->sched, &next->ctx);
+        if (_setjmp(L->sched_jb) == 0) {
+            if (next->started) _longjmp(next->resume, 1);
+            next->started = true;
+            swapcontext(&L->sched, &next->ctx);  // returns through sched_jb, not here
+            std::abort();
+        }
         L->cur = nullptr;
         if (!L->error.empty()) return false;
         if (next->state == State::Done) {
@@ -229,8 +249,7 @@ void fault(const char* what) {
     std::snprintf(msg, sizeof msg, "%s (block (%u,%u,%u), thread (%u,%u,%u))", what, block_idx.x,
                   block_idx.y, block_idx.z, t->tid.x, t->tid.y, t->tid.z);
     L->error = msg;
-    swapcontext(&t->ctx, &L->sched);
-    std::abort();
+    _longjmp(L->sched_jb, 1);  // a faulted fiber is never resumed
 }
 
 void sync_block() {

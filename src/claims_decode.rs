@@ -7,7 +7,7 @@ use membound_spec::hardware;
 use membound_spec::recipe::Recipe;
 use serde_json::Value;
 
-use crate::cmd_claims::{Claim, Results, Test, Verdict, label, verdict};
+use crate::cmd_claims::{Claim, Results, Test, Verdict, confirmed, label, verdict};
 
 /// One row of a decode table with its id taken apart.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,10 +99,6 @@ fn backends(es: &[Entry]) -> Vec<String> {
     v
 }
 
-fn confirmed(ok: bool) -> &'static str {
-    if ok { "confirmed" } else { "refuted" }
-}
-
 /// The verdicts of one decode claim (`decode_fraction`, `decode_depth`, `decode_offload`,
 /// `decode_split`) over the results folders.
 pub(crate) fn judge_decode(c: &Claim, results: &[Results], out: &mut Vec<Verdict>) -> Result<()> {
@@ -110,11 +106,8 @@ pub(crate) fn judge_decode(c: &Claim, results: &[Results], out: &mut Vec<Verdict
     let model = c.model.clone().with_context(|| need("model"))?;
     let fig = c.figure.with_context(|| need("figure"))?;
     let tol = c.tolerance.unwrap_or(0.05);
-    let recipe_ok = |e: &Entry| {
-        c.quant
-            .as_ref()
-            .is_none_or(|q| e.recipe == q.to_lowercase())
-    };
+    let quant = c.quant.as_deref().map(str::to_lowercase);
+    let recipe_ok = |e: &Entry| quant.as_ref().is_none_or(|q| &e.recipe == q);
     let before = out.len();
     for r in results {
         let Some(table) = r.derived("decode-table.json")? else {
@@ -157,11 +150,11 @@ pub(crate) fn judge_decode(c: &Claim, results: &[Results], out: &mut Vec<Verdict
                     ));
                 }
                 Test::DecodeDepth => {
+                    // The first whole step at depth 0 whose recipe also has one at 4096.
                     let Some((a, b)) = es
                         .iter()
-                        .filter(|e| e.depth == 0)
+                        .filter(|e| e.whole() && e.depth == 0 && e.tps().is_some())
                         .find_map(|a| Some((*a, whole_at(4096, Some(&a.recipe))?)))
-                        .filter(|(a, _)| a.whole() && a.tps().is_some())
                     else {
                         continue;
                     };

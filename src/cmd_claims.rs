@@ -169,6 +169,11 @@ fn gpu_reads(r: &Results) -> Vec<(String, f64, Option<f64>)> {
     v
 }
 
+/// The verdict of a measurement that meets (or misses) its claim.
+pub(crate) fn confirmed(ok: bool) -> &'static str {
+    if ok { "confirmed" } else { "refuted" }
+}
+
 pub(crate) fn label(r: &Results) -> String {
     r.dir.display().to_string()
 }
@@ -190,11 +195,7 @@ pub(crate) fn judge(claims: &[Claim], results: &[Results]) -> Result<Vec<Verdict
                         if &id == dev {
                             found = true;
                             let f = read / fig;
-                            let v = if f >= threshold {
-                                "confirmed"
-                            } else {
-                                "refuted"
-                            };
+                            let v = confirmed(f >= threshold);
                             out.push(verdict(c, &label(r), v, Some(read), format!("read {read:.1} GB/s = {:.1} % of {fig} GB/s (threshold {:.0} %)", 100.0 * f, 100.0 * threshold)));
                         }
                         if let Some(s) = spec {
@@ -285,11 +286,7 @@ pub(crate) fn judge(claims: &[Claim], results: &[Results]) -> Result<Vec<Verdict
                 let ratio = ka as f64 / kb as f64;
                 let fig = c.figure.context("kv_ratio needs `figure`")?;
                 let tol = c.tolerance.unwrap_or(0.05);
-                let v = if (ratio - fig).abs() <= tol {
-                    "confirmed"
-                } else {
-                    "refuted"
-                };
+                let v = confirmed((ratio - fig).abs() <= tol);
                 let gib = |x: u64| x as f64 / (1u64 << 30) as f64;
                 out.push(verdict(
                     c,

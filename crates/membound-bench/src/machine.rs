@@ -112,7 +112,9 @@ fn merge_rows(new: &mut serde_json::Value, old: &serde_json::Value, key: &str) {
     let (Some(rows), Some(old_rows)) = (new[key].as_array(), old[key].as_array()) else {
         return;
     };
-    let id = |r: &serde_json::Value| r["id"].as_str().map(str::to_owned);
+    fn id(r: &serde_json::Value) -> Option<&str> {
+        r["id"].as_str()
+    }
     if !same || !rows.iter().chain(old_rows).all(|r| id(r).is_some()) {
         return;
     }
